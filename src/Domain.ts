@@ -1,0 +1,246 @@
+/**
+ * Domain types shared by every stage of the pipeline.
+ *
+ * Types that cross an edge (CLI arguments, SQL rows, JSON output) are
+ * schemas; hot-path values (chunks, embeddings) are plain readonly records
+ * whose shape the schemas describe, so the pipeline does not pay for
+ * validation it does not need.
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/**
+ * The format a loaded file was read as.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const DocumentFormat = Schema.Literal("markdown", "text", "html", "rst")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type DocumentFormat = typeof DocumentFormat.Type
+
+/**
+ * A file that was read from disk (or produced by any other source) and is
+ * ready to be chunked.
+ *
+ * `path` is the document's identity in the store: for files it is the path
+ * relative to the ingested root, with `/` separators.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const SourceDocument = Schema.Struct({
+  path: Schema.String,
+  text: Schema.String,
+  /** sha256 (hex) of the raw bytes the text was decoded from */
+  contentHash: Schema.String,
+  /** size in bytes */
+  size: Schema.Number,
+  format: DocumentFormat
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SourceDocument extends Schema.Schema.Type<typeof SourceDocument> {}
+
+/**
+ * Why the loader passed over a file.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const SkipReason = Schema.Literal(
+  "binary",
+  "invalid-utf8",
+  "empty",
+  "too-large",
+  "unreadable",
+  "symlink-outside-root",
+  "symlink-loop",
+  "broken-symlink",
+  "unreadable-directory"
+)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type SkipReason = typeof SkipReason.Type
+
+/**
+ * A file (or directory) the loader passed over, with the reason.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const SkippedFile = Schema.Struct({
+  path: Schema.String,
+  reason: SkipReason,
+  detail: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SkippedFile extends Schema.Schema.Type<typeof SkippedFile> {}
+
+/**
+ * Stable chunk identifier: a hash of (document path, chunk index, chunk text).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ChunkId = Schema.String.pipe(Schema.brand("ChunkId"))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ChunkId = typeof ChunkId.Type
+
+/**
+ * One piece of a document, sized for embedding.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Chunk = Schema.Struct({
+  id: ChunkId,
+  documentPath: Schema.String,
+  index: Schema.Int,
+  text: Schema.String,
+  /** markdown heading path, outermost first (empty for text without headings) */
+  headingPath: Schema.Array(Schema.String),
+  /** approximate number of model tokens */
+  tokenEstimate: Schema.Int
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Chunk extends Schema.Schema.Type<typeof Chunk> {}
+
+/**
+ * An embedding vector.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Embedding = Schema.instanceOf(Float32Array)
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Embedding = Float32Array
+
+/**
+ * A chunk together with its embedding.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EmbeddedChunk {
+  readonly chunk: Chunk
+  readonly embedding: Embedding
+}
+
+/**
+ * One search result.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const SearchHit = Schema.Struct({
+  rank: Schema.Int,
+  /** cosine similarity in [-1, 1]; higher is closer */
+  score: Schema.Number,
+  path: Schema.String,
+  chunkIndex: Schema.Int,
+  heading: Schema.String,
+  text: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SearchHit extends Schema.Schema.Type<typeof SearchHit> {}
+
+/**
+ * Counters for resources, as reported by the ResourceLedger.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ResourceCounts = Schema.Struct({
+  acquired: Schema.Int,
+  released: Schema.Int,
+  open: Schema.Int
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ResourceCounts extends Schema.Schema.Type<typeof ResourceCounts> {}
+
+/**
+ * Summary of one ingest run. Its JSON form is the last line `ingest --json`
+ * prints.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const IngestReport = Schema.Struct({
+  files: Schema.Struct({
+    seen: Schema.Int,
+    ingested: Schema.Int,
+    unchanged: Schema.Int,
+    skipped: Schema.Int,
+    removed: Schema.Int
+  }),
+  chunks: Schema.Struct({
+    written: Schema.Int,
+    failed: Schema.Int,
+    cached: Schema.Int
+  }),
+  resources: ResourceCounts,
+  breaker: Schema.NullOr(Schema.Unknown),
+  durationMs: Schema.Int
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface IngestReport extends Schema.Schema.Type<typeof IngestReport> {}
+
+/**
+ * What the store holds.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const StoreStats = Schema.Struct({
+  documents: Schema.Int,
+  chunks: Schema.Int,
+  dimensions: Schema.NullOr(Schema.Int),
+  model: Schema.NullOr(Schema.String),
+  storeBytes: Schema.Number
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoreStats extends Schema.Schema.Type<typeof StoreStats> {}

@@ -1,0 +1,229 @@
+/**
+ * The ResourceLedger records every resource the pipeline acquires and
+ * releases, per kind, with the order of releases, so a run (or a test) can
+ * prove that nothing is left open and that nested resources were released
+ * last-in first-out.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import type { ResourceCounts } from "./Domain.js"
+
+/**
+ * A resource as the ledger knows it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TrackedResource {
+  readonly id: number
+  readonly kind: string
+  readonly label: string
+}
+
+/**
+ * A release that took longer than the ledger's slow-release threshold.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SlowRelease extends TrackedResource {
+  readonly millis: number
+}
+
+/**
+ * A point-in-time view of the ledger.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot {
+  readonly total: ResourceCounts
+  readonly byKind: Readonly<Record<string, ResourceCounts>>
+  /** the most recent releases, oldest first (bounded by `historyLimit`) */
+  readonly releaseOrder: ReadonlyArray<TrackedResource>
+  /** resources acquired and not yet released */
+  readonly open: ReadonlyArray<TrackedResource>
+  /** releases that failed (the resource still counts as released) */
+  readonly releaseFailures: number
+  /** the most recent slow releases (bounded by `historyLimit`) */
+  readonly slowReleases: ReadonlyArray<SlowRelease>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** how many release events and slow releases are kept (default 1024) */
+  readonly historyLimit?: number
+  /** a release slower than this is recorded as slow (default 500 ms) */
+  readonly slowReleaseMillis?: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /**
+   * Acquire a resource in the current scope and record it. The release runs
+   * when the scope closes, on every exit path, and is recorded even if it
+   * fails.
+   */
+  readonly acquireRelease: <A, E, R>(
+    kind: string,
+    acquire: Effect.Effect<A, E, R>,
+    release: (a: A, exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown>,
+    label?: string | ((a: A) => string)
+  ) => Effect.Effect<A, E, R | Scope.Scope>
+  /** The current counters, open resources and release history. */
+  readonly snapshot: Effect.Effect<Snapshot>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class ResourceLedger extends Context.Tag("ragpipe/ResourceLedger")<ResourceLedger, Service>() {}
+
+const pushBounded = <A>(buffer: Array<A>, item: A, limit: number): void => {
+  buffer.push(item)
+  if (buffer.length > limit) buffer.splice(0, buffer.length - limit)
+}
+
+/**
+ * Build a ledger. It is not tied to a scope: see {@link layer} for the
+ * scoped version that reports leftovers.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<Service> =>
+  Effect.sync(() => {
+    const historyLimit = options.historyLimit ?? 1024
+    const slowMillis = options.slowReleaseMillis ?? 500
+    let nextId = 0
+    let releaseFailures = 0
+    const byKind = new Map<string, { acquired: number; released: number }>()
+    const open = new Map<number, TrackedResource>()
+    const releaseOrder: Array<TrackedResource> = []
+    const slowReleases: Array<SlowRelease> = []
+
+    const counts = (kind: string) => {
+      let entry = byKind.get(kind)
+      if (entry === undefined) {
+        entry = { acquired: 0, released: 0 }
+        byKind.set(kind, entry)
+      }
+      return entry
+    }
+
+    const acquireRelease: Service["acquireRelease"] = (kind, acquire, release, label) =>
+      Effect.acquireRelease(
+        Effect.map(acquire, (a) => {
+          const id = ++nextId
+          const name = label === undefined ? kind : typeof label === "string" ? label : label(a)
+          open.set(id, { id, kind, label: name })
+          counts(kind).acquired++
+          return [a, id] as const
+        }),
+        ([a, id], exit) =>
+          Effect.flatMap(Clock.currentTimeMillis, (start) =>
+            release(a, exit).pipe(
+              Effect.catchAllCause((cause) =>
+                Effect.zipRight(
+                  Effect.sync(() => void releaseFailures++),
+                  Effect.logWarning(`releasing ${kind} failed`, cause)
+                )
+              ),
+              Effect.zipRight(Clock.currentTimeMillis),
+              Effect.map((end) => {
+                const tracked = open.get(id)
+                if (tracked === undefined) return
+                open.delete(id)
+                counts(kind).released++
+                pushBounded(releaseOrder, tracked, historyLimit)
+                if (end - start > slowMillis) {
+                  pushBounded(slowReleases, { ...tracked, millis: end - start }, historyLimit)
+                }
+              })
+            )
+          )
+      ).pipe(Effect.map(([a]) => a))
+
+    const snapshot = Effect.sync((): Snapshot => {
+      let acquired = 0
+      let released = 0
+      const kinds: Record<string, ResourceCounts> = {}
+      for (const [kind, c] of byKind) {
+        acquired += c.acquired
+        released += c.released
+        kinds[kind] = { acquired: c.acquired, released: c.released, open: c.acquired - c.released }
+      }
+      return {
+        total: { acquired, released, open: acquired - released },
+        byKind: kinds,
+        releaseOrder: [...releaseOrder],
+        open: [...open.values()],
+        releaseFailures,
+        slowReleases: [...slowReleases]
+      }
+    })
+
+    return { acquireRelease, snapshot }
+  })
+
+/**
+ * A ledger whose scope, when it closes, logs a warning naming every resource
+ * still open at that moment.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<ResourceLedger> =>
+  Layer.scoped(
+    ResourceLedger,
+    Effect.tap(make(options), (ledger) =>
+      Effect.addFinalizer(() =>
+        Effect.flatMap(ledger.snapshot, (s) =>
+          s.open.length === 0
+            ? Effect.void
+            : Effect.logWarning(
+              `${s.open.length} resource(s) still open when the ledger closed: ` +
+                s.open.map((r) => `${r.kind}:${r.label}`).join(", ")
+            )
+        )
+      )
+    )
+  )
+
+/**
+ * Acquire a resource through the ledger in the context.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const acquireRelease = <A, E, R>(
+  kind: string,
+  acquire: Effect.Effect<A, E, R>,
+  release: (a: A, exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown>,
+  label?: string | ((a: A) => string)
+): Effect.Effect<A, E, R | Scope.Scope | ResourceLedger> =>
+  Effect.flatMap(ResourceLedger, (ledger) => ledger.acquireRelease(kind, acquire, release, label))
+
+/**
+ * The current snapshot of the ledger in the context.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const snapshot: Effect.Effect<Snapshot, never, ResourceLedger> = Effect.flatMap(
+  ResourceLedger,
+  (ledger) => ledger.snapshot
+)

@@ -1,0 +1,249 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as fc from "effect/FastCheck"
+import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
+import * as Runtime from "effect/Runtime"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
+import * as ResourceLedger from "../src/ResourceLedger.js"
+
+const noop = () => Effect.void
+
+/** acquire a resource of `kind` labelled `label` into the current scope */
+const track = (ledger: ResourceLedger.Service, kind: string, label: string) =>
+  ledger.acquireRelease(kind, Effect.succeed(label), noop, label)
+
+interface LogLine {
+  readonly level: string
+  readonly message: string
+}
+
+/** a logger that records every line, provided in place of the default one */
+const captureLogs = () => {
+  const lines: Array<LogLine> = []
+  const logger = Logger.make(({ logLevel, message }) => {
+    const parts = Array.isArray(message) ? message : [message]
+    lines.push({ level: logLevel.label, message: parts.map(String).join(" ") })
+  })
+  return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
+}
+
+describe("ResourceLedger", () => {
+  it.effect("counts acquisitions and releases per kind", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          yield* track(ledger, "file", "a.md")
+          yield* track(ledger, "file", "b.md")
+          yield* track(ledger, "connection", "pg")
+          const during = yield* ledger.snapshot
+          assert.deepStrictEqual(during.byKind, {
+            file: { acquired: 2, released: 0, open: 2 },
+            connection: { acquired: 1, released: 0, open: 1 }
+          })
+          assert.deepStrictEqual(during.total, { acquired: 3, released: 0, open: 3 })
+        })
+      )
+      yield* Effect.scoped(track(ledger, "file", "c.md"))
+      const after = yield* ledger.snapshot
+      assert.deepStrictEqual(after.byKind, {
+        file: { acquired: 3, released: 3, open: 0 },
+        connection: { acquired: 1, released: 1, open: 0 }
+      })
+      assert.deepStrictEqual(after.total, { acquired: 4, released: 4, open: 0 })
+      assert.strictEqual(after.releaseFailures, 0)
+    }))
+
+  it.effect("open lists the resources not yet released, with their labels", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const outer = yield* Scope.make()
+      yield* ledger.acquireRelease("connection", Effect.succeed({ port: 5432 }), noop, (c) => `port-${c.port}`).pipe(
+        Scope.extend(outer)
+      )
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          yield* ledger.acquireRelease("file", Effect.succeed(1), noop)
+          const open = (yield* ledger.snapshot).open
+          assert.deepStrictEqual(open.map((r) => [r.kind, r.label]), [["connection", "port-5432"], ["file", "file"]])
+          assert.strictEqual(new Set(open.map((r) => r.id)).size, 2)
+        })
+      )
+      assert.deepStrictEqual((yield* ledger.snapshot).open.map((r) => r.label), ["port-5432"])
+      yield* Scope.close(outer, Exit.void)
+      assert.deepStrictEqual((yield* ledger.snapshot).open, [])
+    }))
+
+  it.effect("a failed acquisition records nothing", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const result = yield* Effect.scoped(ledger.acquireRelease("file", Effect.fail("missing"), noop)).pipe(
+        Effect.either
+      )
+      assert.deepStrictEqual(result, Either.left("missing"))
+      const snapshot = yield* ledger.snapshot
+      assert.deepStrictEqual(snapshot.total, { acquired: 0, released: 0, open: 0 })
+      assert.deepStrictEqual(snapshot.open, [])
+    }))
+
+  it.effect("records releases of nested acquisitions in one scope last-in first-out", () =>
+    Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+      Effect.promise(() =>
+        fc.assert(
+          fc.asyncProperty(
+            fc.array(fc.constantFrom("file", "connection", "gpu"), { minLength: 1, maxLength: 8 }),
+            fc.boolean(),
+            (kinds, fail) =>
+              Runtime.runPromise(runtime)(Effect.gen(function*() {
+                const ledger = yield* ResourceLedger.make()
+                const labels = kinds.map((kind, i) => `${kind}-${i}`)
+                const result = yield* Effect.scoped(
+                  Effect.zipRight(
+                    Effect.forEach(labels, (label, i) => track(ledger, kinds[i]!, label)),
+                    fail ? Effect.fail("body failed") : Effect.void
+                  )
+                ).pipe(Effect.either)
+                assert.strictEqual(Either.isLeft(result), fail)
+                const snapshot = yield* ledger.snapshot
+                assert.deepStrictEqual(snapshot.releaseOrder.map((r) => r.label), [...labels].reverse())
+                assert.deepStrictEqual(snapshot.open, [])
+              }))
+          ),
+          { numRuns: 60 }
+        )
+      )))
+
+  it.effect("records a release even when it fails, and counts the failure", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const exit = yield* Effect.scoped(
+        Effect.gen(function*() {
+          yield* ledger.acquireRelease("socket", Effect.succeed(1), () => Effect.die(new Error("close failed")), "s1")
+          yield* ledger.acquireRelease("socket", Effect.succeed(2), noop, "s2")
+        })
+      ).pipe(Effect.exit)
+      assert.isTrue(Exit.isSuccess(exit)) // the failed release is absorbed by the ledger
+      const snapshot = yield* ledger.snapshot
+      assert.strictEqual(snapshot.releaseFailures, 1)
+      assert.deepStrictEqual(snapshot.byKind["socket"], { acquired: 2, released: 2, open: 0 })
+      assert.deepStrictEqual(snapshot.releaseOrder.map((r) => r.label), ["s2", "s1"])
+    }))
+
+  it.effect("passes the scope's exit to the release", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const exits: Array<Exit.Exit<unknown, unknown>> = []
+      yield* Effect.scoped(
+        Effect.zipRight(
+          ledger.acquireRelease("file", Effect.succeed(1), (_, exit) => Effect.sync(() => void exits.push(exit))),
+          Effect.fail("boom")
+        )
+      ).pipe(Effect.ignore)
+      assert.strictEqual(exits.length, 1)
+      assert.deepStrictEqual(exits[0], Exit.fail("boom"))
+    }))
+
+  it.effect("flags releases slower than the threshold, measured on the Clock", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const sleepy = (kind: string, label: string, millis: number) =>
+        Effect.gen(function*() {
+          const sleeping = yield* Deferred.make<void>()
+          const fiber = yield* Effect.fork(
+            Effect.scoped(
+              ledger.acquireRelease(
+                kind,
+                Effect.void,
+                () => Effect.zipRight(Deferred.succeed(sleeping, undefined), Effect.sleep(millis)),
+                label
+              )
+            )
+          )
+          yield* Deferred.await(sleeping)
+          yield* TestClock.adjust(millis)
+          yield* Fiber.join(fiber)
+        })
+      yield* sleepy("connection", "slow", 600)
+      yield* sleepy("connection", "fast", 400)
+      yield* sleepy("file", "borderline", 500) // not slower than 500 ms
+      const snapshot = yield* ledger.snapshot
+      assert.deepStrictEqual(
+        snapshot.slowReleases.map(({ kind, label, millis }) => ({ kind, label, millis })),
+        [{ kind: "connection", label: "slow", millis: 600 }]
+      )
+      assert.deepStrictEqual(snapshot.byKind["connection"], { acquired: 2, released: 2, open: 0 })
+    }))
+
+  it.effect("honours a custom slow-release threshold", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make({ slowReleaseMillis: 100 })
+      const fiber = yield* Effect.fork(
+        Effect.scoped(ledger.acquireRelease("gpu", Effect.void, () => Effect.sleep(150), "ctx"))
+      )
+      // wait until the release is asleep on the test clock
+      while ((yield* TestClock.sleeps()).length === 0) yield* Effect.yieldNow()
+      yield* TestClock.adjust(150)
+      yield* Fiber.join(fiber)
+      assert.deepStrictEqual((yield* ledger.snapshot).slowReleases.map((r) => [r.label, r.millis]), [["ctx", 150]])
+    }))
+
+  it.effect("bounds the release history by historyLimit", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make({ historyLimit: 3 })
+      for (let i = 0; i < 5; i++) yield* Effect.scoped(track(ledger, "file", `f${i}`))
+      const snapshot = yield* ledger.snapshot
+      assert.deepStrictEqual(snapshot.releaseOrder.map((r) => r.label), ["f2", "f3", "f4"])
+      assert.deepStrictEqual(snapshot.total, { acquired: 5, released: 5, open: 0 })
+    }))
+
+  describe("layer", () => {
+    it.effect("warns, naming them, about resources still open when its scope closes", () =>
+      Effect.gen(function*() {
+        const logs = captureLogs()
+        const outer = yield* Scope.make()
+        yield* Effect.gen(function*() {
+          yield* ResourceLedger.acquireRelease("socket", Effect.succeed(1), noop, "s1").pipe(Scope.extend(outer))
+          yield* ResourceLedger.acquireRelease("gpu", Effect.succeed(2), noop, "ctx").pipe(Scope.extend(outer))
+          yield* Effect.scoped(ResourceLedger.acquireRelease("file", Effect.succeed(3), noop, "done.md"))
+          assert.strictEqual((yield* ResourceLedger.snapshot).total.open, 2)
+          assert.deepStrictEqual(logs.lines, [])
+        }).pipe(Effect.provide(ResourceLedger.layer()), Effect.provide(logs.layer))
+        assert.strictEqual(logs.lines.length, 1)
+        const [line] = logs.lines
+        assert.strictEqual(line!.level, "WARN")
+        assert.include(line!.message, "2 resource(s) still open")
+        assert.include(line!.message, "socket:s1")
+        assert.include(line!.message, "gpu:ctx")
+        assert.notInclude(line!.message, "done.md")
+        yield* Scope.close(outer, Exit.void)
+      }))
+
+    it.effect("does not warn when everything was released", () =>
+      Effect.gen(function*() {
+        const logs = captureLogs()
+        const snapshot = yield* Effect.gen(function*() {
+          yield* Effect.scoped(
+            Effect.zipRight(
+              ResourceLedger.acquireRelease("socket", Effect.succeed(1), noop),
+              ResourceLedger.acquireRelease("file", Effect.succeed(2), noop)
+            )
+          )
+          return yield* ResourceLedger.snapshot
+        }).pipe(Effect.provide(ResourceLedger.layer()), Effect.provide(logs.layer))
+        assert.deepStrictEqual(snapshot.total, { acquired: 2, released: 2, open: 0 })
+        assert.deepStrictEqual(logs.lines, [])
+      }))
+
+    it.effect("the capturing logger does see warnings (guard for the test above)", () =>
+      Effect.gen(function*() {
+        const logs = captureLogs()
+        yield* Effect.logWarning("hello").pipe(Effect.provide(logs.layer))
+        assert.deepStrictEqual(logs.lines, [{ level: "WARN", message: "hello" }])
+      }))
+  })
+})
