@@ -1,0 +1,340 @@
+/**
+ * The offline hashing embedder: deterministic signed feature hashing.
+ *
+ * A text is normalised (Unicode NFKC, then lowercased) and split into word
+ * tokens: maximal runs of letters, digits and combining marks
+ * (`\p{L}\p{N}\p{M}`; marks are kept so that words of scripts such as
+ * Devanagari are not torn apart). The features are every token (unigram) and
+ * every pair of adjacent tokens (bigram).
+ *
+ * Each token is hashed with 32-bit FNV-1a over its UTF-16 code units,
+ * finished with the murmur3 `fmix32` avalanche step; a bigram's hash is
+ * derived from its two token hashes, so no string is built per bigram. A
+ * feature's bucket is `hash % dimensions`; its sign (+1 / -1) is one bit of a
+ * second mix of the hash, so that collisions cancel out in expectation.
+ *
+ * Weights: term frequency is sublinear, `1 + ln(tf)`, so a repeated word
+ * does not swamp the vector; bigrams weigh {@link bigramWeight} (0.5) of a
+ * unigram, adding phrase information without drowning single-word matches.
+ * The vector is L2-normalised; a text without any token yields the zero
+ * vector.
+ *
+ * Changing anything here changes the vectors: bump {@link model}.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import type { Service } from "../Embedder.js"
+
+/**
+ * Model identifier of the hashing embedder; stored with every document it
+ * embedded.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const model = "hashing-v1"
+
+/**
+ * Weight of a bigram feature relative to a unigram.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const bigramWeight = 0.5
+
+/**
+ * How many buckets each feature is added to (each with its own sign).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const probes = 8
+
+/**
+ * Largest batch `embedBatch` is meant to receive.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxBatchSize = 1024
+
+// -----------------------------------------------------------------------------
+// character classes
+// -----------------------------------------------------------------------------
+
+const NOT_WORD = 0
+const WORD = 1
+const HIGH_SURROGATE = 2
+
+const wordCharRegex = /[\p{L}\p{N}\p{M}]/u
+
+let bmpTable: Uint8Array | undefined
+
+/** Class of every BMP code unit: NOT_WORD, WORD or HIGH_SURROGATE. Built once, lazily. */
+const charTable = (): Uint8Array => {
+  if (bmpTable !== undefined) return bmpTable
+  const table = new Uint8Array(0x10000)
+  // one pass of a global regex over all BMP characters (surrogates excluded)
+  const codes: Array<number> = []
+  for (let c = 0; c < 0xd800; c++) codes.push(c)
+  for (let c = 0xe000; c < 0x10000; c++) codes.push(c)
+  let all = ""
+  for (let i = 0; i < codes.length; i += 4096) all += String.fromCharCode(...codes.slice(i, i + 4096))
+  const global = /[\p{L}\p{N}\p{M}]/gu
+  for (let m = global.exec(all); m !== null; m = global.exec(all)) {
+    table[m[0].charCodeAt(0)] = WORD
+  }
+  for (let c = 0xd800; c <= 0xdbff; c++) table[c] = HIGH_SURROGATE
+  bmpTable = table
+  return table
+}
+
+const astralCache = new Map<number, boolean>()
+
+const isAstralWordChar = (codePoint: number): boolean => {
+  let result = astralCache.get(codePoint)
+  if (result === undefined) {
+    result = wordCharRegex.test(String.fromCodePoint(codePoint))
+    if (astralCache.size < 65536) astralCache.set(codePoint, result)
+  }
+  return result
+}
+
+// -----------------------------------------------------------------------------
+// hashing
+// -----------------------------------------------------------------------------
+
+// eslint-disable-next-line no-control-regex
+const asciiOnly = /^[\x00-\x7f]*$/
+
+const FNV_OFFSET = 0x811c9dc5
+const FNV_PRIME = 0x01000193
+
+/** murmur3 finaliser: full avalanche of a 32-bit value (returned as a signed int32, which V8 keeps unboxed). */
+const fmix32 = (h: number): number => {
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h | 0
+}
+
+/** Order-sensitive combination of two token hashes into a bigram hash. */
+const bigramHash = (a: number, b: number): number => fmix32((Math.imul(a ^ 0x27d4eb2f, 0x9e3779b1) + b) | 0)
+
+const UNIGRAM = 0
+const BIGRAM = 1
+
+// -----------------------------------------------------------------------------
+// feature counting: open addressing, reused across texts
+// -----------------------------------------------------------------------------
+
+class FeatureCounts {
+  capacity = 1024
+  mask = this.capacity - 1
+  keys = new Int32Array(this.capacity)
+  kinds = new Uint8Array(this.capacity)
+  counts = new Int32Array(this.capacity)
+  stamps = new Int32Array(this.capacity)
+  /** the occupied slots, in insertion order */
+  used = new Int32Array(this.capacity)
+  size = 0
+  generation = 1
+
+  reset(): void {
+    this.size = 0
+    if (this.generation === 0x7fffffff) {
+      this.stamps.fill(0)
+      this.generation = 1
+    } else {
+      this.generation++
+    }
+  }
+
+  add(key: number, kind: number): void {
+    if (this.size * 2 >= this.capacity) this.grow()
+    this.insert(key, kind, 1)
+  }
+
+  private insert(key: number, kind: number, count: number): void {
+    const { generation, keys, kinds, mask, stamps } = this
+    let slot = (key ^ kind) & mask
+    while (stamps[slot] === generation) {
+      if (keys[slot] === key && kinds[slot] === kind) {
+        this.counts[slot] += count
+        return
+      }
+      slot = (slot + 1) & mask
+    }
+    stamps[slot] = generation
+    keys[slot] = key
+    kinds[slot] = kind
+    this.counts[slot] = count
+    this.used[this.size++] = slot
+  }
+
+  private grow(): void {
+    const { counts, keys, kinds, size, used } = this
+    this.capacity *= 2
+    this.mask = this.capacity - 1
+    this.keys = new Int32Array(this.capacity)
+    this.kinds = new Uint8Array(this.capacity)
+    this.counts = new Int32Array(this.capacity)
+    this.stamps = new Int32Array(this.capacity)
+    this.used = new Int32Array(this.capacity)
+    this.size = 0
+    this.generation = 1
+    for (let i = 0; i < size; i++) {
+      const slot = used[i]
+      this.insert(keys[slot], kinds[slot], counts[slot])
+    }
+  }
+}
+
+// -----------------------------------------------------------------------------
+// embedding
+// -----------------------------------------------------------------------------
+
+/** Does s[start, end) end with `suffix`? */
+const endsWith = (s: string, start: number, end: number, suffix: string): boolean => {
+  const n = suffix.length
+  if (end - start < n) return false
+  for (let i = 0; i < n; i++) if (s.charCodeAt(end - n + i) !== suffix.charCodeAt(i)) return false
+  return true
+}
+
+/**
+ * Light English suffix stripping for a token of ASCII letters s[start, end):
+ * plurals (`-s`, `-es`, `-ies` → `-y`), then `-ing`, `-ed`, `-ation`,
+ * `-ment`, then a final `-e`, each only when enough of the word is left.
+ * "certificates", "certificate" → "certificat"; "rotate", "rotated",
+ * "rotating", "rotation" → "rotat". Returns `(newEnd << 1) | appendY`.
+ */
+const stem = (s: string, start: number, end: number): number => {
+  if (end - start <= 3) return end << 1
+  if (endsWith(s, start, end, "sses")) {
+    end -= 2
+  } else if (end - start > 4 && endsWith(s, start, end, "ies")) {
+    return ((end - 3) << 1) | 1
+  } else if (
+    s.charCodeAt(end - 1) === 0x73 && !endsWith(s, start, end, "ss") && !endsWith(s, start, end, "us") &&
+    !endsWith(s, start, end, "is")
+  ) {
+    end -= 1
+  }
+  const n = end - start
+  if (n > 5 && endsWith(s, start, end, "ing")) end -= 3
+  else if (n > 4 && endsWith(s, start, end, "ed")) end -= 2
+  else if (n > 7 && endsWith(s, start, end, "ation")) end -= 5
+  else if (n > 7 && endsWith(s, start, end, "ment")) end -= 4
+  if (end - start > 3 && s.charCodeAt(end - 1) === 0x65) end -= 1
+  return end << 1
+}
+
+/** FNV-1a of s[start, end), plus a "y" when appendY. */
+const hashRange = (s: string, start: number, end: number, appendY: boolean): number => {
+  let h = FNV_OFFSET
+  for (let i = start; i < end; i++) h = Math.imul(h ^ s.charCodeAt(i), FNV_PRIME)
+  if (appendY) h = Math.imul(h ^ 0x79, FNV_PRIME)
+  return h
+}
+
+const embedOne = (
+  text: string,
+  dimensions: number,
+  features: FeatureCounts,
+  accumulator: Float64Array
+): Float32Array => {
+  const table = charTable()
+  // NFKC leaves ASCII unchanged; skipping it there saves a third of the time
+  const s = (asciiOnly.test(text) ? text : text.normalize("NFKC")).toLowerCase()
+  const length = s.length
+  features.reset()
+  let h = FNV_OFFSET
+  let tokenStart = -1
+  let letters = true
+  let previous = 0
+  let hasPrevious = false
+  // position `length` acts as a separator, ending the last token
+  for (let i = 0; i <= length; i++) {
+    const c = i < length ? s.charCodeAt(i) : 0x20
+    let cls = table[c]
+    let low = -1
+    if (cls === HIGH_SURROGATE) {
+      const next = i + 1 < length ? s.charCodeAt(i + 1) : 0
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        low = next
+        cls = isAstralWordChar(((c - 0xd800) << 10) + (next - 0xdc00) + 0x10000) ? WORD : NOT_WORD
+      } else {
+        cls = NOT_WORD
+      }
+    }
+    if (cls === WORD) {
+      if (tokenStart < 0) {
+        tokenStart = i
+        letters = true
+        h = FNV_OFFSET
+      }
+      h = Math.imul(h ^ c, FNV_PRIME)
+      if (c < 0x61 || c > 0x7a) letters = false
+      if (low !== -1) h = Math.imul(h ^ low, FNV_PRIME)
+    } else if (tokenStart >= 0) {
+      // end of a token: s[tokenStart, i)
+      if (letters && i - tokenStart > 3) {
+        const stemmed = stem(s, tokenStart, i)
+        if (stemmed !== i << 1) h = hashRange(s, tokenStart, stemmed >> 1, (stemmed & 1) === 1)
+      }
+      const token = fmix32(h)
+      features.add(token, UNIGRAM)
+      if (hasPrevious) features.add(bigramHash(previous, token), BIGRAM)
+      previous = token
+      hasPrevious = true
+      tokenStart = -1
+    }
+    if (low !== -1) i++
+  }
+
+  const vector = new Float32Array(dimensions)
+  if (features.size === 0) return vector
+  accumulator.fill(0)
+  const { counts, keys, kinds, size, used } = features
+  for (let i = 0; i < size; i++) {
+    const slot = used[i]
+    const key = keys[slot]
+    const count = counts[slot]
+    let weight = count === 1 ? 1 : 1 + Math.log(count)
+    if (kinds[slot] === BIGRAM) weight *= bigramWeight
+    for (let probe = 1; probe <= probes; probe++) {
+      const g = fmix32(key + Math.imul(probe, 0x9e3779b9))
+      accumulator[(g >>> 0) % dimensions] += g < 0 ? -weight : weight
+    }
+  }
+  let sumOfSquares = 0
+  for (let d = 0; d < dimensions; d++) sumOfSquares += accumulator[d] * accumulator[d]
+  if (sumOfSquares === 0) return vector
+  const scale = 1 / Math.sqrt(sumOfSquares)
+  for (let d = 0; d < dimensions; d++) vector[d] = accumulator[d] * scale
+  return vector
+}
+
+/**
+ * Builds the hashing embedder. `dimensions` must be a positive integer (the
+ * layer in `Embedder.ts` validates it). Embedding never fails.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeHashingEmbedder = (options: { readonly dimensions: number }): Service => {
+  const dimensions = options.dimensions
+  const features = new FeatureCounts()
+  const accumulator = new Float64Array(dimensions)
+  const embed = (text: string): Float32Array => embedOne(text, dimensions, features, accumulator)
+  return {
+    model,
+    dimensions,
+    maxBatchSize,
+    embedBatch: (texts) => Effect.sync(() => texts.map(embed))
+  }
+}

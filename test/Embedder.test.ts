@@ -1,0 +1,170 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import { Embedder, defaultDimensions, layerHashing } from "../src/Embedder.js"
+import { EmbedError } from "../src/Errors.js"
+import { makeHashingEmbedder, model } from "../src/internal/hashingEmbedder.js"
+
+const norm = (v: Float32Array): number => {
+  let sum = 0
+  for (const x of v) sum += x * x
+  return Math.sqrt(sum)
+}
+
+const cosine = (a: Float32Array, b: Float32Array): number => {
+  let dot = 0
+  for (let i = 0; i < a.length; i++) dot += a[i] * b[i]
+  const n = norm(a) * norm(b)
+  return n === 0 ? 0 : dot / n
+}
+
+const embedder = makeHashingEmbedder({ dimensions: 256 })
+const embed = (...texts: ReadonlyArray<string>): ReadonlyArray<Float32Array> =>
+  Effect.runSync(embedder.embedBatch(texts))
+
+const docs = [
+  "PostgreSQL stores the vectors in a table with a pgvector column and an HNSW index for nearest neighbour search.",
+  "The circuit breaker opens after five consecutive failures of the embedding provider and half-opens after a cooldown.",
+  "Bake the bread at two hundred degrees for forty minutes until the crust is golden brown.",
+  "Our quarterly revenue grew by twelve percent, driven by subscriptions in the European market."
+]
+
+describe("hashing embedder", () => {
+  it("describes itself", () => {
+    assert.strictEqual(embedder.model, "hashing-v1")
+    assert.strictEqual(model, "hashing-v1")
+    assert.strictEqual(embedder.dimensions, 256)
+    assert.strictEqual(embedder.maxBatchSize, 1024)
+  })
+
+  it("is deterministic, across calls and across instances", () => {
+    const [a] = embed(docs[0])
+    const [b] = embed(docs[0])
+    const [c] = Effect.runSync(makeHashingEmbedder({ dimensions: 256 }).embedBatch([docs[0]]))
+    assert.deepStrictEqual(Array.from(a), Array.from(b))
+    assert.deepStrictEqual(Array.from(a), Array.from(c))
+    // batching does not change a text's vector
+    const batch = embed(...docs)
+    assert.deepStrictEqual(Array.from(batch[0]), Array.from(a))
+  })
+
+  it.each([1, 2, 7, 64, 384, 1536])("returns Float32Arrays of %d dimensions", (dimensions) => {
+    const vectors = Effect.runSync(makeHashingEmbedder({ dimensions }).embedBatch([...docs, "", "x"]))
+    assert.strictEqual(vectors.length, docs.length + 2)
+    for (const vector of vectors) {
+      assert.instanceOf(vector, Float32Array)
+      assert.strictEqual(vector.length, dimensions)
+      for (const x of vector) assert.isTrue(Number.isFinite(x))
+    }
+  })
+
+  it("returns one vector per text, in order, and nothing for an empty batch", () => {
+    const vectors = embed(docs[2], docs[1])
+    assert.deepStrictEqual(Array.from(vectors[0]), Array.from(embed(docs[2])[0]))
+    assert.deepStrictEqual(Array.from(vectors[1]), Array.from(embed(docs[1])[0]))
+    assert.deepStrictEqual(embed(), [])
+  })
+
+  it.each([
+    ...docs,
+    "word",
+    "word word word word",
+    "ÜBER naïve café — ﬁnance ①",
+    "日本語のテキストです",
+    "emoji 😀 𝔸𝔹 text",
+    "x".repeat(100_000)
+  ])("is L2-normalised: %s", (text) => {
+    assert.closeTo(norm(embed(text)[0]), 1, 1e-5)
+  })
+
+  it.each(["", "   ", "\n\t", "!!! ??? ... ---", "😀 🎉"])("returns the zero vector for text without tokens: %j", (text) => {
+    const [vector] = embed(text)
+    assert.strictEqual(vector.length, 256)
+    assert.isTrue(vector.every((x) => x === 0))
+  })
+
+  it("normalises case and Unicode compatibility forms", () => {
+    const [a, b, c] = embed("Hello World", "hello   WORLD!", "ｈｅｌｌｏ ｗｏｒｌｄ")
+    assert.deepStrictEqual(Array.from(a), Array.from(b))
+    assert.deepStrictEqual(Array.from(a), Array.from(c))
+  })
+
+  it("takes word order into account through bigrams", () => {
+    const [a, b, c] = embed("new york city", "city york new", "new york city")
+    assert.isBelow(cosine(a, b), 0.99)
+    assert.isAbove(cosine(a, b), 0.5)
+    assert.closeTo(cosine(a, c), 1, 1e-6)
+  })
+
+  it("scores similar texts higher than unrelated ones", () => {
+    const [base, similar, unrelated] = embed(
+      "The embedding provider failed with a timeout, so the circuit breaker opened.",
+      "After repeated timeouts from the embedding provider the circuit breaker opens.",
+      "Bake the bread at two hundred degrees until the crust is golden."
+    )
+    const close = cosine(base, similar)
+    const far = cosine(base, unrelated)
+    assert.isAbove(close, far + 0.2)
+    assert.isAbove(close, 0.3)
+    assert.isBelow(far, 0.3)
+  })
+
+  it("ranks the document containing a distinctive phrase first", () => {
+    const vectors = embed(...docs)
+    for (const [query, expected] of [
+      ["pgvector HNSW index", 0],
+      ["circuit breaker cooldown", 1],
+      ["golden brown crust", 2],
+      ["quarterly revenue", 3]
+    ] as const) {
+      const [q] = embed(query)
+      const scores = vectors.map((v) => cosine(q, v))
+      const best = scores.indexOf(Math.max(...scores))
+      assert.strictEqual(best, expected, `${query}: ${scores.join(", ")}`)
+    }
+  })
+
+  it("is fast", () => {
+    const text = Array.from({ length: 200 }, (_, i) => `Sentence ${i} about the pipeline and its vectors.`).join(" ")
+    const texts = Array.from({ length: 500 }, (_, i) => `${i} ${text}`)
+    const megabytes = texts.reduce((n, t) => n + t.length, 0) / 1e6
+    embed(...texts.slice(0, 10))
+    const started = performance.now()
+    embed(...texts)
+    const seconds = (performance.now() - started) / 1000
+    // the target is well above 20 MB/s on one core; leave room for a loaded CI machine
+    assert.isAbove(megabytes / seconds, 5)
+  })
+})
+
+describe("layerHashing", () => {
+  it.effect("provides the hashing embedder with the default dimensions", () =>
+    Effect.gen(function*() {
+      const service = yield* Embedder
+      assert.strictEqual(service.model, "hashing-v1")
+      assert.strictEqual(service.dimensions, defaultDimensions)
+      const [vector] = yield* service.embedBatch(["hello world"])
+      assert.strictEqual(vector.length, defaultDimensions)
+      assert.closeTo(norm(vector), 1, 1e-5)
+    }).pipe(Effect.provide(layerHashing())))
+
+  it.effect("accepts custom dimensions", () =>
+    Effect.gen(function*() {
+      const service = yield* Embedder
+      assert.strictEqual(service.dimensions, 32)
+      const vectors = yield* service.embedBatch(["a", "b", ""])
+      assert.deepStrictEqual(vectors.map((v) => v.length), [32, 32, 32])
+    }).pipe(Effect.provide(layerHashing({ dimensions: 32 }))))
+
+  it.effect.each([0, -1, 1.5, 16001, Number.NaN])("rejects dimensions %d with a config EmbedError", (dimensions) =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(Layer.build(layerHashing({ dimensions })).pipe(Effect.scoped))
+      assert.isTrue(Exit.isFailure(exit))
+      const error = yield* Effect.flip(Embedder.pipe(Effect.provide(layerHashing({ dimensions }))))
+      assert.instanceOf(error, EmbedError)
+      assert.strictEqual(error._tag, "EmbedError")
+      assert.strictEqual(error.reason, "config")
+      assert.include(error.message, "dimensions")
+    }))
+})
