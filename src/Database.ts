@@ -1,0 +1,167 @@
+/**
+ * SqlClient layers. The embedded default is PGlite (PostgreSQL compiled to
+ * WebAssembly) with pgvector, whose data lives in a directory; every
+ * resource it needs — the directory lock, the PGlite instance and the pg
+ * pool in front of it — is acquired in the layer's scope and released in
+ * reverse order.
+ *
+ * @since 0.1.0
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import { PGlite } from "@electric-sql/pglite"
+import { createPgConfig } from "@electric-sql/pglite/node-postgres"
+import { vector } from "@electric-sql/pglite-pgvector"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as NodeFs from "node:fs"
+import * as NodePath from "node:path"
+import Pg from "pg"
+import { StoreError } from "./Errors.js"
+import { ResourceLedger } from "./ResourceLedger.js"
+
+/**
+ * Where the embedded store lives by default: `.ragpipe/` in the current
+ * directory.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultDataDir = ".ragpipe"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PgliteOptions {
+  /** directory holding the embedded database (created when missing) */
+  readonly dataDir: string
+  /** fail instead of creating a new database when there is none (default false) */
+  readonly mustExist?: boolean
+}
+
+const causeMessage = (cause: unknown): string =>
+  cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+/**
+ * Take an exclusive lock on a data directory, so that two processes never
+ * open the same embedded database. A lock left by a process that no longer
+ * runs is taken over.
+ *
+ * @internal
+ */
+const lockDataDir = (dataDir: string) => {
+  const lockPath = NodePath.join(dataDir, "ragpipe.lock")
+  const take = Effect.try({
+    try: () => {
+      NodeFs.mkdirSync(dataDir, { recursive: true })
+      for (let attempt = 0; attempt < 2; attempt++) {
+        try {
+          NodeFs.writeFileSync(lockPath, String(process.pid), { flag: "wx" })
+          return lockPath
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
+          const holder = Number.parseInt(NodeFs.readFileSync(lockPath, "utf8"), 10)
+          if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
+            throw new StoreError({
+              reason: "locked",
+              message: `the data directory ${dataDir} is in use by another ragpipe process (pid ${holder}); ` +
+                `wait for it to finish, or use another --data-dir`
+            })
+          }
+          NodeFs.rmSync(lockPath, { force: true })
+        }
+      }
+      throw new Error(`could not create ${lockPath}`)
+    },
+    catch: (error) =>
+      error instanceof StoreError ? error : new StoreError({
+        reason: "open",
+        message: `cannot use the data directory ${dataDir}: ${causeMessage(error)}`
+      })
+  })
+  return Effect.flatMap(ResourceLedger, (ledger) =>
+    ledger.acquireRelease(
+      "lock",
+      take,
+      (path) => Effect.sync(() => NodeFs.rmSync(path, { force: true })),
+      lockPath
+    ))
+}
+
+/**
+ * Open PGlite with pgvector in `dataDir` (scoped: closed when the scope
+ * closes). The first open of a new directory initialises the database.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const openPglite = (options: PgliteOptions) =>
+  Effect.gen(function*() {
+    const ledger = yield* ResourceLedger
+    const dataDir = NodePath.resolve(options.dataDir)
+    if (options.mustExist === true && !NodeFs.existsSync(NodePath.join(dataDir, "pgdata", "PG_VERSION"))) {
+      return yield* new StoreError({
+        reason: "open",
+        message: `there is no ragpipe store in ${dataDir}; run \`ragpipe ingest <dir>\` first, ` +
+          `or point --data-dir (RAGPIPE_DATA_DIR) at an existing store`
+      })
+    }
+    yield* lockDataDir(dataDir)
+    return yield* ledger.acquireRelease(
+      "pglite",
+      Effect.tryPromise({
+        try: () => PGlite.create(NodePath.join(dataDir, "pgdata"), { extensions: { vector } }),
+        catch: (cause) =>
+          new StoreError({
+            reason: "open",
+            message: `cannot open the embedded database in ${dataDir}: ${causeMessage(cause)}; ` +
+              `if the directory was written by another program or is damaged, move it away and run again`
+          })
+      }),
+      (pglite) => Effect.promise(() => pglite.close()).pipe(Effect.orDie),
+      dataDir
+    )
+  })
+
+/**
+ * A `SqlClient` (and `PgClient`) over an embedded PGlite database with
+ * pgvector. Same SQL, same driver (node-postgres) as a real server.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerPglite = (
+  options: PgliteOptions
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError, ResourceLedger> =>
+  Layer.scopedContext(
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger
+      const pglite = yield* openPglite(options)
+      const client = yield* PgClient.fromPool({
+        acquire: ledger.acquireRelease(
+          "pg-pool",
+          Effect.sync(() => new Pg.Pool({ ...createPgConfig(pglite), max: 1 })),
+          (pool) => Effect.promise(() => pool.end()),
+          "pglite"
+        ),
+        applicationName: "ragpipe"
+      }).pipe(
+        Effect.mapError((error) =>
+          new StoreError({ reason: "open", message: `cannot connect to the embedded database: ${error.message}` })
+        )
+      )
+      return Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client))
+    })
+  ).pipe(Layer.provide(Reactivity.layer))

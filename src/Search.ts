@@ -1,0 +1,70 @@
+/**
+ * The search pipeline: embed a query with the store's embedder and return
+ * the nearest chunks.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import type { SearchHit } from "./Domain.js"
+import { Embedder } from "./Embedder.js"
+import { type EmbedError, InvalidInput, StoreError } from "./Errors.js"
+import { VectorStore } from "./VectorStore.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** how many hits to return (default 5, at most 1000) */
+  readonly limit?: number
+}
+
+/**
+ * Default number of hits.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultLimit = 5
+
+/**
+ * Search the store for the chunks closest to `query`.
+ *
+ * Fails with `InvalidInput` for an empty query or a query with no words the
+ * embedder can use, and with `StoreError` when the store's embeddings have
+ * another dimension than the embedder's.
+ *
+ * @since 0.1.0
+ * @category pipelines
+ */
+export const search = Effect.fn("Search.search")(function*(query: string, options: Options = {}) {
+  const limit = options.limit ?? defaultLimit
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+    return yield* new InvalidInput({ reason: "option", message: `--limit must be between 1 and 1000 (got ${limit})` })
+  }
+  if (query.trim().length === 0) {
+    return yield* new InvalidInput({ reason: "query", message: "the query is empty; pass the words to search for" })
+  }
+  const embedder = yield* Embedder
+  const store = yield* VectorStore
+  const stats = yield* store.stats
+  if (stats.chunks === 0) return [] as ReadonlyArray<SearchHit>
+  if (stats.dimensions !== null && stats.dimensions !== embedder.dimensions) {
+    return yield* new StoreError({
+      reason: "dimension-mismatch",
+      message: `this store holds ${stats.dimensions}-dimensional embeddings but the query embedder produces ` +
+        `${embedder.dimensions}; search with --dimensions ${stats.dimensions}`
+    })
+  }
+  const [vector] = yield* embedder.embedBatch([query])
+  if (vector === undefined || vector.every((x) => x === 0)) {
+    return yield* new InvalidInput({
+      reason: "query",
+      message: `the query "${query}" has no words to search for; use letters or digits`
+    })
+  }
+  return yield* store.search(vector, limit)
+}) as (
+  query: string,
+  options?: Options
+) => Effect.Effect<ReadonlyArray<SearchHit>, InvalidInput | StoreError | EmbedError, Embedder | VectorStore>

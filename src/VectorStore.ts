@@ -1,0 +1,291 @@
+/**
+ * The VectorStore port and its PostgreSQL implementation (pgvector), which
+ * runs unchanged on the embedded PGlite database and on a real server.
+ *
+ * @since 0.1.0
+ */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as PgMigrator from "@effect/sql-pg/PgMigrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type { EmbeddedChunk, Embedding, SearchHit, SourceDocument, StoreStats } from "./Domain.js"
+import { StoreError } from "./Errors.js"
+import { batches } from "./internal/batch.js"
+import { migrations } from "./internal/migrations.js"
+import { vectorLiteral } from "./internal/vector.js"
+
+/**
+ * What the store remembers about a document, to decide whether it changed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredDocument {
+  readonly path: string
+  readonly contentHash: string
+  readonly chunker: string
+  readonly model: string
+  readonly dimensions: number
+}
+
+/**
+ * Identifies one ingest run; documents seen by the run are stamped with it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RunId = string
+
+/**
+ * One document with all its embedded chunks, written atomically.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DocumentWrite {
+  readonly document: SourceDocument
+  /** the chunker settings key the chunks were made with */
+  readonly chunker: string
+  readonly model: string
+  readonly dimensions: number
+  readonly chunks: ReadonlyArray<EmbeddedChunk>
+  readonly runId: RunId
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /**
+   * Check that the store accepts vectors of this embedder, fixing the
+   * store's dimensions on first use. A different dimension is a
+   * `StoreError` with reason `dimension-mismatch`.
+   */
+  readonly prepare: (embedder: { readonly model: string; readonly dimensions: number }) => Effect.Effect<
+    void,
+    StoreError
+  >
+  /** Start a run; the returned id stamps every document the run sees. */
+  readonly beginRun: Effect.Effect<RunId, StoreError>
+  /** The stored state of the given paths (absent paths are not in the map). */
+  readonly lookup: (paths: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, StoredDocument>, StoreError>
+  /** Stamp documents that are still on disk but need no rewrite. */
+  readonly markSeen: (runId: RunId, paths: ReadonlyArray<string>) => Effect.Effect<void, StoreError>
+  /**
+   * Replace documents and their chunks in one transaction: a reader sees
+   * all of them, old or new, never a part. Paths must be distinct.
+   */
+  readonly writeDocuments: (writes: ReadonlyArray<DocumentWrite>) => Effect.Effect<void, StoreError>
+  /** Remove every document the run did not see; returns the removed paths' count. */
+  readonly removeUnseen: (runId: RunId) => Effect.Effect<number, StoreError>
+  /** Nearest chunks to the query vector by cosine distance. */
+  readonly search: (query: Embedding, limit: number) => Effect.Effect<ReadonlyArray<SearchHit>, StoreError>
+  /** Counts and settings of the store. */
+  readonly stats: Effect.Effect<StoreStats, StoreError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class VectorStore extends Context.Tag("ragpipe/VectorStore")<VectorStore, Service>() {}
+
+/**
+ * Rows per INSERT statement. Chunks are inserted through `unnest` over one
+ * array parameter per column, so a statement binds 7 parameters whatever
+ * its row count — far below the protocol's 65,535 limit — and the row count
+ * only bounds the size of one message.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const insertBatchRows = 500
+
+const queryError = (what: string) => (error: SqlError) =>
+  new StoreError({ reason: "query", message: `${what} failed: ${error.message}${causeDetail(error.cause)}` })
+
+const causeDetail = (cause: unknown): string =>
+  cause instanceof Error && cause.message.length > 0 ? ` (${cause.message})` : ""
+
+/**
+ * The PostgreSQL implementation over the `SqlClient` in the context. Runs
+ * the migrations when built.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+
+  yield* PgMigrator.run({ loader: migrations, table: "ragpipe_migrations" }).pipe(
+    Effect.provide(NodeContext.layer),
+    Effect.mapError((error) =>
+      new StoreError({
+        reason: "migration",
+        message: `could not prepare the database schema: ${error.message}${
+          "cause" in error ? causeDetail(error.cause) : ""
+        }`
+      })
+    )
+  )
+
+  const readMeta = (key: string) =>
+    sql<{ value: string }>`SELECT value FROM ragpipe_meta WHERE key = ${key}`.pipe(
+      Effect.map((rows) => rows[0]?.value)
+    )
+
+  const prepare: Service["prepare"] = ({ dimensions, model }) =>
+    sql.withTransaction(Effect.gen(function*() {
+      yield* sql`LOCK TABLE ragpipe_meta IN EXCLUSIVE MODE`
+      const stored = yield* readMeta("dimensions")
+      if (stored === undefined) {
+        yield* sql.unsafe(`ALTER TABLE chunks ALTER COLUMN embedding TYPE vector(${dimensions})`)
+        yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('dimensions', ${String(dimensions)})`
+      } else if (Number(stored) !== dimensions) {
+        const storedModel = (yield* readMeta("model")) ?? "unknown"
+        return yield* new StoreError({
+          reason: "dimension-mismatch",
+          message: `this store holds ${stored}-dimensional embeddings (model ${storedModel}) but the embedder ` +
+            `produces ${dimensions} dimensions (model ${model}); run again with --dimensions ${stored}, ` +
+            `or use a new --data-dir to build a separate store with the new setting`
+        })
+      }
+      yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('model', ${model})
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`
+    })).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e))))
+
+  const beginRun = sql<{ id: string }>`SELECT nextval('ragpipe_run_seq')::text AS id`.pipe(
+    Effect.map((rows) => rows[0]!.id),
+    Effect.mapError(queryError("starting a run"))
+  )
+
+  const lookup: Service["lookup"] = (paths) =>
+    paths.length === 0
+      ? Effect.succeed(new Map())
+      : sql<{ path: string; contentHash: string; chunker: string; model: string; dimensions: number }>`
+          SELECT path, content_hash AS "contentHash", chunker, model, dimensions
+          FROM documents WHERE path = ANY(${paths as Array<string>}::text[])`.pipe(
+          Effect.map((rows) => new Map(rows.map((row) => [row.path, row]))),
+          Effect.mapError(queryError("reading stored documents"))
+        )
+
+  const markSeen: Service["markSeen"] = (runId, paths) =>
+    paths.length === 0 ? Effect.void : sql`
+      UPDATE documents SET seen_run = ${runId}::bigint
+      WHERE path = ANY(${paths as Array<string>}::text[])`.pipe(
+      Effect.asVoid,
+      Effect.mapError(queryError("marking unchanged documents"))
+    )
+
+  const insertChunks = (rows: ReadonlyArray<{ readonly documentId: string; readonly chunk: EmbeddedChunk }>) =>
+    Effect.forEach(
+      batches(rows, insertBatchRows),
+      (batch) =>
+        sql`INSERT INTO chunks (id, document_id, chunk_index, text, heading_path, token_estimate, embedding)
+          SELECT * FROM unnest(
+            ${batch.map((r) => r.chunk.chunk.id)}::text[],
+            ${batch.map((r) => r.documentId)}::bigint[],
+            ${batch.map((r) => r.chunk.chunk.index)}::int[],
+            ${batch.map((r) => r.chunk.chunk.text)}::text[],
+            ${batch.map((r) => JSON.stringify(r.chunk.chunk.headingPath))}::jsonb[],
+            ${batch.map((r) => r.chunk.chunk.tokenEstimate)}::int[],
+            ${batch.map((r) => vectorLiteral(r.chunk.embedding))}::vector[]
+          )`,
+      { discard: true }
+    )
+
+  const writeDocuments: Service["writeDocuments"] = (writes) =>
+    writes.length === 0 ? Effect.void : sql.withTransaction(Effect.gen(function*() {
+      const ids = new Map<string, string>()
+      for (const group of batches(writes, insertBatchRows)) {
+        const rows = yield* sql<{ id: string; path: string }>`
+          INSERT INTO documents (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run)
+          SELECT * FROM unnest(
+            ${group.map((w) => w.document.path)}::text[],
+            ${group.map((w) => w.document.contentHash)}::text[],
+            ${group.map((w) => w.document.size)}::bigint[],
+            ${group.map((w) => w.document.format)}::text[],
+            ${group.map((w) => w.chunker)}::text[],
+            ${group.map((w) => w.model)}::text[],
+            ${group.map((w) => w.dimensions)}::int[],
+            ${group.map((w) => w.chunks.length)}::int[],
+            ${group.map((w) => w.runId)}::bigint[]
+          )
+          ON CONFLICT (path) DO UPDATE SET
+            content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, format = EXCLUDED.format,
+            chunker = EXCLUDED.chunker, model = EXCLUDED.model, dimensions = EXCLUDED.dimensions,
+            chunk_count = EXCLUDED.chunk_count, seen_run = EXCLUDED.seen_run, updated_at = now()
+          RETURNING id::text AS id, path`
+        for (const row of rows) ids.set(row.path, row.id)
+      }
+      const documentIds = [...ids.values()]
+      yield* sql`DELETE FROM chunks WHERE document_id = ANY(${documentIds}::bigint[])`
+      yield* insertChunks(writes.flatMap((w) => {
+        const documentId = ids.get(w.document.path)!
+        return w.chunks.map((chunk) => ({ documentId, chunk }))
+      }))
+    })).pipe(
+      Effect.mapError(queryError(
+        writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`
+      ))
+    )
+
+  const removeUnseen: Service["removeUnseen"] = (runId) =>
+    sql<{ n: number }>`
+      WITH removed AS (DELETE FROM documents WHERE seen_run <> ${runId}::bigint RETURNING 1)
+      SELECT count(*)::int AS n FROM removed`.pipe(
+      Effect.map((rows) => rows[0]?.n ?? 0),
+      Effect.mapError(queryError("removing deleted documents"))
+    )
+
+  const search: Service["search"] = (query, limit) =>
+    sql<{ path: string; chunkIndex: number; headingPath: ReadonlyArray<string>; text: string; score: number }>`
+      SELECT d.path, c.chunk_index AS "chunkIndex", c.heading_path AS "headingPath", c.text,
+             1 - (c.embedding <=> q.v) AS score
+      FROM chunks c JOIN documents d ON d.id = c.document_id,
+           (SELECT ${vectorLiteral(query)}::vector AS v) q
+      ORDER BY c.embedding <=> q.v, d.path, c.chunk_index
+      LIMIT ${limit}`.pipe(
+      Effect.map((rows) =>
+        rows.map((row, i): SearchHit => ({
+          rank: i + 1,
+          score: Number(row.score),
+          path: row.path,
+          chunkIndex: row.chunkIndex,
+          heading: row.headingPath.join(" > "),
+          text: row.text
+        }))
+      ),
+      Effect.mapError(queryError("searching"))
+    )
+
+  const stats: Service["stats"] = Effect.gen(function*() {
+    const [counts] = yield* sql<{ documents: number; chunks: number; bytes: string }>`
+      SELECT (SELECT count(*)::int FROM documents) AS documents,
+             (SELECT count(*)::int FROM chunks) AS chunks,
+             pg_database_size(current_database())::text AS bytes`
+    const dimensions = yield* readMeta("dimensions")
+    const model = yield* readMeta("model")
+    return {
+      documents: counts!.documents,
+      chunks: counts!.chunks,
+      dimensions: dimensions === undefined ? null : Number(dimensions),
+      model: model ?? null,
+      storeBytes: Number(counts!.bytes)
+    }
+  }).pipe(Effect.mapError(queryError("reading store statistics")))
+
+  return { prepare, beginRun, lookup, markSeen, writeDocuments, removeUnseen, search, stats }
+})
+
+/**
+ * The PostgreSQL store as a layer over the `SqlClient` in the context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<VectorStore, StoreError, SqlClient.SqlClient> = Layer.effect(VectorStore, make)

@@ -1,0 +1,82 @@
+/**
+ * ragpipe: a resource-safe RAG embedding pipeline on Effect.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * Splitting documents into chunks.
+ *
+ * @since 0.1.0
+ */
+export * as Chunker from "./Chunker.js"
+
+/**
+ * SqlClient layers: embedded PGlite.
+ *
+ * @since 0.1.0
+ */
+export * as Database from "./Database.js"
+
+/**
+ * Domain schemas and types.
+ *
+ * @since 0.1.0
+ */
+export * as Domain from "./Domain.js"
+
+/**
+ * The Embedder port and its layers.
+ *
+ * @since 0.1.0
+ */
+export * as Embedder from "./Embedder.js"
+
+/**
+ * Errors crossing the library boundary.
+ *
+ * @since 0.1.0
+ */
+export * as Errors from "./Errors.js"
+
+/**
+ * The ingest pipeline.
+ *
+ * @since 0.1.0
+ */
+export * as Ingest from "./Ingest.js"
+
+/**
+ * Lazy directory walking.
+ *
+ * @since 0.1.0
+ */
+export * as Loader from "./Loader.js"
+
+/**
+ * Managed streams and scoped resources.
+ *
+ * @since 0.1.0
+ */
+export * as Resource from "./Resource.js"
+
+/**
+ * Resource accounting.
+ *
+ * @since 0.1.0
+ */
+export * as ResourceLedger from "./ResourceLedger.js"
+
+/**
+ * The search pipeline.
+ *
+ * @since 0.1.0
+ */
+export * as Search from "./Search.js"
+
+/**
+ * The VectorStore port and its PostgreSQL implementation.
+ *
+ * @since 0.1.0
+ */
+export * as VectorStore from "./VectorStore.js"

@@ -1,0 +1,47 @@
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+
+/**
+ * The store's schema, in order. The embedding column starts without a
+ * dimension; the first ingest fixes it (see VectorStore.prepare), because the
+ * dimension belongs to the embedder, not to the schema.
+ *
+ * @internal
+ */
+export const migrations = Migrator.fromRecord({
+  "1_create_store": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE EXTENSION IF NOT EXISTS vector`
+    yield* sql`CREATE TABLE IF NOT EXISTS ragpipe_meta (
+      key text PRIMARY KEY,
+      value text NOT NULL
+    )`
+    yield* sql`CREATE SEQUENCE IF NOT EXISTS ragpipe_run_seq`
+    yield* sql`CREATE TABLE documents (
+      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      path text NOT NULL UNIQUE,
+      content_hash text NOT NULL,
+      size_bytes bigint NOT NULL,
+      format text NOT NULL,
+      chunker text NOT NULL,
+      model text NOT NULL,
+      dimensions integer NOT NULL,
+      chunk_count integer NOT NULL,
+      seen_run bigint NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      updated_at timestamptz NOT NULL DEFAULT now()
+    )`
+    yield* sql`CREATE INDEX documents_seen_run_idx ON documents (seen_run)`
+    yield* sql`CREATE TABLE chunks (
+      id text PRIMARY KEY,
+      document_id bigint NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+      chunk_index integer NOT NULL,
+      text text NOT NULL,
+      heading_path jsonb NOT NULL,
+      token_estimate integer NOT NULL,
+      embedding vector NOT NULL,
+      UNIQUE (document_id, chunk_index)
+    )`
+  })
+})

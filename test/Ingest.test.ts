@@ -1,0 +1,283 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
+import * as fc from "fast-check"
+import * as NodeFs from "node:fs"
+import * as NodePath from "node:path"
+import * as Chunker from "../src/Chunker.js"
+import type { SourceDocument } from "../src/Domain.js"
+import * as Embedder from "../src/Embedder.js"
+import { EmbedError } from "../src/Errors.js"
+import * as Ingest from "../src/Ingest.js"
+import * as ResourceLedger from "../src/ResourceLedger.js"
+import * as Search from "../src/Search.js"
+import {
+  copyCorpus,
+  freshDataDir,
+  corpusDir,
+  corpusQueries,
+  ledgerLayer,
+  partialDocuments,
+  storedPaths,
+  storeLayer,
+  tempDir,
+  writeFiles
+} from "./support.js"
+
+const countFiles = (dir: string): number =>
+  NodeFs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length
+
+const corpusFileCount = countFiles(corpusDir)
+
+const doc = (path: string, text: string): SourceDocument => ({
+  path,
+  text,
+  contentHash: Chunker.chunkId(path, 0, text),
+  size: text.length,
+  format: "text"
+})
+
+describe("Ingest on PGlite", () => {
+  it.scopedLive("ingest, search, then incremental runs touch exactly what changed", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* freshDataDir
+      copyCorpus(work)
+      const run = (options?: Ingest.Options) => Ingest.ingestDirectory({ root: work }, options)
+
+      yield* Effect.gen(function*() {
+        const first = yield* run()
+        assert.strictEqual(first.outcome, "completed")
+        assert.strictEqual(first.files.seen, corpusFileCount)
+        assert.strictEqual(first.files.ingested, corpusFileCount)
+        assert.strictEqual(first.files.skipped, 0)
+        assert.isAbove(first.chunks.written, corpusFileCount)
+
+        for (const q of corpusQueries) {
+          const hits = yield* Search.search(q.query, { limit: 3 })
+          assert.strictEqual(hits[0]?.path, q.expectedPath, `query "${q.query}"`)
+          assert.strictEqual(hits[0]?.rank, 1)
+        }
+
+        const second = yield* run()
+        assert.deepStrictEqual(second.files, {
+          seen: corpusFileCount,
+          ingested: 0,
+          unchanged: corpusFileCount,
+          skipped: 0,
+          removed: 0
+        })
+        assert.strictEqual(second.chunks.written, 0)
+
+        // modify one file, delete one, add one
+        const [modified, deleted] = [corpusQueries[0]!.expectedPath, corpusQueries[1]!.expectedPath]
+        NodeFs.appendFileSync(
+          NodePath.join(work, modified),
+          "\n\nZebra crossings near the Quillfeather depot are repainted by the zebra crew.\n"
+        )
+        NodeFs.rmSync(NodePath.join(work, deleted))
+        writeFiles(work, { "new/added.md": "# Added\n\nThe quokka inventory ledger lives here.\n" })
+
+        const third = yield* run()
+        assert.deepStrictEqual(third.files, {
+          seen: corpusFileCount,
+          ingested: 2,
+          unchanged: corpusFileCount - 2,
+          skipped: 0,
+          removed: 1
+        })
+        const paths = yield* storedPaths
+        assert.strictEqual(paths.length, corpusFileCount)
+        assert.include(paths, "new/added.md")
+        assert.notInclude(paths, deleted)
+        assert.deepStrictEqual(yield* partialDocuments, [])
+
+        const zebra = yield* Search.search("zebra crossings Quillfeather depot", { limit: 1 })
+        assert.strictEqual(zebra[0]?.path, modified)
+        const quokka = yield* Search.search("quokka inventory ledger", { limit: 1 })
+        assert.strictEqual(quokka[0]?.path, "new/added.md")
+
+        // the modified document's chunks are exactly the chunker's output
+        const sql = yield* SqlClient.SqlClient
+        const text = NodeFs.readFileSync(NodePath.join(work, modified), "utf8")
+        const expected = Chunker.chunkDocument({ path: modified, text, format: "markdown" }, Chunker.defaults)
+        const rows = yield* sql<{ id: string }>`
+          SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
+          WHERE d.path = ${modified} ORDER BY c.chunk_index`
+        assert.deepStrictEqual(rows.map((r) => r.id), expected.map((c) => c.id))
+
+        // new chunker settings re-chunk and re-embed everything
+        const rechunked = yield* run({ chunker: { chunkSize: 400, chunkOverlap: 50 } })
+        assert.strictEqual(rechunked.files.ingested, corpusFileCount)
+        assert.strictEqual(rechunked.files.unchanged, 0)
+        assert.isAbove(rechunked.chunks.written, first.chunks.written)
+        assert.deepStrictEqual(yield* partialDocuments, [])
+      }).pipe(
+        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
+    }))
+
+  it.scopedLive("a dimension that differs from the store's is a clear error and changes nothing", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      const source = Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))
+      const withDims = (dimensions: number) =>
+        Layer.mergeAll(storeLayer(data), Embedder.layerHashing({ dimensions })).pipe(Layer.provideMerge(ledgerLayer))
+      yield* Ingest.ingestStream(source).pipe(Effect.provide(withDims(64)))
+      const error = yield* Ingest.ingestStream(Stream.make(Either.right(doc("b.txt", "delta")))).pipe(
+        Effect.provide(withDims(128)),
+        Effect.flip
+      )
+      assert.strictEqual(error._tag, "StoreError")
+      assert.strictEqual(error.reason, "dimension-mismatch")
+      assert.include(error.message, "--dimensions 64")
+      const paths = yield* storedPaths.pipe(Effect.provide(withDims(64)))
+      assert.deepStrictEqual(paths, ["a.txt"])
+    }))
+
+  it.scopedLive("a walk that reports an unreadable directory removes nothing; a clean walk does", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      yield* Effect.gen(function*() {
+        yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "one")), Either.right(doc("b.txt", "two"))))
+        const failedWalk = yield* Ingest.ingestStream(Stream.make(
+          Either.right(doc("a.txt", "one")),
+          Either.left({ path: "sub", reason: "unreadable-directory" as const, detail: "permission denied" })
+        ))
+        assert.strictEqual(failedWalk.walkComplete, false)
+        assert.strictEqual(failedWalk.files.removed, 0)
+        assert.deepStrictEqual(yield* storedPaths, ["a.txt", "b.txt"])
+
+        // an unreadable file keeps its stored version
+        const unreadable = yield* Ingest.ingestStream(Stream.make(
+          Either.right(doc("a.txt", "one")),
+          Either.left({ path: "b.txt", reason: "unreadable" as const, detail: "EIO" })
+        ))
+        assert.strictEqual(unreadable.files.removed, 0)
+        assert.deepStrictEqual(yield* storedPaths, ["a.txt", "b.txt"])
+
+        const clean = yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "one"))))
+        assert.strictEqual(clean.files.removed, 1)
+        assert.deepStrictEqual(yield* storedPaths, ["a.txt"])
+
+        // a source that fails part-way removes nothing either
+        const failing = Stream.concat(Stream.make(Either.right(doc("c.txt", "three"))), Stream.fail("disk gone"))
+        const exit = yield* Effect.exit(Ingest.ingestStream(failing))
+        assert.isTrue(Exit.isFailure(exit))
+        assert.include(yield* storedPaths, "a.txt")
+        assert.deepStrictEqual(yield* partialDocuments, [])
+      }).pipe(
+        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
+    }))
+
+  it.scopedLive("a document with more chunks than one statement could bind is written whole", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      // 13,000 chunks × 7 columns would be 91,000 parameters in one multi-row INSERT
+      const words = Array.from({ length: 13_000 }, (_, i) => `Sentence number ${i} talks about item${i}.`)
+      const big = doc("big.txt", words.join("\n\n"))
+      const options: Ingest.Options = { chunker: { chunkSize: 50, chunkOverlap: 0 } }
+      yield* Effect.gen(function*() {
+        const summary = yield* Ingest.ingestStream(Stream.make(Either.right(big)), options)
+        assert.isAtLeast(summary.chunks.written, 13_000)
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM chunks`
+        assert.strictEqual(row!.n, summary.chunks.written)
+        assert.deepStrictEqual(yield* partialDocuments, [])
+      }).pipe(
+        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
+    }))
+
+  it.scopedLive("an embedding failure counts the chunks as failed and keeps the document for the next run", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
+      const failing = Embedder.layerTest({
+        ...hashing,
+        embedBatch: (texts) =>
+          texts.some((t) => t.includes("poison"))
+            ? Effect.fail(new EmbedError({ reason: "provider", message: "provider refused the batch" }))
+            : hashing.embedBatch(texts)
+      })
+      yield* Effect.gen(function*() {
+        const summary = yield* Ingest.ingestStream(Stream.make(
+          Either.right(doc("ok.txt", "fine words")),
+          Either.right(doc("bad.txt", "poison words"))
+        ))
+        assert.strictEqual(summary.files.ingested, 1)
+        assert.strictEqual(summary.chunks.failed, 1)
+        assert.deepStrictEqual(yield* storedPaths, ["ok.txt"])
+      }).pipe(Effect.provide(Layer.mergeAll(storeLayer(data), failing).pipe(Layer.provideMerge(ledgerLayer))))
+    }))
+
+  it.scopedLive("stop: no new documents are read, in-flight ones commit, nothing is removed", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      const stop = yield* Deferred.make<void>()
+      const docs = Array.from({ length: 200 }, (_, i) => doc(`d${i}.txt`, `document ${i} words`))
+      const source = Stream.fromIterable(docs).pipe(
+        Stream.map(Either.right),
+        Stream.tap((item) =>
+          Either.isRight(item) && item.right.path === "d50.txt" ? Deferred.succeed(stop, undefined) : Effect.void
+        )
+      )
+      yield* Effect.gen(function*() {
+        yield* Ingest.ingestStream(Stream.make(Either.right(doc("old.txt", "kept"))))
+        const summary = yield* Ingest.ingestStream(source, { stop: Deferred.await(stop), lookupBatchSize: 8 })
+        assert.strictEqual(summary.outcome, "stopped")
+        assert.isBelow(summary.files.seen, 200)
+        assert.strictEqual(summary.files.removed, 0)
+        const paths = yield* storedPaths
+        assert.include(paths, "old.txt")
+        assert.strictEqual(paths.length, summary.files.ingested + 1)
+        assert.deepStrictEqual(yield* partialDocuments, [])
+      }).pipe(
+        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
+    }))
+
+  it.scopedLive("interrupted at random points: every resource is released and no document is partial", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* freshDataDir
+      copyCorpus(work)
+      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing())
+      // one shared store; each run gets its own ledger-tracked resources
+      const samples = fc.sample(fc.integer({ min: 1, max: 60 }), { numRuns: 8, seed: 42 })
+      for (const k of samples) {
+        const reached = yield* Deferred.make<void>()
+        let calls = 0
+        const embedder = Embedder.layerTest({
+          ...hashing,
+          embedBatch: (texts) =>
+            Effect.suspend(() => ++calls === k ? Deferred.succeed(reached, undefined) : Effect.void).pipe(
+              Effect.zipRight(hashing.embedBatch(texts))
+            )
+        })
+        const ledger = yield* ResourceLedger.make()
+        const run = Ingest.ingestDirectory({ root: work }, { chunker: { chunkSize: 300, chunkOverlap: 30 } }).pipe(
+          Effect.provide(Layer.mergeAll(storeLayer(data), embedder)),
+          Effect.provideService(ResourceLedger.ResourceLedger, ledger)
+        )
+        const fiber = yield* Effect.fork(run)
+        yield* Effect.raceFirst(Deferred.await(reached), Fiber.await(fiber))
+        yield* Fiber.interrupt(fiber)
+        const snapshot = yield* ledger.snapshot
+        assert.strictEqual(snapshot.total.open, 0, `open after interrupting at embed call ${k}`)
+        assert.isAbove(snapshot.total.acquired, 0)
+        const partial = yield* partialDocuments.pipe(
+          Effect.provide(storeLayer(data)),
+          Effect.provideService(ResourceLedger.ResourceLedger, ledger)
+        )
+        assert.deepStrictEqual(partial, [], `partial documents after interrupting at embed call ${k}`)
+      }
+    }), 120_000)
+})
