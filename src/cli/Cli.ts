@@ -1,0 +1,271 @@
+/**
+ * The `ragpipe` command tree: a thin shell over the library.
+ *
+ * @internal
+ */
+import * as Command from "@effect/cli/Command"
+import * as Args from "@effect/cli/Args"
+import * as Options from "@effect/cli/Options"
+import * as Config from "effect/Config"
+import * as Console from "effect/Console"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as Chunker from "../Chunker.js"
+import * as Database from "../Database.js"
+import * as Embedder from "../Embedder.js"
+import { InvalidInput } from "../Errors.js"
+import * as Ingest from "../Ingest.js"
+import * as Loader from "../Loader.js"
+import * as ResourceLedger from "../ResourceLedger.js"
+import * as Search from "../Search.js"
+import * as VectorStore from "../VectorStore.js"
+import * as Format from "./format.js"
+
+/** The signal that asked the process to stop. */
+export type StopSignal = "SIGINT" | "SIGTERM"
+
+/** Exit codes of the CLI. */
+export const ExitCode = { ok: 0, failed: 1, usage: 2, breaker: 3, SIGINT: 130, SIGTERM: 143 } as const
+
+/** Completes when the process was asked to stop (first SIGINT/SIGTERM). */
+export class Shutdown extends Context.Tag("ragpipe/cli/Shutdown")<Shutdown, {
+  readonly requested: Effect.Effect<StopSignal>
+}>() {}
+
+/** A shutdown service over a deferred the process's signal handlers complete. */
+export const layerShutdown = (deferred: Deferred.Deferred<StopSignal>): Layer.Layer<Shutdown> =>
+  Layer.succeed(Shutdown, { requested: Deferred.await(deferred) })
+
+/** The command decided the process's exit code (after printing what it had to). */
+export class ExitRequest extends Data.TaggedError("ExitRequest")<{ readonly code: number }> {}
+
+// ---------------------------------------------------------------------------
+// options (each also readable from a RAGPIPE_* variable)
+
+const withEnv = <A>(option: Options.Options<A>, config: Config.Config<A>) =>
+  Options.withFallbackConfig(option, config)
+
+const dataDir = withEnv(
+  Options.text("data-dir"),
+  Config.string("RAGPIPE_DATA_DIR")
+).pipe(
+  Options.withDefault(Database.defaultDataDir),
+  Options.withDescription("directory of the embedded database (env RAGPIPE_DATA_DIR; default .ragpipe)")
+)
+
+const integerOption = (name: string, env: string, fallback: number, description: string) =>
+  withEnv(Options.integer(name), Config.integer(env)).pipe(
+    Options.withDefault(fallback),
+    Options.withDescription(`${description} (env ${env}; default ${fallback})`)
+  )
+
+const optionalInteger = (name: string, env: string, description: string) =>
+  withEnv(Options.integer(name), Config.integer(env)).pipe(
+    Options.optional,
+    Options.withDescription(`${description} (env ${env})`)
+  )
+
+const listOption = (name: string, env: string, description: string) =>
+  withEnv(Options.text(name).pipe(Options.repeated), Config.array(Config.string(), env)).pipe(
+    Options.withDefault([] as Array<string>),
+    Options.withDescription(`${description}; repeatable (env ${env}, comma-separated)`)
+  )
+
+/** Boolean flags: the flag, or the variable set to true. */
+const flag = (name: string, env: string, description: string) =>
+  Options.boolean(name).pipe(Options.withDescription(`${description} (env ${env}=true)`))
+const flagValue = (value: boolean, env: string) =>
+  value
+    ? Effect.succeed(true)
+    : Config.boolean(env).pipe(Config.withDefault(false), Effect.orElseSucceed(() => false))
+
+const json = flag("json", "RAGPIPE_JSON", "print machine-readable JSON")
+
+// ---------------------------------------------------------------------------
+// helpers
+
+const invalid = (message: string) => new InvalidInput({ reason: "option", message })
+
+const storeLayer = (dir: string, mustExist: boolean) =>
+  VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: dir, mustExist })))
+
+/** Fail with the exit code of the signal when one arrives before `effect` ends. */
+const interruptOnSignal = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Shutdown, (shutdown) =>
+    Effect.raceFirst(
+      effect,
+      Effect.flatMap(shutdown.requested, (signal) => Effect.fail(new ExitRequest({ code: ExitCode[signal] })))
+    ))
+
+/** Print live progress to stderr while `effect` runs. */
+const withProgress = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  progress: Ref.Ref<Ingest.Progress>,
+  enabled: boolean
+) => {
+  if (!enabled) return effect
+  return Effect.scoped(Effect.gen(function*() {
+    const start = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    const render = Effect.gen(function*() {
+      const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      const line = Format.progressLine(yield* Ref.get(progress), now - start)
+      process.stderr.write(`\r\x1b[2K${line}`)
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(() => process.stderr.write("\r\x1b[2K")))
+    yield* Effect.forkScoped(Effect.repeat(render, Schedule.spaced("200 millis")))
+    return yield* effect
+  }))
+}
+
+// ---------------------------------------------------------------------------
+// ingest
+
+const ingestCommand = Command.make(
+  "ingest",
+  {
+    dir: Args.text({ name: "dir" }).pipe(Args.withDescription("directory to ingest")),
+    dataDir,
+    chunkSize: integerOption("chunk-size", "RAGPIPE_CHUNK_SIZE", Chunker.defaults.chunkSize, "chunk size in characters"),
+    chunkOverlap: integerOption(
+      "chunk-overlap",
+      "RAGPIPE_CHUNK_OVERLAP",
+      Chunker.defaults.chunkOverlap,
+      "overlap between consecutive chunks in characters"
+    ),
+    dimensions: integerOption(
+      "dimensions",
+      "RAGPIPE_DIMENSIONS",
+      Embedder.defaultDimensions,
+      "embedding dimensions"
+    ),
+    include: listOption("include", "RAGPIPE_INCLUDE", "only files whose path matches this glob"),
+    exclude: listOption("exclude", "RAGPIPE_EXCLUDE", "skip files and directories matching this glob"),
+    extension: listOption("extension", "RAGPIPE_EXTENSION", "also read files with this extension (e.g. .log)"),
+    maxFileSize: integerOption(
+      "max-file-size",
+      "RAGPIPE_MAX_FILE_SIZE",
+      Loader.defaultMaxFileBytes,
+      "skip files larger than this many bytes"
+    ),
+    includeHidden: flag("include-hidden", "RAGPIPE_INCLUDE_HIDDEN", "also read hidden files and directories"),
+    json,
+    quiet: flag("quiet", "RAGPIPE_QUIET", "no live progress")
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const chunker: Chunker.Options = { chunkSize: o.chunkSize, chunkOverlap: o.chunkOverlap }
+      const checked = Chunker.validateOptions(chunker)
+      if (Either.isLeft(checked)) return yield* invalid(checked.left)
+      if (o.maxFileSize < 1) return yield* invalid(`--max-file-size must be at least 1 byte (got ${o.maxFileSize})`)
+      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const quiet = yield* flagValue(o.quiet, "RAGPIPE_QUIET")
+      const includeHidden = yield* flagValue(o.includeHidden, "RAGPIPE_INCLUDE_HIDDEN")
+      const ledger = yield* ResourceLedger.ResourceLedger
+      const shutdown = yield* Shutdown
+      const signal = yield* Ref.make<Option.Option<StopSignal>>(Option.none())
+      const progress = yield* Ref.make(Ingest.emptyProgress)
+
+      const summary = yield* Ingest.ingestDirectory(
+        {
+          root: o.dir,
+          include: o.include,
+          exclude: o.exclude,
+          extensions: o.extension,
+          maxFileBytes: o.maxFileSize,
+          includeHidden
+        },
+        {
+          chunker,
+          progress,
+          stop: Effect.tap(shutdown.requested, (s) => Ref.set(signal, Option.some(s)))
+        }
+      ).pipe(
+        (effect) => withProgress(effect, progress, !quiet && !asJson && process.stderr.isTTY === true),
+        Effect.provide(Layer.merge(storeLayer(o.dataDir, false), Embedder.layerHashing({
+          dimensions: o.dimensions
+        })))
+      )
+
+      // Every layer above has been released here: the ledger's counts are final.
+      const resources = (yield* ledger.snapshot).total
+      const report = {
+        files: summary.files,
+        chunks: summary.chunks,
+        resources,
+        breaker: summary.breaker,
+        durationMs: summary.durationMs
+      }
+      yield* Console.log(
+        asJson ? Format.ingestJson(report, summary.skippedFiles) : Format.ingestTable(report, {
+          stopped: summary.outcome === "stopped",
+          walkComplete: summary.walkComplete,
+          skippedFiles: summary.skippedFiles,
+          skippedByReason: summary.skippedByReason
+        })
+      )
+      const stoppedBy = yield* Ref.get(signal)
+      if (Option.isSome(stoppedBy)) return yield* new ExitRequest({ code: ExitCode[stoppedBy.value] })
+    })
+).pipe(Command.withDescription("walk a directory, chunk and embed its files, and store them"))
+
+// ---------------------------------------------------------------------------
+// search
+
+const searchCommand = Command.make(
+  "search",
+  {
+    query: Args.text({ name: "query" }).pipe(Args.withDescription("what to search for")),
+    dataDir,
+    limit: integerOption("limit", "RAGPIPE_LIMIT", Search.defaultLimit, "number of results"),
+    dimensions: optionalInteger("dimensions", "RAGPIPE_DIMENSIONS", "embedding dimensions (default: the store's)"),
+    json
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const hits = yield* Effect.gen(function*() {
+        const store = yield* VectorStore.VectorStore
+        const stats = yield* store.stats
+        const dimensions = Option.getOrElse(o.dimensions, () => stats.dimensions ?? Embedder.defaultDimensions)
+        return yield* Search.search(o.query, { limit: o.limit }).pipe(
+          Effect.provide(Embedder.layerHashing({ dimensions }))
+        )
+      }).pipe(Effect.provide(storeLayer(o.dataDir, true)), interruptOnSignal)
+      yield* Console.log(asJson ? JSON.stringify(hits) : Format.searchTable(hits))
+    })
+).pipe(Command.withDescription("search the store; prints rank, score, path, heading and a snippet"))
+
+// ---------------------------------------------------------------------------
+// stats
+
+const statsCommand = Command.make(
+  "stats",
+  { dataDir, json },
+  (o) =>
+    Effect.gen(function*() {
+      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const stats = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.stats).pipe(
+        Effect.provide(storeLayer(o.dataDir, true)),
+        interruptOnSignal
+      )
+      yield* Console.log(asJson ? JSON.stringify(stats) : Format.statsTable(stats, o.dataDir))
+    })
+).pipe(Command.withDescription("documents, chunks, dimensions, model and size of the store"))
+
+// ---------------------------------------------------------------------------
+
+/** The root command. */
+export const command = Command.make("ragpipe").pipe(
+  Command.withDescription("resource-safe RAG embedding pipeline into PostgreSQL/pgvector"),
+  Command.withSubcommands([ingestCommand, searchCommand, statsCommand])
+)
+
+/** Run the CLI over `process.argv`-style arguments. */
+export const run = Command.run(command, { name: "ragpipe", version: "0.1.0" })

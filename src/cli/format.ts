@@ -1,0 +1,124 @@
+/**
+ * Pure formatting of CLI output: summaries, tables, progress lines.
+ *
+ * @internal
+ */
+import type { IngestReport, SearchHit, SkippedFile, StoreStats } from "../Domain.js"
+
+/** The JSON summary `ingest --json` prints as its last line. */
+export const ingestJson = (report: IngestReport, skippedFiles: ReadonlyArray<SkippedFile>): string =>
+  JSON.stringify({
+    files: report.files,
+    chunks: report.chunks,
+    resources: report.resources,
+    breaker: report.breaker,
+    durationMs: report.durationMs,
+    skippedFiles
+  })
+
+const pad = (s: string, n: number) => s + " ".repeat(Math.max(0, n - s.length))
+const padLeft = (s: string, n: number) => " ".repeat(Math.max(0, n - s.length)) + s
+
+/** Two-column table with right-aligned values. */
+export const table = (rows: ReadonlyArray<readonly [string, string]>): string => {
+  const w1 = Math.max(...rows.map(([k]) => k.length))
+  const w2 = Math.max(...rows.map(([, v]) => v.length))
+  return rows.map(([k, v]) => `${pad(k, w1)}  ${padLeft(v, w2)}`).join("\n")
+}
+
+/** Chunks per second, to one decimal. */
+export const rate = (count: number, millis: number): string =>
+  millis <= 0 ? "-" : (count / (millis / 1000)).toFixed(1)
+
+/** Human-readable byte size. */
+export const bytes = (n: number): string => {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"]
+  let value = n
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`
+}
+
+/** The readable form of an ingest summary. */
+export const ingestTable = (
+  report: IngestReport,
+  details: {
+    readonly stopped: boolean
+    readonly walkComplete: boolean
+    readonly skippedFiles: ReadonlyArray<SkippedFile>
+    readonly skippedByReason: Readonly<Record<string, number>>
+  }
+): string => {
+  const lines: Array<string> = []
+  if (details.stopped) lines.push("Ingest interrupted: partial summary", "")
+  lines.push(
+    table([
+      ["files seen", String(report.files.seen)],
+      ["files ingested", String(report.files.ingested)],
+      ["files unchanged", String(report.files.unchanged)],
+      ["files skipped", String(report.files.skipped)],
+      ["files removed", String(report.files.removed)],
+      ["chunks written", String(report.chunks.written)],
+      ["chunks failed", String(report.chunks.failed)],
+      ["chunks cached", String(report.chunks.cached)],
+      ["chunks/s", rate(report.chunks.written, report.durationMs)],
+      ["duration", `${(report.durationMs / 1000).toFixed(2)} s`],
+      [
+        "resources",
+        `${report.resources.acquired} acquired, ${report.resources.released} released, ${report.resources.open} open`
+      ]
+    ])
+  )
+  const reasons = Object.entries(details.skippedByReason)
+  if (reasons.length > 0) {
+    lines.push("", "skipped: " + reasons.map(([reason, n]) => `${reason} ${n}`).join(", "))
+    for (const file of details.skippedFiles.slice(0, 20)) {
+      lines.push(`  ${file.path}: ${file.reason} (${file.detail})`)
+    }
+    if (report.files.skipped > 20) lines.push(`  ... and ${report.files.skipped - 20} more (see --json)`)
+  }
+  if (!details.walkComplete) {
+    lines.push("", "Some directories could not be read, so no stored document was removed in this run.")
+  }
+  return lines.join("\n")
+}
+
+/** One progress line (no newline). */
+export const progressLine = (p: {
+  readonly filesSeen: number
+  readonly filesIngested: number
+  readonly filesUnchanged: number
+  readonly filesSkipped: number
+  readonly chunksWritten: number
+}, elapsedMillis: number): string =>
+  `files ${p.filesSeen} (ingested ${p.filesIngested}, unchanged ${p.filesUnchanged}, skipped ${p.filesSkipped})` +
+  ` · chunks ${p.chunksWritten} · ${rate(p.chunksWritten, elapsedMillis)} chunks/s`
+
+const oneLine = (text: string, max: number): string => {
+  const flat = text.replace(/\s+/g, " ").trim()
+  return flat.length <= max ? flat : flat.slice(0, max - 1) + "…"
+}
+
+/** The readable form of search hits. */
+export const searchTable = (hits: ReadonlyArray<SearchHit>): string =>
+  hits.length === 0
+    ? "No results."
+    : hits.map((hit) =>
+      `${hit.rank}. ${hit.score.toFixed(3)}  ${hit.path}#${hit.chunkIndex}` +
+      (hit.heading.length > 0 ? `  [${hit.heading}]` : "") +
+      `\n   ${oneLine(hit.text, 160)}`
+    ).join("\n")
+
+/** The readable form of store statistics. */
+export const statsTable = (stats: StoreStats, dataDir: string): string =>
+  table([
+    ["store", dataDir],
+    ["documents", String(stats.documents)],
+    ["chunks", String(stats.chunks)],
+    ["dimensions", stats.dimensions === null ? "-" : String(stats.dimensions)],
+    ["model", stats.model ?? "-"],
+    ["store size", bytes(stats.storeBytes)]
+  ])

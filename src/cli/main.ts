@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+/**
+ * Entry point of the `ragpipe` executable: builds the one MainLive layer,
+ * turns SIGINT/SIGTERM into a graceful stop, and maps the outcome to an exit
+ * code. Errors are printed as one message, never as a stack trace.
+ *
+ * @internal
+ */
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import * as ResourceLedger from "../ResourceLedger.js"
+import { ExitCode, ExitRequest, layerShutdown, run, type StopSignal } from "./Cli.js"
+
+const stopRequested = Effect.runSync(Deferred.make<StopSignal>())
+let received: StopSignal | undefined
+
+const onSignal = (signal: StopSignal) => () => {
+  if (received !== undefined) {
+    // A second signal: stop now.
+    process.stderr.write(`\nragpipe: ${signal} again, exiting immediately\n`)
+    process.exit(ExitCode[signal])
+  }
+  received = signal
+  if (process.stderr.isTTY) process.stderr.write(`\nragpipe: ${signal} received, stopping (again to force)\n`)
+  Effect.runSync(Deferred.succeed(stopRequested, signal))
+}
+const onSigint = onSignal("SIGINT")
+const onSigterm = onSignal("SIGTERM")
+process.on("SIGINT", onSigint)
+process.on("SIGTERM", onSigterm)
+
+const logLevel = Config.logLevel("RAGPIPE_LOG_LEVEL").pipe(Config.withDefault(LogLevel.Warning))
+
+const MainLive = Layer.mergeAll(
+  NodeContext.layer,
+  ResourceLedger.layer(),
+  layerShutdown(stopRequested),
+  Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)),
+  Layer.unwrapEffect(Effect.map(Effect.orDie(logLevel), Logger.minimumLogLevel))
+)
+
+const messageOf = (error: unknown): string =>
+  typeof error === "object" && error !== null && "message" in error && typeof error.message === "string"
+    ? error.message
+    : String(error)
+
+const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
+  if (Exit.isSuccess(exit)) return ExitCode.ok
+  const failure = Cause.failureOption(exit.cause)
+  if (Option.isSome(failure)) {
+    const error = failure.value
+    if (error instanceof ExitRequest) return error.code
+    if (ValidationError.isValidationError(error)) return ExitCode.usage
+    process.stderr.write(`ragpipe: ${messageOf(error)}\n`)
+    return ExitCode.failed
+  }
+  if (Cause.isInterruptedOnly(exit.cause)) return received === undefined ? ExitCode.failed : ExitCode[received]
+  const defect = Cause.squash(exit.cause)
+  process.stderr.write(`ragpipe: unexpected error: ${messageOf(defect)}\n`)
+  if (process.env["RAGPIPE_DEBUG"] !== undefined) process.stderr.write(`${Cause.pretty(exit.cause)}\n`)
+  return ExitCode.failed
+}
+
+Effect.runPromiseExit(run(process.argv).pipe(Effect.provide(MainLive))).then((exit) => {
+  process.off("SIGINT", onSigint)
+  process.off("SIGTERM", onSigterm)
+  process.exitCode = exitCodeOf(exit)
+})
