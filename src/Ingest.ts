@@ -303,7 +303,7 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     Option.match(stopSignal, { onNone: () => stream, onSome: (signal) => Stream.interruptWhen(stream, signal) })
 
   const pipeline = untilStopped(source).pipe(
-    Stream.grouped(options.lookupBatchSize ?? 128),
+    Stream.groupedWithin(options.lookupBatchSize ?? 128, Duration.millis(200)),
     Stream.mapEffect(classify),
     Stream.flattenIterables,
     untilStopped,

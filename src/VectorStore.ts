@@ -77,7 +77,8 @@ export interface Service {
   readonly markSeen: (runId: RunId, paths: ReadonlyArray<string>) => Effect.Effect<void, StoreError>
   /**
    * Replace documents and their chunks in one transaction: a reader sees
-   * all of them, old or new, never a part. Paths must be distinct.
+   * all of them, old or new, never a part. When a path occurs more than
+   * once, its last write wins.
    */
   readonly writeDocuments: (writes: ReadonlyArray<DocumentWrite>) => Effect.Effect<void, StoreError>
   /** Remove every document the run did not see; returns the removed paths' count. */
@@ -198,8 +199,10 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       { discard: true }
     )
 
-  const writeDocuments: Service["writeDocuments"] = (writes) =>
-    writes.length === 0 ? Effect.void : sql.withTransaction(Effect.gen(function*() {
+  const writeDocuments: Service["writeDocuments"] = (all) => {
+    // one row per path: the last write of a path wins
+    const writes = [...new Map(all.map((w) => [w.document.path, w])).values()]
+    return writes.length === 0 ? Effect.void : sql.withTransaction(Effect.gen(function*() {
       const ids = new Map<string, string>()
       for (const group of batches(writes, insertBatchRows)) {
         const rows = yield* sql<{ id: string; path: string }>`
@@ -233,6 +236,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
         writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`
       ))
     )
+  }
 
   const removeUnseen: Service["removeUnseen"] = (runId) =>
     sql<{ n: number }>`

@@ -177,6 +177,24 @@ describe("Ingest on PGlite", () => {
       )
     }))
 
+  it.scopedLive("a source that yields a path twice stores it once, with the last content", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      yield* Effect.gen(function*() {
+        const summary = yield* Ingest.ingestStream(Stream.make(
+          Either.right(doc("twice.txt", "first version about otters")),
+          Either.right(doc("twice.txt", "second version about beavers"))
+        ))
+        assert.strictEqual(summary.files.seen, 2)
+        assert.deepStrictEqual(yield* storedPaths, ["twice.txt"])
+        const hits = yield* Search.search("beavers", { limit: 5 })
+        assert.deepStrictEqual(hits.map((h) => h.text), ["second version about beavers"])
+        assert.deepStrictEqual(yield* partialDocuments, [])
+      }).pipe(
+        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
+    }))
+
   it.scopedLive("a document with more chunks than one statement could bind is written whole", () =>
     Effect.gen(function*() {
       const data = yield* freshDataDir
