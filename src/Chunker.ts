@@ -10,7 +10,8 @@
  *
  * Markdown documents are first cut into sections at their headings, so that
  * every chunk knows the heading path it belongs to; reStructuredText titles
- * are recognised the same way.
+ * are recognised the same way. Every section starts a new chunk, and no
+ * overlap is carried from one section into the next.
  *
  * Everything here is pure and synchronous. Sizes are measured in UTF-16 code
  * units (JavaScript string length); a surrogate pair is never cut in two.
@@ -343,25 +344,12 @@ const overlapStart = (text: string, lo: number, hi: number, midWord: boolean): n
   return -1
 }
 
-/** Fraction of chunkSize a chunk must hold before a section start ends it. */
-const sectionMinFill = 0
-
-/**
- * Chunks of a text plus, per chunk, where its own content starts (after the
- * overlap it repeats from the previous chunk).
- */
-interface ChunkOutput {
-  readonly chunks: Array<TextChunk>
-  readonly ownStarts: Array<number>
-}
-
 /**
  * Chunks the range [from, to) of `text`, appending to `out`.
  *
- * `sections` (ascending offsets inside the range) are section starts: the
- * strongest boundaries. A chunk always ends before a section start once it
- * is at least a quarter full, and no overlap is carried across a section
- * start; smaller sections are packed together with what follows them.
+ * `sections` (ascending offsets) are section starts: the strongest
+ * boundaries. A chunk never crosses one, and no overlap is carried across
+ * one.
  */
 const chunkRange = (
   text: string,
@@ -370,7 +358,7 @@ const chunkRange = (
   size: number,
   overlap: number,
   sections: ReadonlyArray<number>,
-  out: ChunkOutput
+  out: Array<TextChunk>
 ): void => {
   // trim the range
   while (from < to && isWs(text.charCodeAt(from))) from++
@@ -384,8 +372,7 @@ const chunkRange = (
     }
   }
   if (to - from <= size && !hasSections) {
-    out.chunks.push({ text: text.slice(from, to), start: from, end: to })
-    out.ownStarts.push(from)
+    out.push({ text: text.slice(from, to), start: from, end: to })
     return
   }
   // atoms are small enough that any atom fits into a chunk together with a
@@ -415,17 +402,13 @@ const chunkRange = (
   const aBefore = atoms.before
   const n = atoms.size
   // a chunk may end early at a stronger boundary, as long as it stays at
-  // least half full (a quarter for section boundaries)
+  // least half full; it always ends before a section start
   const minFill = Math.ceil(size / 2)
-  const minSectionFill = Math.ceil(size * sectionMinFill)
   let i = 0
   let chunkStart = aStart[0]
   while (i < n) {
     let j = i
-    while (j + 1 < n && aEnd[j + 1] - chunkStart <= size) {
-      if (aBefore[j + 1] === SECTION && aEnd[j] - chunkStart >= minSectionFill) break
-      j++
-    }
+    while (j + 1 < n && aEnd[j + 1] - chunkStart <= size && aBefore[j + 1] !== SECTION) j++
     if (j + 1 < n && j > i && aBefore[j + 1] !== SECTION) {
       let best = j
       let bestStrength = aBefore[j + 1]
@@ -439,8 +422,7 @@ const chunkRange = (
       j = best
     }
     const chunkEnd = aEnd[j]
-    out.chunks.push({ text: text.slice(chunkStart, chunkEnd), start: chunkStart, end: chunkEnd })
-    out.ownStarts.push(aStart[i])
+    out.push({ text: text.slice(chunkStart, chunkEnd), start: chunkStart, end: chunkEnd })
     if (j + 1 >= n) break
     const next = j + 1
     let nextStart = aStart[next]
@@ -465,7 +447,8 @@ const normalizeSizes = (options: Options): readonly [size: number, overlap: numb
 /**
  * Splits a text into chunks of at most `chunkSize` characters.
  *
- * Separators are tried in order: paragraph (blank line), line, sentence end
+ * Separators are tried in order: paragraph (blank line), line (`\n`; `\r\n`
+ * works, a lone `\r` is plain whitespace), sentence end
  * (`.`, `!`, `?` or `…` — optionally followed by closing quotes or brackets —
  * then whitespace), word (whitespace), and finally a hard character cut.
  * Pieces are merged greedily; a chunk may end early (when at least half
@@ -485,9 +468,9 @@ const normalizeSizes = (options: Options): readonly [size: number, overlap: numb
  */
 export const chunkText = (text: string, options: Options): ReadonlyArray<TextChunk> => {
   const [size, overlap] = normalizeSizes(options)
-  const out: ChunkOutput = { chunks: [], ownStarts: [] }
+  const out: Array<TextChunk> = []
   chunkRange(text, 0, text.length, size, overlap, [], out)
-  return out.chunks
+  return out
 }
 
 // -----------------------------------------------------------------------------
@@ -720,12 +703,6 @@ const rstHeadings = (text: string): Array<Heading> => {
 // documents
 // -----------------------------------------------------------------------------
 
-const commonPrefix = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): ReadonlyArray<string> => {
-  let n = 0
-  while (n < a.length && n < b.length && a[n] === b[n]) n++
-  return n === a.length ? a : n === b.length ? b : a.slice(0, n)
-}
-
 /**
  * Chunks a document. For `markdown`, the document is cut into sections at
  * ATX headings (`#` .. `######`, ignoring lines inside ``` / ~~~ fences) and
@@ -749,50 +726,30 @@ export const chunkDocument = (
   const { format, path, text } = doc
   const [size, overlap] = normalizeSizes(options)
   const headings = format === "markdown" ? markdownHeadings(text) : format === "rst" ? rstHeadings(text) : []
-  const out: ChunkOutput = { chunks: [], ownStarts: [] }
-  // a section holding nothing but its heading is not a boundary for the section after it
+  // every section starts a new chunk, except that a section holding nothing
+  // but its heading is not a boundary for the section after it
   const sectionStarts: Array<number> = []
   for (let h = 0; h < headings.length; h++) {
     if (h === 0 || !isBlankRange(text, headings[h - 1].bodyStart, headings[h].at)) sectionStarts.push(headings[h].at)
   }
-  chunkRange(text, 0, text.length, size, overlap, sectionStarts, out)
-  const pieces = out.chunks
-  const paths: Array<ReadonlyArray<string>> = new Array(pieces.length)
+  const pieces: Array<TextChunk> = []
+  chunkRange(text, 0, text.length, size, overlap, sectionStarts, pieces)
 
-  if (headings.length === 0) {
-    paths.fill([])
-  } else {
-    // the sections: the preamble, then one per heading
-    const starts: Array<number> = [0]
-    const sectionPaths: Array<ReadonlyArray<string>> = [[]]
-    const headingOnly: Array<boolean> = [false]
-    const stack: Array<Heading> = []
-    for (let h = 0; h < headings.length; h++) {
-      const heading = headings[h]
+  // heading paths: a chunk belongs to the section its last character is in
+  const paths: Array<ReadonlyArray<string>> = new Array(pieces.length)
+  const stack: Array<Heading> = []
+  let current: ReadonlyArray<string> = []
+  let h = 0
+  for (let k = 0; k < pieces.length; k++) {
+    while (h < headings.length && headings[h].at < pieces[k].end) {
+      const heading = headings[h++]
       while (stack.length > 0 && stack[stack.length - 1].level >= heading.level) stack.pop()
       stack.push(heading)
       const headingPath: Array<string> = []
       for (const entry of stack) if (entry.title.length > 0) headingPath.push(entry.title)
-      starts.push(heading.at)
-      sectionPaths.push(headingPath)
-      headingOnly.push(isBlankRange(text, heading.bodyStart, h + 1 < headings.length ? headings[h + 1].at : text.length))
+      current = headingPath
     }
-    // a chunk's path is the common prefix of the paths of the sections its
-    // own content (without the overlap) touches; sections holding nothing but
-    // their heading do not count, unless that is all the chunk holds
-    let first = 0
-    let last = 0
-    for (let k = 0; k < pieces.length; k++) {
-      while (first + 1 < starts.length && starts[first + 1] <= out.ownStarts[k]) first++
-      if (last < first) last = first
-      while (last + 1 < starts.length && starts[last + 1] < pieces[k].end) last++
-      let common: ReadonlyArray<string> | undefined
-      for (let s = first; s <= last; s++) {
-        if (headingOnly[s]) continue
-        common = common === undefined ? sectionPaths[s] : commonPrefix(common, sectionPaths[s])
-      }
-      paths[k] = common ?? sectionPaths[last]
-    }
+    paths[k] = current
   }
 
   const chunks: Array<Chunk> = new Array(pieces.length)

