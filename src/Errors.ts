@@ -38,7 +38,9 @@ export class EmbedError extends Schema.TaggedError<EmbedError>()("EmbedError", {
   ),
   message: Schema.String,
   /** HTTP status, when the provider answered with one */
-  status: Schema.optional(Schema.Int)
+  status: Schema.optional(Schema.Int),
+  /** the provider's Retry-After header as sent (delta-seconds or an HTTP date) */
+  retryAfter: Schema.optional(Schema.String)
 }) {}
 
 /**
