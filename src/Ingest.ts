@@ -17,11 +17,13 @@ import * as Schedule from "effect/Schedule"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as Chunker from "./Chunker.js"
-import type { Chunk as TextChunk, EmbeddedChunk, SkippedFile, SourceDocument } from "./Domain.js"
+import * as CircuitBreaker from "./CircuitBreaker.js"
+import type { EmbeddedChunk, SkippedFile, SourceDocument } from "./Domain.js"
 import { Embedder } from "./Embedder.js"
 import { EmbedError, type LoaderError, type StoreError } from "./Errors.js"
 import { batches } from "./internal/batch.js"
 import * as Loader from "./Loader.js"
+import * as Retry from "./Retry.js"
 import type { ResourceLedger } from "./ResourceLedger.js"
 import { type DocumentWrite, type StoredDocument, VectorStore } from "./VectorStore.js"
 
@@ -59,11 +61,52 @@ export const emptyProgress: Progress = {
  * - `completed`: the source was exhausted.
  * - `stopped`: `stop` fired; in-flight documents were finished (or rolled
  *   back at the deadline) and nothing more was read.
+ * - `broken`: the error-rate breaker ended the run (see `Summary.breaker`).
  *
  * @since 0.1.0
  * @category models
  */
-export type Outcome = "completed" | "stopped"
+export type Outcome = "completed" | "stopped" | "broken"
+
+/**
+ * A chunk whose embedding failed (after retries), or that the call breaker
+ * refused.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChunkFailure {
+  readonly path: string
+  readonly chunkIndex: number
+  readonly error: EmbedError | CircuitBreaker.BreakerOpen
+}
+
+/**
+ * The error-rate breaker's report, as printed under `"breaker"`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BreakerReport extends CircuitBreaker.BreakInfoJson {
+  /** the message of the last chunk failure before the break */
+  readonly lastError: string | null
+}
+
+/**
+ * Defaults of the resilience options.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const resilienceDefaults = {
+  maxErrorRate: 0.2,
+  minSamples: 20,
+  callBreaker: {
+    name: "embedder",
+    policy: CircuitBreaker.consecutiveFailures(5),
+    isFailure: Retry.isRetryable
+  } satisfies CircuitBreaker.Options
+} as const
 
 /**
  * The result of a run.
@@ -80,7 +123,8 @@ export interface Summary {
     readonly removed: number
   }
   readonly chunks: { readonly written: number; readonly failed: number; readonly cached: number }
-  readonly breaker: null
+  /** the error-rate breaker's report when it ended the run, else null */
+  readonly breaker: BreakerReport | null
   readonly durationMs: number
   readonly outcome: Outcome
   /** false when some directory could not be read: then nothing was removed */
@@ -122,6 +166,22 @@ export interface Options {
   /** how many skipped files the summary lists (default 1000) */
   readonly maxSkippedListed?: number
   /**
+   * The run ends with a `BreakInfo` when the share of failed chunks exceeds
+   * this (default 0.2)...
+   */
+  readonly maxErrorRate?: number
+  /** ...once at least this many chunks were seen (default 20)... */
+  readonly minSamples?: number
+  /** ...over the last this many chunks (default: over the whole run) */
+  readonly breakerWindow?: number
+  /** retry policy of each embedding call (default {@link Retry.defaultPolicy}) */
+  readonly retry?: Retry.Policy
+  /**
+   * the circuit breaker every embedding call goes through (default: opens
+   * after 5 consecutive retryable failures)
+   */
+  readonly callBreaker?: CircuitBreaker.Options
+  /**
    * Remove stored documents the source did not produce (default true). Only
    * ever done when the source completed and reported no unreadable
    * directory.
@@ -152,6 +212,33 @@ interface Counters {
   written: number
   failed: number
 }
+
+interface ChunkItemOk {
+  readonly doc: SourceDocument
+  readonly of: number
+  readonly embedded: EmbeddedChunk
+}
+
+interface ChunkItemFailure {
+  readonly doc: SourceDocument
+  readonly of: number
+  readonly failure: ChunkFailure
+}
+
+type ChunkItem = Either.Either<ChunkItemOk, ChunkItemFailure>
+
+interface Regroup {
+  doc: SourceDocument | undefined
+  readonly ok: Array<EmbeddedChunk>
+  firstError: string | undefined
+  seen: number
+}
+
+const emptyRegroup = (): Regroup => ({ doc: undefined, ok: [], firstError: undefined, seen: 0 })
+
+type DocumentOutcome =
+  | { readonly _tag: "Embedded"; readonly doc: SourceDocument; readonly chunks: ReadonlyArray<EmbeddedChunk> }
+  | { readonly _tag: "Failed"; readonly doc: SourceDocument; readonly of: number; readonly firstError: string }
 
 /**
  * Ingest a stream of documents (from disk or from anywhere else) into the
@@ -234,46 +321,77 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       return changed
     })
 
-  const embedChunks = (chunks: ReadonlyArray<TextChunk>) =>
-    Effect.forEach(
-      batches(chunks, embedder.maxBatchSize),
-      (batch) =>
-        embedder.embedBatch(batch.map((c) => c.text)).pipe(
-          Effect.filterOrFail(
-            (vectors) =>
-              vectors.length === batch.length && vectors.every((v) => v.length === embedder.dimensions),
-            () =>
-              new EmbedError({
-                reason: "malformed-response",
-                message: `the embedder ${embedder.model} returned vectors that do not match the request ` +
-                  `(expected ${batch.length} of ${embedder.dimensions} dimensions)`
-              })
-          ),
-          Effect.map((vectors) => batch.map((chunk, i): EmbeddedChunk => ({ chunk, embedding: vectors[i]! })))
-        )
-    ).pipe(Effect.map((parts) => parts.flat()))
+  // Every embedding call: per-attempt timeout inside the call breaker (so a
+  // timeout counts against it), retries outside it (BreakerOpen is never
+  // retried).
+  const policy = options.retry ?? Retry.defaultPolicy
+  const { attemptTimeout, ...retryPolicy } = policy
+  const callBreaker = yield* CircuitBreaker.make(options.callBreaker ?? resilienceDefaults.callBreaker)
+  const embedOnce = (texts: ReadonlyArray<string>) => {
+    const call = embedder.embedBatch(texts)
+    return attemptTimeout === undefined ? call : call.pipe(
+      Effect.timeoutFail({
+        duration: attemptTimeout,
+        onTimeout: () => Retry.timeoutError(Duration.decode(attemptTimeout))
+      })
+    )
+  }
+  const embedTexts = (texts: ReadonlyArray<string>) =>
+    Retry.retry(callBreaker.withBreaker(embedOnce(texts)), retryPolicy).pipe(
+      Effect.filterOrFail(
+        (vectors) => vectors.length === texts.length && vectors.every((v) => v.length === embedder.dimensions),
+        () =>
+          new EmbedError({
+            reason: "malformed-response",
+            message: `the embedder ${embedder.model} returned vectors that do not match the request ` +
+              `(expected ${texts.length} of ${embedder.dimensions} dimensions)`
+          })
+      )
+    )
 
-  /** Chunk and embed one document; `None` when embedding failed (counted). */
+  /** One result per chunk, in order; a failed batch fails each of its chunks. */
   const embedDocument = (doc: SourceDocument) =>
     Effect.gen(function*() {
       const chunks = Chunker.chunkDocument(doc, chunkerOptions)
-      const embedded = yield* Effect.either(embedChunks(chunks))
-      if (Either.isRight(embedded)) {
-        return Option.some<DocumentWrite>({
-          document: doc,
-          chunker: chunkerKey,
-          model: embedder.model,
-          dimensions: embedder.dimensions,
-          chunks: embedded.right,
-          runId
-        })
+      const of = chunks.length
+      const items: Array<ChunkItem> = []
+      for (const batch of batches(chunks, embedder.maxBatchSize)) {
+        const result = yield* Effect.either(embedTexts(batch.map((c) => c.text)))
+        for (let i = 0; i < batch.length; i++) {
+          const chunk = batch[i]!
+          items.push(
+            Either.isRight(result)
+              ? Either.right({ doc, of, embedded: { chunk, embedding: result.right[i]! } })
+              : Either.left({ doc, of, failure: { path: doc.path, chunkIndex: chunk.index, error: result.left } })
+          )
+        }
       }
-      // Keep whatever version is stored; the next run tries again.
-      counters.failed += chunks.length
-      yield* store.markSeen(runId, [doc.path])
-      yield* Effect.logWarning(`could not embed ${doc.path}: ${embedded.left.message}`)
+      return items
+    })
+
+  /** A document with no chunks at all is stored as such, right away. */
+  const writeEmptyDocument = (doc: SourceDocument) =>
+    Effect.gen(function*() {
+      yield* store.writeDocuments([{
+        document: doc,
+        chunker: chunkerKey,
+        model: embedder.model,
+        dimensions: embedder.dimensions,
+        chunks: [],
+        runId
+      }])
+      counters.ingested++
       yield* publishNow
-      return Option.none<DocumentWrite>()
+    })
+
+  /** A document some of whose chunks failed: nothing of it is written. */
+  const recordFailedDocument = (doc: SourceDocument, of: number, firstError: string) =>
+    Effect.gen(function*() {
+      // Keep whatever version is stored; the next run tries again.
+      counters.failed += of
+      yield* store.markSeen(runId, [doc.path])
+      yield* Effect.logWarning(`could not embed ${doc.path}: ${firstError}`)
+      yield* publishNow
     })
 
   /** Write a group of embedded documents in one short transaction. */
@@ -296,6 +414,38 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     body: (group, write) => Chunk.append(group, write)
   })
 
+  let breakInfo: CircuitBreaker.BreakInfo<ChunkItemFailure> | undefined
+
+  /**
+   * Reassemble per-chunk results into documents (a document's chunks arrive
+   * together and in order): a document all of whose chunks were embedded
+   * becomes a write; one with any failure is recorded as failed.
+   */
+  const regroup = (
+    state: Regroup,
+    item: Either.Either<ChunkItemOk, ChunkItemFailure | CircuitBreaker.BreakInfo<ChunkItemFailure>>
+  ): readonly [Regroup, Option.Option<DocumentOutcome>] => {
+    if (Either.isLeft(item) && CircuitBreaker.isBreakInfo(item.left)) {
+      breakInfo = item.left as CircuitBreaker.BreakInfo<ChunkItemFailure>
+      return [emptyRegroup(), Option.none()]
+    }
+    const current = Either.isRight(item) ? item.right : item.left as ChunkItemFailure
+    // a new document starts a new group (state objects are private to one fold)
+    const group = state.doc === current.doc ? state : { ...emptyRegroup(), doc: current.doc }
+    group.seen++
+    if (Either.isRight(item)) group.ok.push(item.right.embedded)
+    else group.firstError ??= (item.left as ChunkItemFailure).failure.error.message
+    if (group.seen < current.of) return [group, Option.none()]
+    return [
+      emptyRegroup(),
+      Option.some(
+        group.firstError === undefined
+          ? { _tag: "Embedded", doc: current.doc, chunks: group.ok }
+          : { _tag: "Failed", doc: current.doc, of: current.of, firstError: group.firstError }
+      )
+    ]
+  }
+
   const stopSignal = options.stop === undefined
     ? Option.none<Effect.Effect<void>>()
     : Option.some(Effect.asVoid(options.stop).pipe(Effect.tap(() => Effect.sync(() => void (stopped = true)))))
@@ -307,7 +457,29 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     Stream.mapEffect(classify),
     Stream.flattenIterables,
     untilStopped,
+    Stream.tap((doc) => doc.text.trim().length === 0 ? writeEmptyDocument(doc) : Effect.void),
+    Stream.filter((doc) => doc.text.trim().length > 0),
     Stream.mapEffect(embedDocument, { concurrency: options.documentConcurrency ?? 2 }),
+    Stream.flattenIterables,
+    CircuitBreaker.breakOnErrorRate({
+      maxRate: options.maxErrorRate ?? resilienceDefaults.maxErrorRate,
+      minSamples: options.minSamples ?? resilienceDefaults.minSamples,
+      ...(options.breakerWindow === undefined ? {} : { window: options.breakerWindow })
+    }),
+    Stream.mapAccum(emptyRegroup(), regroup),
+    Stream.filterMap((outcome) => outcome),
+    Stream.mapEffect((outcome) =>
+      outcome._tag === "Failed"
+        ? Effect.as(recordFailedDocument(outcome.doc, outcome.of, outcome.firstError), Option.none<DocumentWrite>())
+        : Effect.succeed(Option.some<DocumentWrite>({
+          document: outcome.doc,
+          chunker: chunkerKey,
+          model: embedder.model,
+          dimensions: embedder.dimensions,
+          chunks: outcome.chunks,
+          runId
+        }))
+    ),
     Stream.filterMap((write) => write),
     Stream.aggregateWithin(groupWrites, Schedule.spaced(options.writeGroupWindow ?? Duration.millis(500))),
     Stream.mapEffect(writeGroup),
@@ -324,7 +496,7 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
   })
   yield* deadline
 
-  const outcome: Outcome = stopped ? "stopped" : "completed"
+  const outcome: Outcome = breakInfo !== undefined ? "broken" : stopped ? "stopped" : "completed"
   const removed = outcome === "completed" && walkComplete && options.removeMissing !== false
     ? yield* store.removeUnseen(runId)
     : 0
@@ -339,7 +511,10 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       removed
     },
     chunks: { written: counters.written, failed: counters.failed, cached: 0 },
-    breaker: null,
+    breaker: breakInfo === undefined ? null : {
+      ...CircuitBreaker.breakInfoJson(breakInfo),
+      lastError: breakInfo.lastError === undefined ? null : breakInfo.lastError.failure.error.message
+    },
     durationMs: end - start,
     outcome,
     walkComplete,
@@ -347,7 +522,7 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     skippedByReason
   }
   return summary
-}) as <E, R>(
+}, Effect.scoped) as <E, R>(
   source: Stream.Stream<SourceItem, E, R>,
   options?: Options
 ) => Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore>

@@ -229,11 +229,94 @@ describe("Ingest on PGlite", () => {
         const summary = yield* Ingest.ingestStream(Stream.make(
           Either.right(doc("ok.txt", "fine words")),
           Either.right(doc("bad.txt", "poison words"))
-        ))
+        ), { retry: { maxRetries: 1, base: "1 millis", cap: "1 millis", jitter: "none" }, maxErrorRate: 1 })
         assert.strictEqual(summary.files.ingested, 1)
         assert.strictEqual(summary.chunks.failed, 1)
         assert.deepStrictEqual(yield* storedPaths, ["ok.txt"])
       }).pipe(Effect.provide(Layer.mergeAll(storeLayer(data), failing).pipe(Layer.provideMerge(ledgerLayer))))
+    }))
+
+  it.scopedLive("an embedder failing above the error rate ends the run with a BreakInfo, releasing everything", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
+      const calls = { n: 0 }
+      const flaky = Embedder.layerTest({
+        ...hashing,
+        embedBatch: (texts) =>
+          Effect.suspend(() =>
+            ++calls.n % 2 === 0
+              ? Effect.fail(new EmbedError({ reason: "invalid-input", status: 400, message: "input rejected" }))
+              : hashing.embedBatch(texts)
+          )
+      })
+      const docs = Array.from({ length: 300 }, (_, i) => Either.right(doc(`d${i}.txt`, `document ${i} words`)))
+      const ledger = yield* ResourceLedger.make()
+      const summary = yield* Effect.gen(function*() {
+        yield* Ingest.ingestStream(Stream.make(Either.right(doc("old.txt", "kept"))))
+        return yield* Ingest.ingestStream(Stream.fromIterable(docs), {
+          maxErrorRate: 0.2,
+          minSamples: 20,
+          documentConcurrency: 1
+        })
+      }).pipe(
+        Effect.provide(Layer.merge(storeLayer(data), flaky)),
+        Effect.provideService(ResourceLedger.ResourceLedger, ledger)
+      )
+      assert.strictEqual(summary.outcome, "broken")
+      const breaker = summary.breaker!
+      assert.strictEqual(breaker.code, "error-rate")
+      assert.strictEqual(breaker.threshold, 0.2)
+      assert.strictEqual(breaker.total, 20)
+      assert.strictEqual(breaker.errors, 10)
+      assert.strictEqual(breaker.ok, 10)
+      assert.strictEqual(breaker.lastError, "input rejected")
+      assert.isBelow(calls.n, 30, "no embedding after the break")
+      assert.strictEqual(summary.files.removed, 0)
+      assert.strictEqual(summary.chunks.failed, 10)
+      assert.strictEqual((yield* ledger.snapshot).total.open, 0)
+      const paths = yield* storedPaths.pipe(
+        Effect.provide(storeLayer(data)),
+        Effect.provideService(ResourceLedger.ResourceLedger, ledger)
+      )
+      assert.include(paths, "old.txt")
+      assert.strictEqual(paths.length, summary.files.ingested + 1)
+    }))
+
+  it.scopedLive("transient embedding failures are retried; a fatal one is not, and its document is kept for later", () =>
+    Effect.gen(function*() {
+      const data = yield* freshDataDir
+      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
+      const attempts = new Map<string, number>()
+      const embedder = Embedder.layerTest({
+        ...hashing,
+        embedBatch: (texts) =>
+          Effect.suspend(() => {
+            const key = texts.join("|")
+            const n = (attempts.get(key) ?? 0) + 1
+            attempts.set(key, n)
+            if (key.includes("flaky") && n <= 2) {
+              return Effect.fail(new EmbedError({ reason: "http", status: 503, message: "busy" }))
+            }
+            if (key.includes("broken")) {
+              return Effect.fail(new EmbedError({ reason: "http", status: 400, message: "bad request" }))
+            }
+            return hashing.embedBatch(texts)
+          })
+      })
+      const summary = yield* Ingest.ingestStream(
+        Stream.make(Either.right(doc("flaky.txt", "flaky words")), Either.right(doc("broken.txt", "broken words"))),
+        {
+          retry: { maxRetries: 3, base: "1 millis", cap: "4 millis", jitter: "none" },
+          maxErrorRate: 1
+        }
+      ).pipe(Effect.provide(Layer.mergeAll(storeLayer(data), embedder).pipe(Layer.provideMerge(ledgerLayer))))
+      assert.strictEqual(attempts.get("flaky words"), 3)
+      assert.strictEqual(attempts.get("broken words"), 1)
+      assert.strictEqual(summary.files.ingested, 1)
+      assert.strictEqual(summary.chunks.written, 1)
+      assert.strictEqual(summary.chunks.failed, 1)
+      assert.strictEqual(summary.outcome, "completed")
     }))
 
   it.scopedLive("stop: no new documents are read, in-flight ones commit, nothing is removed", () =>

@@ -3,6 +3,16 @@
  * (`npm test` builds dist/ first.)
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import { vi } from "vitest"
+import { ExitRequest, layerShutdown, makeRun, type StopSignal } from "../src/cli/Cli.js"
+import * as Embedder from "../src/Embedder.js"
+import { EmbedError } from "../src/Errors.js"
+import * as ResourceLedger from "../src/ResourceLedger.js"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
@@ -199,4 +209,78 @@ describe("ragpipe CLI", () => {
       assert.isAtLeast(done.files.unchanged, summary.files.ingested)
     }, 240_000)
   }
+
+  it("an ingest whose embedder fails above --max-error-rate exits 3 with the BreakInfo and nothing open", async () => {
+    const data = dataDir("breaker")
+    const work = NodePath.join(scratch, "breaker-corpus")
+    NodeFs.mkdirSync(work)
+    for (let i = 0; i < 60; i++) NodeFs.writeFileSync(NodePath.join(work, `doc-${i}.md`), `# Doc ${i}\n\nWords ${i}.\n`)
+    let calls = 0
+    const failing = ({ dimensions }: { readonly dimensions: number }) =>
+      Layer.effect(
+        Embedder.Embedder,
+        Effect.map(Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions })), (hashing) => ({
+          ...hashing,
+          embedBatch: (texts: ReadonlyArray<string>) =>
+            Effect.suspend(() =>
+              ++calls % 2 === 0
+                ? Effect.fail(
+                  new EmbedError({ reason: "http", status: 422, message: "the provider rejected the input" })
+                )
+                : hashing.embedBatch(texts)
+            )
+        }))
+      )
+    const out: Array<string> = []
+    const err: Array<string> = []
+    const log = vi.spyOn(console, "log").mockImplementation((...args) => void out.push(args.join(" ")))
+    const error = vi.spyOn(console, "error").mockImplementation((...args) => void err.push(args.join(" ")))
+    try {
+      const ledger = ResourceLedger.layer()
+      const exit = await Effect.runPromiseExit(
+        makeRun({ embedder: failing })([
+          "node",
+          "ragpipe",
+          "ingest",
+          work,
+          "--data-dir",
+          data,
+          "--json",
+          "--max-error-rate",
+          "0.2",
+          "--min-samples",
+          "10"
+        ]).pipe(
+          Effect.provide(
+            Layer.mergeAll(NodeContext.layer, ledger, layerShutdown(Effect.runSync(Deferred.make<StopSignal>())))
+          )
+        )
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      const failure = Exit.isFailure(exit) ? exit.cause : undefined
+      const request = failure !== undefined && failure._tag === "Fail" ? failure.error : undefined
+      assert.instanceOf(request, ExitRequest)
+      assert.strictEqual((request as ExitRequest).code, 3)
+      const summary = JSON.parse(out.at(-1)!)
+      assert.deepStrictEqual(Object.keys(summary.breaker).sort(), [
+        "code",
+        "errors",
+        "lastError",
+        "ok",
+        "reason",
+        "threshold",
+        "total"
+      ])
+      assert.strictEqual(summary.breaker.code, "error-rate")
+      assert.strictEqual(summary.breaker.total, 10)
+      assert.strictEqual(summary.breaker.errors, 5)
+      assert.strictEqual(summary.resources.open, 0)
+      assert.strictEqual(summary.files.removed, 0)
+      assert.match(err.join("\n"), /error-rate breaker/)
+      assert.match(err.join("\n"), /the provider rejected the input/)
+    } finally {
+      log.mockRestore()
+      error.mockRestore()
+    }
+  })
 })

@@ -20,7 +20,7 @@ import * as Schedule from "effect/Schedule"
 import * as Chunker from "../Chunker.js"
 import * as Database from "../Database.js"
 import * as Embedder from "../Embedder.js"
-import { InvalidInput } from "../Errors.js"
+import { type EmbedError, InvalidInput } from "../Errors.js"
 import * as Ingest from "../Ingest.js"
 import * as Loader from "../Loader.js"
 import * as ResourceLedger from "../ResourceLedger.js"
@@ -127,7 +127,14 @@ const withProgress = <A, E, R>(
 // ---------------------------------------------------------------------------
 // ingest
 
-const ingestCommand = Command.make(
+/** What the CLI is built from; tests swap the embedder. */
+export interface Dependencies {
+  readonly embedder: (options: { readonly dimensions: number }) => Layer.Layer<Embedder.Embedder, EmbedError>
+}
+
+const defaultDependencies: Dependencies = { embedder: Embedder.layerHashing }
+
+const ingestCommand = (deps: Dependencies) => Command.make(
   "ingest",
   {
     dir: Args.text({ name: "dir" }).pipe(Args.withDescription("directory to ingest")),
@@ -155,6 +162,23 @@ const ingestCommand = Command.make(
       "skip files larger than this many bytes"
     ),
     includeHidden: flag("include-hidden", "RAGPIPE_INCLUDE_HIDDEN", "also read hidden files and directories"),
+    maxErrorRate: withEnv(Options.float("max-error-rate"), Config.number("RAGPIPE_MAX_ERROR_RATE")).pipe(
+      Options.withDefault(Ingest.resilienceDefaults.maxErrorRate),
+      Options.withDescription(
+        "end the run when more than this share of chunks fail (env RAGPIPE_MAX_ERROR_RATE; default 0.2)"
+      )
+    ),
+    minSamples: integerOption(
+      "min-samples",
+      "RAGPIPE_MIN_SAMPLES",
+      Ingest.resilienceDefaults.minSamples,
+      "chunks seen before the error-rate breaker may end the run"
+    ),
+    breakerWindow: optionalInteger(
+      "breaker-window",
+      "RAGPIPE_BREAKER_WINDOW",
+      "compute the error rate over the last N chunks (default: over the whole run)"
+    ),
     json,
     quiet: flag("quiet", "RAGPIPE_QUIET", "no live progress")
   },
@@ -164,6 +188,13 @@ const ingestCommand = Command.make(
       const checked = Chunker.validateOptions(chunker)
       if (Either.isLeft(checked)) return yield* invalid(checked.left)
       if (o.maxFileSize < 1) return yield* invalid(`--max-file-size must be at least 1 byte (got ${o.maxFileSize})`)
+      if (!(o.maxErrorRate >= 0 && o.maxErrorRate <= 1)) {
+        return yield* invalid(`--max-error-rate must be between 0 and 1 (got ${o.maxErrorRate})`)
+      }
+      if (o.minSamples < 1) return yield* invalid(`--min-samples must be at least 1 (got ${o.minSamples})`)
+      if (Option.isSome(o.breakerWindow) && o.breakerWindow.value < 1) {
+        return yield* invalid(`--breaker-window must be at least 1 (got ${o.breakerWindow.value})`)
+      }
       const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
       const quiet = yield* flagValue(o.quiet, "RAGPIPE_QUIET")
       const includeHidden = yield* flagValue(o.includeHidden, "RAGPIPE_INCLUDE_HIDDEN")
@@ -184,13 +215,14 @@ const ingestCommand = Command.make(
         {
           chunker,
           progress,
-          stop: Effect.tap(shutdown.requested, (s) => Ref.set(signal, Option.some(s)))
+          stop: Effect.tap(shutdown.requested, (s) => Ref.set(signal, Option.some(s))),
+          maxErrorRate: o.maxErrorRate,
+          minSamples: o.minSamples,
+          ...Option.match(o.breakerWindow, { onNone: () => ({}), onSome: (breakerWindow) => ({ breakerWindow }) })
         }
       ).pipe(
         (effect) => withProgress(effect, progress, !quiet && !asJson && process.stderr.isTTY === true),
-        Effect.provide(Layer.merge(storeLayer(o.dataDir, false), Embedder.layerHashing({
-          dimensions: o.dimensions
-        })))
+        Effect.provide(Layer.merge(storeLayer(o.dataDir, false), deps.embedder({ dimensions: o.dimensions })))
       )
 
       // Every layer above has been released here: the ledger's counts are final.
@@ -210,6 +242,10 @@ const ingestCommand = Command.make(
           skippedByReason: summary.skippedByReason
         })
       )
+      if (summary.breaker !== null) {
+        yield* Console.error(Format.breakerWords(summary.breaker))
+        return yield* new ExitRequest({ code: ExitCode.breaker })
+      }
       const stoppedBy = yield* Ref.get(signal)
       if (Option.isSome(stoppedBy)) return yield* new ExitRequest({ code: ExitCode[stoppedBy.value] })
     })
@@ -262,10 +298,15 @@ const statsCommand = Command.make(
 // ---------------------------------------------------------------------------
 
 /** The root command. */
-export const command = Command.make("ragpipe").pipe(
-  Command.withDescription("resource-safe RAG embedding pipeline into PostgreSQL/pgvector"),
-  Command.withSubcommands([ingestCommand, searchCommand, statsCommand])
-)
+export const makeCommand = (deps: Dependencies = defaultDependencies) =>
+  Command.make("ragpipe").pipe(
+    Command.withDescription("resource-safe RAG embedding pipeline into PostgreSQL/pgvector"),
+    Command.withSubcommands([ingestCommand(deps), searchCommand, statsCommand])
+  )
 
 /** Run the CLI over `process.argv`-style arguments. */
-export const run = Command.run(command, { name: "ragpipe", version: "0.1.0" })
+export const makeRun = (deps: Dependencies = defaultDependencies) =>
+  Command.run(makeCommand(deps), { name: "ragpipe", version: "0.1.0" })
+
+/** The CLI as shipped. */
+export const run = makeRun()

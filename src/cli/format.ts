@@ -122,3 +122,18 @@ export const statsTable = (stats: StoreStats, dataDir: string): string =>
     ["model", stats.model ?? "-"],
     ["store size", bytes(stats.storeBytes)]
   ])
+
+/** The error-rate breaker's report, in words. */
+export const breakerWords = (breaker: {
+  readonly reason: string
+  readonly ok: number
+  readonly errors: number
+  readonly total: number
+  readonly threshold: number
+  readonly lastError: string | null
+}): string =>
+  `ragpipe: the run was ended by the error-rate breaker: ${breaker.reason}. ` +
+  `${breaker.errors} of ${breaker.total} chunks failed (${breaker.ok} succeeded; the limit is ` +
+  `${(breaker.threshold * 100).toFixed(0)}%).` +
+  (breaker.lastError === null ? "" : ` Last error: ${breaker.lastError}.`) +
+  ` Documents written before the break are kept; fix the cause and run again to finish.`
