@@ -12,6 +12,13 @@
 export * as Chunker from "./Chunker.js"
 
 /**
+ * Circuit breakers: the call breaker service and the error-rate stream breaker.
+ *
+ * @since 0.1.0
+ */
+export * as CircuitBreaker from "./CircuitBreaker.js"
+
+/**
  * SqlClient layers: embedded PGlite.
  *
  * @since 0.1.0
@@ -66,6 +73,13 @@ export * as Resource from "./Resource.js"
  * @since 0.1.0
  */
 export * as ResourceLedger from "./ResourceLedger.js"
+
+/**
+ * Retry schedules, Retry-After and error classification.
+ *
+ * @since 0.1.0
+ */
+export * as Retry from "./Retry.js"
 
 /**
  * The search pipeline.
