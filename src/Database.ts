@@ -14,8 +14,10 @@ import { PGlite } from "@electric-sql/pglite"
 import { createPgConfig } from "@electric-sql/pglite/node-postgres"
 import { vector } from "@electric-sql/pglite-pgvector"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import Pg from "pg"
@@ -161,6 +163,143 @@ export const layerPglite = (
         Effect.mapError((error) =>
           new StoreError({ reason: "open", message: `cannot connect to the embedded database: ${error.message}` })
         )
+      )
+      return Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client))
+    })
+  ).pipe(Layer.provide(Reactivity.layer))
+
+/**
+ * Settings of a PostgreSQL server connection pool.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServerOptions {
+  /** `postgres://user:password@host:port/database`; redacted everywhere it could be shown */
+  readonly url: Redacted.Redacted<string>
+  /** most connections open at once (default 4) */
+  readonly poolSize?: number
+  /** how long to wait for a connection (default 10 s) */
+  readonly connectTimeout?: Duration.DurationInput
+  /** an idle connection is closed after this long (default 30 s) */
+  readonly idleTimeout?: Duration.DurationInput
+  /** the server cancels a statement running longer than this (default 10 minutes; 0 disables) */
+  readonly statementTimeout?: Duration.DurationInput
+  /** schema to create and use ahead of `public` (tests isolate themselves with it) */
+  readonly schema?: string
+}
+
+/**
+ * Where a connection URL points, without its password: safe to print.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const describeUrl = (url: Redacted.Redacted<string>): string => {
+  try {
+    const parsed = new URL(Redacted.value(url))
+    const user = parsed.username.length > 0 ? `${decodeURIComponent(parsed.username)}@` : ""
+    return `${user}${parsed.hostname}:${parsed.port.length > 0 ? parsed.port : "5432"}${parsed.pathname}`
+  } catch {
+    return "(unparsable URL)"
+  }
+}
+
+const pgCode = (cause: unknown): string | undefined =>
+  typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
+    ? cause.code
+    : undefined
+
+/** One clear message for each way a server connection can fail. */
+const connectError = (where: string, cause: unknown): StoreError => {
+  const code = pgCode(cause)
+  const detail = causeMessage(cause)
+  if (code === "28P01" || code === "28000") {
+    return new StoreError({
+      reason: "open",
+      message: `the PostgreSQL server at ${where} rejected the credentials (${detail}); ` +
+        `check the user and password in --database-url / DATABASE_URL`
+    })
+  }
+  if (code === "3D000") {
+    return new StoreError({
+      reason: "open",
+      message: `the database in ${where} does not exist (${detail}); create it (createdb) or fix --database-url`
+    })
+  }
+  return new StoreError({
+    reason: "open",
+    message: `cannot reach the PostgreSQL server at ${where} (${code ?? detail}); ` +
+      `check that it is running and that --database-url / DATABASE_URL is right`
+  })
+}
+
+const isSchemaName = (name: string) => /^[a-z_][a-z0-9_]{0,62}$/.test(name)
+
+/**
+ * A `SqlClient` (and `PgClient`) over a PostgreSQL server with pgvector.
+ * The pool is acquired in the layer's scope and ended (every connection
+ * closed) when it closes; connections identify themselves as
+ * `application_name = ragpipe`. A server that cannot be reached, refuses the
+ * credentials or lacks pgvector fails with one `StoreError` saying which.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerServer = (
+  options: ServerOptions
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError, ResourceLedger> =>
+  Layer.scopedContext(
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger
+      const where = describeUrl(options.url)
+      if (options.schema !== undefined && !isSchemaName(options.schema)) {
+        return yield* new StoreError({ reason: "open", message: `invalid schema name ${options.schema}` })
+      }
+      const statementTimeout = Duration.toMillis(options.statementTimeout ?? Duration.minutes(10))
+      const makePool = () =>
+        new Pg.Pool({
+          connectionString: Redacted.value(options.url),
+          max: options.poolSize ?? 4,
+          connectionTimeoutMillis: Duration.toMillis(options.connectTimeout ?? Duration.seconds(10)),
+          idleTimeoutMillis: Duration.toMillis(options.idleTimeout ?? Duration.seconds(30)),
+          application_name: "ragpipe",
+          ...(statementTimeout > 0 ? { statement_timeout: statementTimeout } : {}),
+          ...(options.schema === undefined ? {} : { options: `-c search_path=${options.schema},public` })
+        })
+      const pool = yield* ledger.acquireRelease(
+        "pg-pool",
+        Effect.sync(makePool).pipe(
+          Effect.tap((pool) => Effect.sync(() => pool.on("error", () => {}))),
+          Effect.tap((pool) =>
+            Effect.tryPromise({
+              try: () => pool.query("SELECT 1"),
+              catch: (cause) => connectError(where, cause)
+            }).pipe(Effect.tapError(() => Effect.promise(() => pool.end())))
+          )
+        ),
+        (pool) => Effect.promise(() => pool.end()),
+        where
+      )
+      const available = yield* Effect.tryPromise({
+        try: () => pool.query("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"),
+        catch: (cause) => connectError(where, cause)
+      })
+      if (available.rowCount === 0) {
+        return yield* new StoreError({
+          reason: "open",
+          message: `the PostgreSQL server at ${where} has no pgvector extension; install pgvector on the server ` +
+            `(on Debian, scripts/setup-postgres builds and installs it), then run again`
+        })
+      }
+      if (options.schema !== undefined) {
+        yield* Effect.tryPromise({
+          try: () => pool.query(`CREATE SCHEMA IF NOT EXISTS ${options.schema}`),
+          catch: (cause) => connectError(where, cause)
+        })
+      }
+      const client = yield* PgClient.fromPool({ acquire: Effect.succeed(pool), applicationName: "ragpipe" }).pipe(
+        Effect.mapError((error) => connectError(where, error.cause))
       )
       return Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client))
     })

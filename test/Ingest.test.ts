@@ -19,13 +19,12 @@ import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as Search from "../src/Search.js"
 import {
   copyCorpus,
-  freshDataDir,
+  backends,
   corpusDir,
   corpusQueries,
   ledgerLayer,
   partialDocuments,
   storedPaths,
-  storeLayer,
   tempDir,
   writeFiles
 } from "./support.js"
@@ -43,11 +42,11 @@ const doc = (path: string, text: string): SourceDocument => ({
   format: "text"
 })
 
-describe("Ingest on PGlite", () => {
+describe.each(backends)("Ingest on $name", (backend) => {
   it.scopedLive("ingest, search, then incremental runs touch exactly what changed", () =>
     Effect.gen(function*() {
       const work = yield* tempDir()
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       copyCorpus(work)
       const run = (options?: Ingest.Options) => Ingest.ingestDirectory({ root: work }, options)
 
@@ -119,16 +118,16 @@ describe("Ingest on PGlite", () => {
         assert.isAbove(rechunked.chunks.written, first.chunks.written)
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
       )
     }))
 
   it.scopedLive("a dimension that differs from the store's is a clear error and changes nothing", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       const source = Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))
       const withDims = (dimensions: number) =>
-        Layer.mergeAll(storeLayer(data), Embedder.layerHashing({ dimensions })).pipe(Layer.provideMerge(ledgerLayer))
+        Layer.mergeAll(data(), Embedder.layerHashing({ dimensions })).pipe(Layer.provideMerge(ledgerLayer))
       yield* Ingest.ingestStream(source).pipe(Effect.provide(withDims(64)))
       const error = yield* Ingest.ingestStream(Stream.make(Either.right(doc("b.txt", "delta")))).pipe(
         Effect.provide(withDims(128)),
@@ -143,7 +142,7 @@ describe("Ingest on PGlite", () => {
 
   it.scopedLive("a walk that reports an unreadable directory removes nothing; a clean walk does", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       yield* Effect.gen(function*() {
         yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "one")), Either.right(doc("b.txt", "two"))))
         const failedWalk = yield* Ingest.ingestStream(Stream.make(
@@ -173,13 +172,13 @@ describe("Ingest on PGlite", () => {
         assert.include(yield* storedPaths, "a.txt")
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
       )
     }))
 
   it.scopedLive("a source that yields a path twice stores it once, with the last content", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       yield* Effect.gen(function*() {
         const summary = yield* Ingest.ingestStream(Stream.make(
           Either.right(doc("twice.txt", "first version about otters")),
@@ -191,13 +190,13 @@ describe("Ingest on PGlite", () => {
         assert.deepStrictEqual(hits.map((h) => h.text), ["second version about beavers"])
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
       )
     }))
 
   it.scopedLive("a document with more chunks than one statement could bind is written whole", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       // 13,000 chunks × 7 columns would be 91,000 parameters in one multi-row INSERT
       const words = Array.from({ length: 13_000 }, (_, i) => `Sentence number ${i} talks about item${i}.`)
       const big = doc("big.txt", words.join("\n\n"))
@@ -210,13 +209,13 @@ describe("Ingest on PGlite", () => {
         assert.strictEqual(row!.n, summary.chunks.written)
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
       )
     }))
 
   it.scopedLive("an embedding failure counts the chunks as failed and keeps the document for the next run", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
       const failing = Embedder.layerTest({
         ...hashing,
@@ -233,12 +232,12 @@ describe("Ingest on PGlite", () => {
         assert.strictEqual(summary.files.ingested, 1)
         assert.strictEqual(summary.chunks.failed, 1)
         assert.deepStrictEqual(yield* storedPaths, ["ok.txt"])
-      }).pipe(Effect.provide(Layer.mergeAll(storeLayer(data), failing).pipe(Layer.provideMerge(ledgerLayer))))
+      }).pipe(Effect.provide(Layer.mergeAll(data(), failing).pipe(Layer.provideMerge(ledgerLayer))))
     }))
 
   it.scopedLive("an embedder failing above the error rate ends the run with a BreakInfo, releasing everything", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
       const calls = { n: 0 }
       const flaky = Embedder.layerTest({
@@ -260,7 +259,7 @@ describe("Ingest on PGlite", () => {
           documentConcurrency: 1
         })
       }).pipe(
-        Effect.provide(Layer.merge(storeLayer(data), flaky)),
+        Effect.provide(Layer.merge(data(), flaky)),
         Effect.provideService(ResourceLedger.ResourceLedger, ledger)
       )
       assert.strictEqual(summary.outcome, "broken")
@@ -276,7 +275,7 @@ describe("Ingest on PGlite", () => {
       assert.strictEqual(summary.chunks.failed, 10)
       assert.strictEqual((yield* ledger.snapshot).total.open, 0)
       const paths = yield* storedPaths.pipe(
-        Effect.provide(storeLayer(data)),
+        Effect.provide(data()),
         Effect.provideService(ResourceLedger.ResourceLedger, ledger)
       )
       assert.include(paths, "old.txt")
@@ -285,7 +284,7 @@ describe("Ingest on PGlite", () => {
 
   it.scopedLive("transient embedding failures are retried; a fatal one is not, and its document is kept for later", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
       const attempts = new Map<string, number>()
       const embedder = Embedder.layerTest({
@@ -310,7 +309,7 @@ describe("Ingest on PGlite", () => {
           retry: { maxRetries: 3, base: "1 millis", cap: "4 millis", jitter: "none" },
           maxErrorRate: 1
         }
-      ).pipe(Effect.provide(Layer.mergeAll(storeLayer(data), embedder).pipe(Layer.provideMerge(ledgerLayer))))
+      ).pipe(Effect.provide(Layer.mergeAll(data(), embedder).pipe(Layer.provideMerge(ledgerLayer))))
       assert.strictEqual(attempts.get("flaky words"), 3)
       assert.strictEqual(attempts.get("broken words"), 1)
       assert.strictEqual(summary.files.ingested, 1)
@@ -321,7 +320,7 @@ describe("Ingest on PGlite", () => {
 
   it.scopedLive("stop: no new documents are read, in-flight ones commit, nothing is removed", () =>
     Effect.gen(function*() {
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       const stop = yield* Deferred.make<void>()
       const docs = Array.from({ length: 200 }, (_, i) => doc(`d${i}.txt`, `document ${i} words`))
       const source = Stream.fromIterable(docs).pipe(
@@ -341,14 +340,14 @@ describe("Ingest on PGlite", () => {
         assert.strictEqual(paths.length, summary.files.ingested + 1)
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(storeLayer(data), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
       )
     }))
 
   it.scopedLive("interrupted at random points: every resource is released and no document is partial", () =>
     Effect.gen(function*() {
       const work = yield* tempDir()
-      const data = yield* freshDataDir
+      const data = yield* backend.fresh
       copyCorpus(work)
       const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing())
       // one shared store; each run gets its own ledger-tracked resources
@@ -365,7 +364,7 @@ describe("Ingest on PGlite", () => {
         })
         const ledger = yield* ResourceLedger.make()
         const run = Ingest.ingestDirectory({ root: work }, { chunker: { chunkSize: 300, chunkOverlap: 30 } }).pipe(
-          Effect.provide(Layer.mergeAll(storeLayer(data), embedder)),
+          Effect.provide(Layer.mergeAll(data(), embedder)),
           Effect.provideService(ResourceLedger.ResourceLedger, ledger)
         )
         const fiber = yield* Effect.fork(run)
@@ -375,7 +374,7 @@ describe("Ingest on PGlite", () => {
         assert.strictEqual(snapshot.total.open, 0, `open after interrupting at embed call ${k}`)
         assert.isAbove(snapshot.total.acquired, 0)
         const partial = yield* partialDocuments.pipe(
-          Effect.provide(storeLayer(data)),
+          Effect.provide(data()),
           Effect.provideService(ResourceLedger.ResourceLedger, ledger)
         )
         assert.deepStrictEqual(partial, [], `partial documents after interrupting at embed call ${k}`)

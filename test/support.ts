@@ -4,6 +4,8 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import Pg from "pg"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
@@ -43,6 +45,58 @@ export const freshDataDir = Effect.tap(tempDir("ragpipe-data-"), (dir) =>
       NodeFs.cpSync(NodePath.join(template, "pgdata"), NodePath.join(dir, "pgdata"), { recursive: true })
     }
   }))
+
+type StoreLayer = Layer.Layer<
+  VectorStore.VectorStore | SqlClient.SqlClient,
+  import("../src/Errors.js").StoreError,
+  ResourceLedger.ResourceLedger
+>
+
+/**
+ * A place for a fresh, empty store on one backend, released with the scope;
+ * `open()` builds a layer over it (callable more than once: each build opens
+ * the same store again).
+ */
+export interface Backend {
+  readonly name: string
+  readonly fresh: Effect.Effect<() => StoreLayer, never, import("effect/Scope").Scope>
+}
+
+const pglite: Backend = {
+  name: "PGlite",
+  fresh: Effect.map(freshDataDir, (dir) => () => storeLayer(dir))
+}
+
+/** The real server, when RAGPIPE_TEST_DATABASE_URL names one: each store is a schema of its own. */
+const server = (url: string): Backend => ({
+  name: "PostgreSQL server",
+  fresh: Effect.acquireRelease(
+    Effect.sync(() => `t_${process.pid}_${Math.random().toString(36).slice(2, 10)}`),
+    (schema) =>
+      Effect.promise(async () => {
+        const client = new Pg.Client({ connectionString: url })
+        await client.connect()
+        try {
+          await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+        } finally {
+          await client.end()
+        }
+      })
+  ).pipe(
+    Effect.map((schema) => () =>
+      VectorStore.layer.pipe(
+        Layer.provideMerge(Database.layerServer({ url: Redacted.make(url), schema, poolSize: 4 }))
+      )
+    )
+  )
+})
+
+export const testDatabaseUrl = process.env["RAGPIPE_TEST_DATABASE_URL"]
+
+/** The backends store tests run on: PGlite always, the server when configured. */
+export const backends: ReadonlyArray<Backend> = testDatabaseUrl === undefined || testDatabaseUrl === ""
+  ? [pglite]
+  : [pglite, server(testDatabaseUrl)]
 
 /** Copy the example corpus into `dir`. */
 export const copyCorpus = (dir: string) => NodeFs.cpSync(corpusDir, dir, { recursive: true })
