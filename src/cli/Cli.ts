@@ -15,6 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Chunker from "../Chunker.js"
@@ -93,8 +94,38 @@ const json = flag("json", "RAGPIPE_JSON", "print machine-readable JSON")
 
 const invalid = (message: string) => new InvalidInput({ reason: "option", message })
 
-const storeLayer = (dir: string, mustExist: boolean) =>
-  VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: dir, mustExist })))
+/** Where the store lives: the embedded database in a directory, or a server. */
+const store = {
+  dataDir,
+  databaseUrl: withEnv(Options.redacted("database-url"), Config.redacted("DATABASE_URL")).pipe(
+    Options.optional,
+    Options.withDescription("PostgreSQL server to use instead of the embedded database (env DATABASE_URL)")
+  ),
+  dbPoolSize: integerOption("db-pool-size", "RAGPIPE_DB_POOL_SIZE", 4, "connections to the server at most")
+}
+
+interface StoreOptions {
+  readonly dataDir: string
+  readonly databaseUrl: Option.Option<Redacted.Redacted>
+  readonly dbPoolSize: number
+}
+
+const storeLayer = (o: StoreOptions, mustExist: boolean) =>
+  Option.match(o.databaseUrl, {
+    onNone: () => VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: o.dataDir, mustExist }))),
+    onSome: (url) =>
+      VectorStore.layer.pipe(
+        Layer.provide(Database.layerServer({ url: url as Redacted.Redacted<string>, poolSize: o.dbPoolSize }))
+      )
+  })
+
+const storeName = (o: StoreOptions) => Option.match(o.databaseUrl, {
+  onNone: () => o.dataDir,
+  onSome: (url) => Database.describeUrl(url as Redacted.Redacted<string>)
+})
+
+const checkStoreOptions = (o: StoreOptions) =>
+  o.dbPoolSize < 1 ? Effect.fail(invalid(`--db-pool-size must be at least 1 (got ${o.dbPoolSize})`)) : Effect.void
 
 /** Fail with the exit code of the signal when one arrives before `effect` ends. */
 const interruptOnSignal = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -138,7 +169,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
   "ingest",
   {
     dir: Args.text({ name: "dir" }).pipe(Args.withDescription("directory to ingest")),
-    dataDir,
+    ...store,
     chunkSize: integerOption("chunk-size", "RAGPIPE_CHUNK_SIZE", Chunker.defaults.chunkSize, "chunk size in characters"),
     chunkOverlap: integerOption(
       "chunk-overlap",
@@ -184,6 +215,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
   },
   (o) =>
     Effect.gen(function*() {
+      yield* checkStoreOptions(o)
       const chunker: Chunker.Options = { chunkSize: o.chunkSize, chunkOverlap: o.chunkOverlap }
       const checked = Chunker.validateOptions(chunker)
       if (Either.isLeft(checked)) return yield* invalid(checked.left)
@@ -222,7 +254,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
         }
       ).pipe(
         (effect) => withProgress(effect, progress, !quiet && !asJson && process.stderr.isTTY === true),
-        Effect.provide(Layer.merge(storeLayer(o.dataDir, false), deps.embedder({ dimensions: o.dimensions })))
+        Effect.provide(Layer.merge(storeLayer(o, false), deps.embedder({ dimensions: o.dimensions })))
       )
 
       // Every layer above has been released here: the ledger's counts are final.
@@ -258,13 +290,14 @@ const searchCommand = Command.make(
   "search",
   {
     query: Args.text({ name: "query" }).pipe(Args.withDescription("what to search for")),
-    dataDir,
+    ...store,
     limit: integerOption("limit", "RAGPIPE_LIMIT", Search.defaultLimit, "number of results"),
     dimensions: optionalInteger("dimensions", "RAGPIPE_DIMENSIONS", "embedding dimensions (default: the store's)"),
     json
   },
   (o) =>
     Effect.gen(function*() {
+      yield* checkStoreOptions(o)
       const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
       const hits = yield* Effect.gen(function*() {
         const store = yield* VectorStore.VectorStore
@@ -273,7 +306,7 @@ const searchCommand = Command.make(
         return yield* Search.search(o.query, { limit: o.limit }).pipe(
           Effect.provide(Embedder.layerHashing({ dimensions }))
         )
-      }).pipe(Effect.provide(storeLayer(o.dataDir, true)), interruptOnSignal)
+      }).pipe(Effect.provide(storeLayer(o, true)), interruptOnSignal)
       yield* Console.log(asJson ? JSON.stringify(hits) : Format.searchTable(hits))
     })
 ).pipe(Command.withDescription("search the store; prints rank, score, path, heading and a snippet"))
@@ -283,15 +316,16 @@ const searchCommand = Command.make(
 
 const statsCommand = Command.make(
   "stats",
-  { dataDir, json },
+  { ...store, json },
   (o) =>
     Effect.gen(function*() {
+      yield* checkStoreOptions(o)
       const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
       const stats = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.stats).pipe(
-        Effect.provide(storeLayer(o.dataDir, true)),
+        Effect.provide(storeLayer(o, true)),
         interruptOnSignal
       )
-      yield* Console.log(asJson ? JSON.stringify(stats) : Format.statsTable(stats, o.dataDir))
+      yield* Console.log(asJson ? JSON.stringify(stats) : Format.statsTable(stats, storeName(o)))
     })
 ).pipe(Command.withDescription("documents, chunks, dimensions, model and size of the store"))
 
