@@ -11,6 +11,7 @@ import * as Layer from "effect/Layer"
 import type { Embedding } from "./Domain.js"
 import { EmbedError } from "./Errors.js"
 import { makeHashingEmbedder } from "./internal/hashingEmbedder.js"
+import * as OpenAiEmbedder from "./OpenAiEmbedder.js"
 
 /**
  * @since 0.1.0
@@ -73,3 +74,23 @@ export const layerHashing = (options: { readonly dimensions?: number } = {}): La
  * @category layers
  */
 export const layerTest = (service: Service): Layer.Layer<Embedder> => Layer.succeed(Embedder, service)
+
+/**
+ * An OpenAI-compatible HTTP provider (OpenAI, Ollama, vLLM, Hugging Face
+ * TEI, LM Studio, llama.cpp): one keep-alive connection pool for the
+ * layer's lifetime, every socket closed when the layer is released.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerOpenAi = (config: OpenAiEmbedder.Config): Layer.Layer<Embedder, EmbedError> =>
+  Layer.scoped(Embedder, OpenAiEmbedder.make(config))
+
+/**
+ * {@link layerOpenAi} configured from `RAGPIPE_*` variables (see
+ * `OpenAiEmbedder.configFromEnv`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerOpenAiConfig = OpenAiEmbedder.layerConfig
