@@ -12,16 +12,17 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import * as RateLimiter from "effect/RateLimiter"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as Chunker from "./Chunker.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
-import type { EmbeddedChunk, SkippedFile, SourceDocument } from "./Domain.js"
+import type { Chunk as TextChunk, EmbeddedChunk, SkippedFile, SourceDocument } from "./Domain.js"
 import { Embedder } from "./Embedder.js"
+import * as EmbeddingCache from "./EmbeddingCache.js"
 import { EmbedError, type LoaderError, type StoreError } from "./Errors.js"
-import { batches } from "./internal/batch.js"
 import * as Loader from "./Loader.js"
 import * as Retry from "./Retry.js"
 import type { ResourceLedger } from "./ResourceLedger.js"
@@ -79,6 +80,8 @@ export interface ChunkFailure {
   readonly path: string
   readonly chunkIndex: number
   readonly error: EmbedError | CircuitBreaker.BreakerOpen
+  /** embedding calls made for it, retries included */
+  readonly attempts: number
 }
 
 /**
@@ -142,8 +145,6 @@ export interface Summary {
 export interface Options {
   /** chunk size and overlap (default {@link Chunker.defaults}) */
   readonly chunker?: Chunker.Options
-  /** documents chunked, embedded and written at once (default 2) */
-  readonly documentConcurrency?: number
   /** documents looked up in the store per query (default 128) */
   readonly lookupBatchSize?: number
   /**
@@ -174,6 +175,20 @@ export interface Options {
   readonly minSamples?: number
   /** ...over the last this many chunks (default: over the whole run) */
   readonly breakerWindow?: number
+  /** chunks per embedding request at most (default: the embedder's `maxBatchSize`) */
+  readonly batchSize?: number
+  /** estimated tokens per embedding request at most (default 100,000) */
+  readonly batchTokens?: number
+  /** how long a partly filled batch waits for more chunks (default 50 ms) */
+  readonly batchWindow?: Duration.DurationInput
+  /** embedding requests in flight at once, shared by the whole run (default 4) */
+  readonly concurrency?: number
+  /** embedding requests per minute at most, shared by the whole run */
+  readonly rpm?: number
+  /** estimated tokens per minute at most, shared by the whole run */
+  readonly tpm?: number
+  /** put an LRU embedding cache in front of the embedder (default: none) */
+  readonly cache?: EmbeddingCache.Options
   /** retry policy of each embedding call (default {@link Retry.defaultPolicy}) */
   readonly retry?: Retry.Policy
   /**
@@ -207,10 +222,18 @@ const keepsStoredVersion = (reason: SkippedFile["reason"]): boolean =>
 interface Counters {
   seen: number
   ingested: number
+  withFailures: number
   unchanged: number
   skipped: number
   written: number
   failed: number
+}
+
+/** A chunk on its way to the embedder, with the document it belongs to. */
+interface PendingChunk {
+  readonly doc: SourceDocument
+  readonly of: number
+  readonly chunk: TextChunk
 }
 
 interface ChunkItemOk {
@@ -230,15 +253,50 @@ type ChunkItem = Either.Either<ChunkItemOk, ChunkItemFailure>
 interface Regroup {
   doc: SourceDocument | undefined
   readonly ok: Array<EmbeddedChunk>
-  firstError: string | undefined
+  readonly failures: Array<ChunkFailure>
   seen: number
 }
 
-const emptyRegroup = (): Regroup => ({ doc: undefined, ok: [], firstError: undefined, seen: 0 })
+const emptyRegroup = (): Regroup => ({ doc: undefined, ok: [], failures: [], seen: 0 })
 
-type DocumentOutcome =
-  | { readonly _tag: "Embedded"; readonly doc: SourceDocument; readonly chunks: ReadonlyArray<EmbeddedChunk> }
-  | { readonly _tag: "Failed"; readonly doc: SourceDocument; readonly of: number; readonly firstError: string }
+interface DocumentOutcome {
+  readonly doc: SourceDocument
+  readonly chunks: ReadonlyArray<EmbeddedChunk>
+  readonly failures: ReadonlyArray<ChunkFailure>
+}
+
+/** A short kind for the failures table: `http-503`, `timeout`, `breaker-open`, ... */
+const failureKind = (error: EmbedError | CircuitBreaker.BreakerOpen): string =>
+  error._tag === "BreakerOpen"
+    ? "breaker-open"
+    : error.reason === "http" && error.status !== undefined
+    ? `http-${error.status}`
+    : error.reason
+
+/** Errors meaning "this input is bad": the batch is split to isolate it. */
+const isInputRejection = (error: EmbedError | CircuitBreaker.BreakerOpen): boolean =>
+  error._tag === "EmbedError" &&
+  (error.reason === "invalid-input" ||
+    (error.reason === "http" && (error.status === 400 || error.status === 413 || error.status === 422)))
+
+/** Split a batch so no part exceeds `maxTokens` (a single larger chunk goes alone). */
+const splitByTokens = (batch: ReadonlyArray<PendingChunk>, maxTokens: number): Array<ReadonlyArray<PendingChunk>> => {
+  const out: Array<Array<PendingChunk>> = []
+  let current: Array<PendingChunk> = []
+  let tokens = 0
+  for (const item of batch) {
+    const cost = item.chunk.tokenEstimate
+    if (current.length > 0 && tokens + cost > maxTokens) {
+      out.push(current)
+      current = []
+      tokens = 0
+    }
+    current.push(item)
+    tokens += cost
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
 
 /**
  * Ingest a stream of documents (from disk or from anywhere else) into the
@@ -251,20 +309,28 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
   source: Stream.Stream<SourceItem, E, R>,
   options: Options = {}
 ) {
-  const embedder = yield* Embedder
+  const rawEmbedder = yield* Embedder
   const store = yield* VectorStore
   const chunkerOptions = options.chunker ?? Chunker.defaults
   const chunkerKey = Chunker.settingsKey(chunkerOptions)
   const maxSkippedListed = options.maxSkippedListed ?? 1000
   const start = yield* Clock.currentTimeMillis
 
-  yield* store.prepare(embedder)
+  yield* store.prepare(rawEmbedder)
   const runId = yield* store.beginRun
   yield* Effect.logInfo("ingest started").pipe(
-    Effect.annotateLogs({ run: runId, model: embedder.model, chunker: chunkerKey })
+    Effect.annotateLogs({ run: runId, model: rawEmbedder.model, chunker: chunkerKey })
   )
 
-  const counters: Counters = { seen: 0, ingested: 0, unchanged: 0, skipped: 0, written: 0, failed: 0 }
+  const counters: Counters = {
+    seen: 0,
+    ingested: 0,
+    withFailures: 0,
+    unchanged: 0,
+    skipped: 0,
+    written: 0,
+    failed: 0
+  }
   const skippedFiles: Array<SkippedFile> = []
   const skippedByReason: Record<string, number> = {}
   let walkComplete = true
@@ -285,8 +351,9 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     stored !== undefined &&
     stored.contentHash === doc.contentHash &&
     stored.chunker === chunkerKey &&
-    stored.model === embedder.model &&
-    stored.dimensions === embedder.dimensions
+    stored.model === rawEmbedder.model &&
+    stored.dimensions === rawEmbedder.dimensions &&
+    stored.complete
 
   /** Look a group of items up in the store; returns the documents to (re)write. */
   const classify = (items: Iterable<SourceItem>) =>
@@ -321,23 +388,28 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       return changed
     })
 
-  // Every embedding call: per-attempt timeout inside the call breaker (so a
-  // timeout counts against it), retries outside it (BreakerOpen is never
-  // retried).
+  // Every embedding request: rate limits, then the call breaker, then the
+  // per-attempt timeout (inside the breaker, so a timeout counts against
+  // it); retries around all of it (BreakerOpen is never retried).
   const policy = options.retry ?? Retry.defaultPolicy
   const { attemptTimeout, ...retryPolicy } = policy
   const callBreaker = yield* CircuitBreaker.make(options.callBreaker ?? resilienceDefaults.callBreaker)
-  const embedOnce = (texts: ReadonlyArray<string>) => {
-    const call = embedder.embedBatch(texts)
-    return attemptTimeout === undefined ? call : call.pipe(
-      Effect.timeoutFail({
-        duration: attemptTimeout,
-        onTimeout: () => Retry.timeoutError(Duration.decode(attemptTimeout))
-      })
-    )
+  const cache = options.cache === undefined ? undefined : yield* EmbeddingCache.cached(rawEmbedder, options.cache)
+  const embedder = cache?.embedder ?? rawEmbedder
+  const requestLimit = options.rpm === undefined
+    ? undefined
+    : yield* RateLimiter.make({ limit: options.rpm, interval: Duration.minutes(1), algorithm: "token-bucket" })
+  const tokenLimit = options.tpm === undefined
+    ? undefined
+    : yield* RateLimiter.make({ limit: options.tpm, interval: Duration.minutes(1), algorithm: "token-bucket" })
+  const limited = <A, E2, R2>(tokens: number, effect: Effect.Effect<A, E2, R2>) => {
+    const byTokens = tokenLimit === undefined || options.tpm === undefined
+      ? effect
+      : tokenLimit(RateLimiter.withCost(Math.max(1, Math.min(tokens, options.tpm)))(effect))
+    return requestLimit === undefined ? byTokens : requestLimit(byTokens)
   }
-  const embedTexts = (texts: ReadonlyArray<string>) =>
-    Retry.retry(callBreaker.withBreaker(embedOnce(texts)), retryPolicy).pipe(
+  const embedOnce = (texts: ReadonlyArray<string>) => {
+    const call = embedder.embedBatch(texts).pipe(
       Effect.filterOrFail(
         (vectors) => vectors.length === texts.length && vectors.every((v) => v.length === embedder.dimensions),
         () =>
@@ -348,25 +420,46 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
           })
       )
     )
+    return attemptTimeout === undefined ? call : call.pipe(
+      Effect.timeoutFail({
+        duration: attemptTimeout,
+        onTimeout: () => Retry.timeoutError(Duration.decode(attemptTimeout))
+      })
+    )
+  }
 
-  /** One result per chunk, in order; a failed batch fails each of its chunks. */
-  const embedDocument = (doc: SourceDocument) =>
+  /**
+   * Embed one batch: one result per chunk, in order. A batch rejected for a
+   * bad input is split in halves until the bad input is alone, so only it
+   * fails.
+   */
+  const embedBatch = (batch: ReadonlyArray<PendingChunk>): Effect.Effect<Array<ChunkItem>> =>
     Effect.gen(function*() {
-      const chunks = Chunker.chunkDocument(doc, chunkerOptions)
-      const of = chunks.length
-      const items: Array<ChunkItem> = []
-      for (const batch of batches(chunks, embedder.maxBatchSize)) {
-        const result = yield* Effect.either(embedTexts(batch.map((c) => c.text)))
-        for (let i = 0; i < batch.length; i++) {
-          const chunk = batch[i]!
-          items.push(
-            Either.isRight(result)
-              ? Either.right({ doc, of, embedded: { chunk, embedding: result.right[i]! } })
-              : Either.left({ doc, of, failure: { path: doc.path, chunkIndex: chunk.index, error: result.left } })
-          )
-        }
+      const texts = batch.map((p) => p.chunk.text)
+      const tokens = batch.reduce((n, p) => n + p.chunk.tokenEstimate, 0)
+      const outcome = yield* Retry.retryWithAttempts(
+        limited(tokens, callBreaker.withBreaker(embedOnce(texts))),
+        retryPolicy
+      )
+      const result = outcome.result
+      if (Either.isRight(result)) {
+        return batch.map((p, i): ChunkItem =>
+          Either.right({ doc: p.doc, of: p.of, embedded: { chunk: p.chunk, embedding: result.right[i]! } })
+        )
       }
-      return items
+      if (batch.length > 1 && isInputRejection(result.left)) {
+        const half = Math.ceil(batch.length / 2)
+        const left = yield* embedBatch(batch.slice(0, half))
+        const right = yield* embedBatch(batch.slice(half))
+        return [...left, ...right]
+      }
+      return batch.map((p): ChunkItem =>
+        Either.left({
+          doc: p.doc,
+          of: p.of,
+          failure: { path: p.doc.path, chunkIndex: p.chunk.index, error: result.left, attempts: outcome.attempts }
+        })
+      )
     })
 
   /** A document with no chunks at all is stored as such, right away. */
@@ -384,42 +477,54 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       yield* publishNow
     })
 
-  /** A document some of whose chunks failed: nothing of it is written. */
-  const recordFailedDocument = (doc: SourceDocument, of: number, firstError: string) =>
-    Effect.gen(function*() {
-      // Keep whatever version is stored; the next run tries again.
-      counters.failed += of
-      yield* store.markSeen(runId, [doc.path])
-      yield* Effect.logWarning(`could not embed ${doc.path}: ${firstError}`)
-      yield* publishNow
-    })
-
   /** Write a group of embedded documents in one short transaction. */
-  const writeGroup = (group: Chunk.Chunk<DocumentWrite>) =>
+  const writeGroup = (group: Chunk.Chunk<DocumentOutcome>) =>
     Effect.gen(function*() {
-      const writes = Chunk.toReadonlyArray(group)
-      yield* store.writeDocuments(writes)
-      for (const write of writes) {
-        counters.ingested++
-        counters.written += write.chunks.length
+      const outcomes = Chunk.toReadonlyArray(group)
+      yield* store.writeDocuments(outcomes.map((outcome): DocumentWrite => ({
+        document: outcome.doc,
+        chunker: chunkerKey,
+        model: embedder.model,
+        dimensions: embedder.dimensions,
+        chunks: outcome.chunks,
+        failures: outcome.failures.map((f) => ({
+          chunkIndex: f.chunkIndex,
+          kind: failureKind(f.error),
+          message: f.error.message,
+          attempts: f.attempts
+        })),
+        runId
+      })))
+      for (const outcome of outcomes) {
+        if (outcome.failures.length === 0) counters.ingested++
+        else counters.withFailures++
+        counters.written += outcome.chunks.length
+        counters.failed += outcome.failures.length
+      }
+      for (const outcome of outcomes) {
+        if (outcome.failures.length > 0) {
+          yield* Effect.logWarning(
+            `${outcome.failures.length} of ${outcome.failures.length + outcome.chunks.length} chunks of ` +
+              `${outcome.doc.path} could not be embedded: ${outcome.failures[0]!.error.message}`
+          )
+        }
       }
       yield* publishNow
     })
 
   const writeGroupCost = options.writeGroupChunks ?? 2000
   const groupWrites = Sink.foldWeighted({
-    initial: Chunk.empty<DocumentWrite>(),
+    initial: Chunk.empty<DocumentOutcome>(),
     maxCost: writeGroupCost,
-    cost: (_, write: DocumentWrite) => write.chunks.length + 1,
-    body: (group, write) => Chunk.append(group, write)
+    cost: (_, outcome: DocumentOutcome) => outcome.chunks.length + 1,
+    body: (group, outcome) => Chunk.append(group, outcome)
   })
 
   let breakInfo: CircuitBreaker.BreakInfo<ChunkItemFailure> | undefined
 
   /**
    * Reassemble per-chunk results into documents (a document's chunks arrive
-   * together and in order): a document all of whose chunks were embedded
-   * becomes a write; one with any failure is recorded as failed.
+   * together and in order).
    */
   const regroup = (
     state: Regroup,
@@ -434,16 +539,9 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     const group = state.doc === current.doc ? state : { ...emptyRegroup(), doc: current.doc }
     group.seen++
     if (Either.isRight(item)) group.ok.push(item.right.embedded)
-    else group.firstError ??= (item.left as ChunkItemFailure).failure.error.message
+    else group.failures.push((item.left as ChunkItemFailure).failure)
     if (group.seen < current.of) return [group, Option.none()]
-    return [
-      emptyRegroup(),
-      Option.some(
-        group.firstError === undefined
-          ? { _tag: "Embedded", doc: current.doc, chunks: group.ok }
-          : { _tag: "Failed", doc: current.doc, of: current.of, firstError: group.firstError }
-      )
-    ]
+    return [emptyRegroup(), Option.some({ doc: current.doc, chunks: group.ok, failures: group.failures })]
   }
 
   const stopSignal = options.stop === undefined
@@ -452,6 +550,9 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
   const untilStopped = <A, E2, R2>(stream: Stream.Stream<A, E2, R2>) =>
     Option.match(stopSignal, { onNone: () => stream, onSome: (signal) => Stream.interruptWhen(stream, signal) })
 
+  const batchSize = Math.max(1, Math.min(options.batchSize ?? embedder.maxBatchSize, embedder.maxBatchSize))
+  const batchTokens = options.batchTokens ?? 100_000
+
   const pipeline = untilStopped(source).pipe(
     Stream.groupedWithin(options.lookupBatchSize ?? 128, Duration.millis(200)),
     Stream.mapEffect(classify),
@@ -459,7 +560,13 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     untilStopped,
     Stream.tap((doc) => doc.text.trim().length === 0 ? writeEmptyDocument(doc) : Effect.void),
     Stream.filter((doc) => doc.text.trim().length > 0),
-    Stream.mapEffect(embedDocument, { concurrency: options.documentConcurrency ?? 2 }),
+    Stream.mapConcat((doc): Array<PendingChunk> => {
+      const chunks = Chunker.chunkDocument(doc, chunkerOptions)
+      return chunks.map((chunk) => ({ doc, of: chunks.length, chunk }))
+    }),
+    Stream.groupedWithin(batchSize, options.batchWindow ?? Duration.millis(50)),
+    Stream.mapConcat((batch) => splitByTokens(Chunk.toReadonlyArray(batch), batchTokens)),
+    Stream.mapEffect(embedBatch, { concurrency: options.concurrency ?? 4 }),
     Stream.flattenIterables,
     CircuitBreaker.breakOnErrorRate({
       maxRate: options.maxErrorRate ?? resilienceDefaults.maxErrorRate,
@@ -468,19 +575,6 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     }),
     Stream.mapAccum(emptyRegroup(), regroup),
     Stream.filterMap((outcome) => outcome),
-    Stream.mapEffect((outcome) =>
-      outcome._tag === "Failed"
-        ? Effect.as(recordFailedDocument(outcome.doc, outcome.of, outcome.firstError), Option.none<DocumentWrite>())
-        : Effect.succeed(Option.some<DocumentWrite>({
-          document: outcome.doc,
-          chunker: chunkerKey,
-          model: embedder.model,
-          dimensions: embedder.dimensions,
-          chunks: outcome.chunks,
-          runId
-        }))
-    ),
-    Stream.filterMap((write) => write),
     Stream.aggregateWithin(groupWrites, Schedule.spaced(options.writeGroupWindow ?? Duration.millis(500))),
     Stream.mapEffect(writeGroup),
     Stream.runDrain
@@ -510,7 +604,7 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       skipped: counters.skipped,
       removed
     },
-    chunks: { written: counters.written, failed: counters.failed, cached: 0 },
+    chunks: { written: counters.written, failed: counters.failed, cached: cache === undefined ? 0 : (yield* cache.stats).hits },
     breaker: breakInfo === undefined ? null : {
       ...CircuitBreaker.breakInfoJson(breakInfo),
       lastError: breakInfo.lastError === undefined ? null : breakInfo.lastError.failure.error.message

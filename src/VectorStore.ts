@@ -29,6 +29,34 @@ export interface StoredDocument {
   readonly chunker: string
   readonly model: string
   readonly dimensions: number
+  /** false when some chunks could not be embedded (see `failures`) */
+  readonly complete: boolean
+}
+
+/**
+ * A chunk that could not be embedded, as recorded with its document.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FailureWrite {
+  readonly chunkIndex: number
+  /** e.g. `http-503`, `timeout`, `invalid-input`, `breaker-open` */
+  readonly kind: string
+  readonly message: string
+  readonly attempts: number
+}
+
+/**
+ * A row of the `failures` table.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FailureRow extends FailureWrite {
+  readonly path: string
+  readonly firstSeen: string
+  readonly lastSeen: string
 }
 
 /**
@@ -52,6 +80,11 @@ export interface DocumentWrite {
   readonly model: string
   readonly dimensions: number
   readonly chunks: ReadonlyArray<EmbeddedChunk>
+  /**
+   * chunks that could not be embedded: recorded in `failures`; the document
+   * is then stored without them and not considered up to date
+   */
+  readonly failures?: ReadonlyArray<FailureWrite>
   readonly runId: RunId
 }
 
@@ -87,6 +120,8 @@ export interface Service {
   readonly search: (query: Embedding, limit: number) => Effect.Effect<ReadonlyArray<SearchHit>, StoreError>
   /** Counts and settings of the store. */
   readonly stats: Effect.Effect<StoreStats, StoreError>
+  /** Recorded chunk failures, by path and chunk index (at most `limit`). */
+  readonly failures: (limit: number) => Effect.Effect<ReadonlyArray<FailureRow>, StoreError>
 }
 
 /**
@@ -167,8 +202,8 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
   const lookup: Service["lookup"] = (paths) =>
     paths.length === 0
       ? Effect.succeed(new Map())
-      : sql<{ path: string; contentHash: string; chunker: string; model: string; dimensions: number }>`
-          SELECT path, content_hash AS "contentHash", chunker, model, dimensions
+      : sql<StoredDocument>`
+          SELECT path, content_hash AS "contentHash", chunker, model, dimensions, complete
           FROM documents WHERE path = ANY(${paths as Array<string>}::text[])`.pipe(
           Effect.map((rows) => new Map(rows.map((row) => [row.path, row]))),
           Effect.mapError(queryError("reading stored documents"))
@@ -206,7 +241,8 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       const ids = new Map<string, string>()
       for (const group of batches(writes, insertBatchRows)) {
         const rows = yield* sql<{ id: string; path: string }>`
-          INSERT INTO documents (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run)
+          INSERT INTO documents
+            (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete)
           SELECT * FROM unnest(
             ${group.map((w) => w.document.path)}::text[],
             ${group.map((w) => w.document.contentHash)}::text[],
@@ -216,12 +252,14 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
             ${group.map((w) => w.model)}::text[],
             ${group.map((w) => w.dimensions)}::int[],
             ${group.map((w) => w.chunks.length)}::int[],
-            ${group.map((w) => w.runId)}::bigint[]
+            ${group.map((w) => w.runId)}::bigint[],
+            ${group.map((w) => (w.failures ?? []).length === 0)}::boolean[]
           )
           ON CONFLICT (path) DO UPDATE SET
             content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, format = EXCLUDED.format,
             chunker = EXCLUDED.chunker, model = EXCLUDED.model, dimensions = EXCLUDED.dimensions,
-            chunk_count = EXCLUDED.chunk_count, seen_run = EXCLUDED.seen_run, updated_at = now()
+            chunk_count = EXCLUDED.chunk_count, seen_run = EXCLUDED.seen_run, complete = EXCLUDED.complete,
+            updated_at = now()
           RETURNING id::text AS id, path`
         for (const row of rows) ids.set(row.path, row.id)
       }
@@ -231,6 +269,29 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
         const documentId = ids.get(w.document.path)!
         return w.chunks.map((chunk) => ({ documentId, chunk }))
       }))
+      const failed = writes.flatMap((w) => {
+        const documentId = ids.get(w.document.path)!
+        return (w.failures ?? []).map((f) => ({ documentId, ...f }))
+      })
+      // failures of these documents that are not failing any more are cleared
+      yield* sql`DELETE FROM failures f WHERE f.document_id = ANY(${documentIds}::bigint[])
+        AND NOT EXISTS (
+          SELECT 1 FROM unnest(${failed.map((f) => f.documentId)}::bigint[], ${failed.map((f) => f.chunkIndex)}::int[])
+            AS n(document_id, chunk_index)
+          WHERE n.document_id = f.document_id AND n.chunk_index = f.chunk_index)`
+      for (const batch of batches(failed, insertBatchRows)) {
+        yield* sql`INSERT INTO failures (document_id, chunk_index, error_kind, message, attempts)
+          SELECT * FROM unnest(
+            ${batch.map((f) => f.documentId)}::bigint[],
+            ${batch.map((f) => f.chunkIndex)}::int[],
+            ${batch.map((f) => f.kind)}::text[],
+            ${batch.map((f) => f.message)}::text[],
+            ${batch.map((f) => f.attempts)}::int[]
+          )
+          ON CONFLICT (document_id, chunk_index) DO UPDATE SET
+            error_kind = EXCLUDED.error_kind, message = EXCLUDED.message,
+            attempts = failures.attempts + EXCLUDED.attempts, last_seen = now()`
+      }
     })).pipe(
       Effect.mapError(queryError(
         writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`
@@ -283,7 +344,16 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
     }
   }).pipe(Effect.mapError(queryError("reading store statistics")))
 
-  return { prepare, beginRun, lookup, markSeen, writeDocuments, removeUnseen, search, stats }
+  const failures: Service["failures"] = (limit) =>
+    sql<FailureRow>`
+      SELECT d.path, f.chunk_index AS "chunkIndex", f.error_kind AS kind, f.message, f.attempts,
+             to_char(f.first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "firstSeen",
+             to_char(f.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "lastSeen"
+      FROM failures f JOIN documents d ON d.id = f.document_id
+      ORDER BY d.path, f.chunk_index
+      LIMIT ${limit}`.pipe(Effect.mapError(queryError("reading failures")))
+
+  return { prepare, beginRun, lookup, markSeen, writeDocuments, removeUnseen, search, stats, failures }
 })
 
 /**

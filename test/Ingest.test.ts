@@ -17,6 +17,7 @@ import { EmbedError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as Search from "../src/Search.js"
+import * as VectorStore from "../src/VectorStore.js"
 import {
   copyCorpus,
   backends,
@@ -228,10 +229,25 @@ describe.each(backends)("Ingest on $name", (backend) => {
         const summary = yield* Ingest.ingestStream(Stream.make(
           Either.right(doc("ok.txt", "fine words")),
           Either.right(doc("bad.txt", "poison words"))
-        ), { retry: { maxRetries: 1, base: "1 millis", cap: "1 millis", jitter: "none" }, maxErrorRate: 1 })
+        ), { retry: { maxRetries: 1, base: "1 millis", cap: "1 millis", jitter: "none" }, maxErrorRate: 1, batchSize: 1 })
         assert.strictEqual(summary.files.ingested, 1)
         assert.strictEqual(summary.chunks.failed, 1)
-        assert.deepStrictEqual(yield* storedPaths, ["ok.txt"])
+        assert.strictEqual(summary.chunks.written, 1)
+        // the failing document is stored without the chunk, which is recorded as a failure
+        assert.deepStrictEqual(yield* storedPaths, ["bad.txt", "ok.txt"])
+        const store = yield* VectorStore.VectorStore
+        const failures = yield* store.failures(100)
+        assert.deepStrictEqual(failures.map((f) => [f.path, f.chunkIndex, f.kind, f.attempts]), [
+          ["bad.txt", 0, "provider", 2]
+        ])
+        // the next run retries it (the document is not up to date); a success clears the row
+        const retried = yield* Ingest.ingestStream(Stream.make(
+          Either.right(doc("ok.txt", "fine words")),
+          Either.right(doc("bad.txt", "cured words"))
+        ), { batchSize: 1 })
+        assert.strictEqual(retried.files.unchanged, 1)
+        assert.strictEqual(retried.files.ingested, 1)
+        assert.deepStrictEqual(yield* store.failures(100), [])
       }).pipe(Effect.provide(Layer.mergeAll(data(), failing).pipe(Layer.provideMerge(ledgerLayer))))
     }))
 
@@ -256,7 +272,8 @@ describe.each(backends)("Ingest on $name", (backend) => {
         return yield* Ingest.ingestStream(Stream.fromIterable(docs), {
           maxErrorRate: 0.2,
           minSamples: 20,
-          documentConcurrency: 1
+          concurrency: 1,
+          batchSize: 1
         })
       }).pipe(
         Effect.provide(Layer.merge(data(), flaky)),
@@ -279,7 +296,8 @@ describe.each(backends)("Ingest on $name", (backend) => {
         Effect.provideService(ResourceLedger.ResourceLedger, ledger)
       )
       assert.include(paths, "old.txt")
-      assert.strictEqual(paths.length, summary.files.ingested + 1)
+      // documents with a failed chunk are stored without it, their failure recorded
+      assert.strictEqual(paths.length, summary.files.ingested + summary.chunks.failed + 1)
     }))
 
   it.scopedLive("transient embedding failures are retried; a fatal one is not, and its document is kept for later", () =>
@@ -307,7 +325,8 @@ describe.each(backends)("Ingest on $name", (backend) => {
         Stream.make(Either.right(doc("flaky.txt", "flaky words")), Either.right(doc("broken.txt", "broken words"))),
         {
           retry: { maxRetries: 3, base: "1 millis", cap: "4 millis", jitter: "none" },
-          maxErrorRate: 1
+          maxErrorRate: 1,
+          batchSize: 1
         }
       ).pipe(Effect.provide(Layer.mergeAll(data(), embedder).pipe(Layer.provideMerge(ledgerLayer))))
       assert.strictEqual(attempts.get("flaky words"), 3)

@@ -43,5 +43,20 @@ export const migrations = Migrator.fromRecord({
       embedding vector NOT NULL,
       UNIQUE (document_id, chunk_index)
     )`
+  }),
+  "2_failures": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    // a document written with some chunks missing is not up to date
+    yield* sql`ALTER TABLE documents ADD COLUMN complete boolean NOT NULL DEFAULT true`
+    yield* sql`CREATE TABLE failures (
+      document_id bigint NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+      chunk_index integer NOT NULL,
+      error_kind text NOT NULL,
+      message text NOT NULL,
+      attempts integer NOT NULL,
+      first_seen timestamptz NOT NULL DEFAULT now(),
+      last_seen timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (document_id, chunk_index)
+    )`
   })
 })
