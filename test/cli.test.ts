@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import { vi } from "vitest"
-import { ExitRequest, layerShutdown, makeRun, type StopSignal } from "../src/cli/Cli.js"
+import { ExitRequest, layerShutdown, makeRun, type ProviderSettings, type StopSignal } from "../src/cli/Cli.js"
 import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
@@ -224,10 +224,10 @@ describe("ragpipe CLI", () => {
     NodeFs.mkdirSync(work)
     for (let i = 0; i < 60; i++) NodeFs.writeFileSync(NodePath.join(work, `doc-${i}.md`), `# Doc ${i}\n\nWords ${i}.\n`)
     let calls = 0
-    const failing = ({ dimensions }: { readonly dimensions: number }) =>
+    const failing = (settings: ProviderSettings) =>
       Layer.effect(
         Embedder.Embedder,
-        Effect.map(Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions })), (hashing) => ({
+        Effect.map(Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: settings.dimensions ?? 384 })), (hashing) => ({
           ...hashing,
           embedBatch: (texts: ReadonlyArray<string>) =>
             Effect.suspend(() =>
@@ -257,7 +257,11 @@ describe("ragpipe CLI", () => {
           "--max-error-rate",
           "0.2",
           "--min-samples",
-          "10"
+          "10",
+          "--batch-size",
+          "1",
+          "--concurrency",
+          "1"
         ]).pipe(
           Effect.provide(
             Layer.mergeAll(NodeContext.layer, ledger, layerShutdown(Effect.runSync(Deferred.make<StopSignal>())))

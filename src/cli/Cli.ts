@@ -11,6 +11,7 @@ import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
@@ -21,7 +22,9 @@ import * as Schedule from "effect/Schedule"
 import * as Chunker from "../Chunker.js"
 import * as Database from "../Database.js"
 import * as Embedder from "../Embedder.js"
-import { type EmbedError, InvalidInput } from "../Errors.js"
+import * as OpenAiEmbedder from "../OpenAiEmbedder.js"
+import * as Retry from "../Retry.js"
+import { EmbedError, InvalidInput } from "../Errors.js"
 import * as Ingest from "../Ingest.js"
 import * as Loader from "../Loader.js"
 import * as ResourceLedger from "../ResourceLedger.js"
@@ -158,12 +161,103 @@ const withProgress = <A, E, R>(
 // ---------------------------------------------------------------------------
 // ingest
 
-/** What the CLI is built from; tests swap the embedder. */
-export interface Dependencies {
-  readonly embedder: (options: { readonly dimensions: number }) => Layer.Layer<Embedder.Embedder, EmbedError>
+/** The embedding provider, as chosen on the command line. */
+export interface ProviderSettings {
+  readonly embedder: "hashing" | "openai"
+  readonly baseUrl: string
+  readonly model: string
+  /** undefined: the default of the provider (hashing 384, openai the model's native length) */
+  readonly dimensions: number | undefined
 }
 
-const defaultDependencies: Dependencies = { embedder: Embedder.layerHashing }
+const provider = {
+  embedder: withEnv(Options.choice("embedder", ["hashing", "openai"]), Config.literal("hashing", "openai")("RAGPIPE_EMBEDDER"))
+    .pipe(
+      Options.withDefault("hashing" as const),
+      Options.withDescription("embedding provider: hashing (offline) or openai (any OpenAI-compatible server) (env RAGPIPE_EMBEDDER)")
+    ),
+  baseUrl: withEnv(Options.text("base-url"), Config.string("RAGPIPE_BASE_URL")).pipe(
+    Options.withDefault(OpenAiEmbedder.defaultBaseUrl),
+    Options.withDescription(`provider base URL; /embeddings is appended (env RAGPIPE_BASE_URL; default ${OpenAiEmbedder.defaultBaseUrl})`)
+  ),
+  model: withEnv(Options.text("model"), Config.string("RAGPIPE_MODEL")).pipe(
+    Options.withDefault(OpenAiEmbedder.defaultModel),
+    Options.withDescription(`provider model (env RAGPIPE_MODEL; default ${OpenAiEmbedder.defaultModel})`)
+  ),
+  dimensions: optionalInteger(
+    "dimensions",
+    "RAGPIPE_DIMENSIONS",
+    "embedding dimensions (default: hashing 384, openai the model's native length; search: the store's)"
+  )
+}
+
+const providerSettings = (o: {
+  readonly embedder: "hashing" | "openai"
+  readonly baseUrl: string
+  readonly model: string
+  readonly dimensions: Option.Option<number>
+}): ProviderSettings => ({
+  embedder: o.embedder,
+  baseUrl: o.baseUrl,
+  model: o.model,
+  dimensions: Option.getOrUndefined(o.dimensions)
+})
+
+/** The API key: RAGPIPE_API_KEY, or OPENAI_API_KEY when talking to OpenAI itself. */
+const apiKey = (baseUrl: string) =>
+  Effect.gen(function*() {
+    const own = yield* Config.option(Config.redacted("RAGPIPE_API_KEY"))
+    if (Option.isSome(own)) return own
+    const isOpenAi = (() => {
+      try {
+        return new URL(baseUrl).hostname === "api.openai.com"
+      } catch {
+        return false
+      }
+    })()
+    return isOpenAi ? yield* Config.option(Config.redacted("OPENAI_API_KEY")) : Option.none()
+  }).pipe(Effect.orElseSucceed(() => Option.none<Redacted.Redacted>()))
+
+/** The embedder layer for the settings. */
+export const providerLayer = (settings: ProviderSettings): Layer.Layer<Embedder.Embedder, EmbedError> => {
+  if (settings.embedder === "hashing") {
+    return Embedder.layerHashing({ dimensions: settings.dimensions ?? Embedder.defaultDimensions })
+  }
+  return Layer.unwrapEffect(Effect.gen(function*() {
+    const dimensions = settings.dimensions ?? OpenAiEmbedder.knownDimensions[settings.model]
+    if (dimensions === undefined) {
+      return yield* new EmbedError({
+        reason: "config",
+        message: `the dimensions of model ${settings.model} are not known; pass --dimensions (RAGPIPE_DIMENSIONS)`
+      })
+    }
+    const key = yield* apiKey(settings.baseUrl)
+    return Embedder.layerOpenAi({
+      baseUrl: settings.baseUrl,
+      model: settings.model,
+      dimensions,
+      ...(Option.isSome(key) ? { apiKey: key.value as Redacted.Redacted<string> } : {})
+    })
+  }))
+}
+
+/** What the CLI is built from; tests swap the embedder. */
+export interface Dependencies {
+  readonly embedder: (settings: ProviderSettings) => Layer.Layer<Embedder.Embedder, EmbedError>
+}
+
+const defaultDependencies: Dependencies = { embedder: providerLayer }
+
+/** `30s`, `500ms`, `2m` or a number of seconds. */
+const parseDuration = (text: string): Option.Option<Duration.Duration> => {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(text)
+  if (match === null) return Option.none()
+  const value = Number(match[1])
+  const unit = match[2] ?? "s"
+  return Option.some(
+    unit === "ms" ? Duration.millis(value) : unit === "m" ? Duration.minutes(value) : Duration.seconds(value)
+  )
+}
 
 const ingestCommand = (deps: Dependencies) => Command.make(
   "ingest",
@@ -177,11 +271,14 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       Chunker.defaults.chunkOverlap,
       "overlap between consecutive chunks in characters"
     ),
-    dimensions: integerOption(
-      "dimensions",
-      "RAGPIPE_DIMENSIONS",
-      Embedder.defaultDimensions,
-      "embedding dimensions"
+    ...provider,
+    batchSize: optionalInteger("batch-size", "RAGPIPE_BATCH_SIZE", "chunks per embedding request at most"),
+    concurrency: integerOption("concurrency", "RAGPIPE_CONCURRENCY", 4, "embedding requests in flight at once"),
+    rpm: optionalInteger("rpm", "RAGPIPE_RPM", "embedding requests per minute at most"),
+    tpm: optionalInteger("tpm", "RAGPIPE_TPM", "estimated tokens per minute at most"),
+    timeout: withEnv(Options.text("timeout"), Config.string("RAGPIPE_TIMEOUT")).pipe(
+      Options.withDefault("60s"),
+      Options.withDescription("time limit of one embedding request, e.g. 30s or 500ms (env RAGPIPE_TIMEOUT; default 60s)")
     ),
     include: listOption("include", "RAGPIPE_INCLUDE", "only files whose path matches this glob"),
     exclude: listOption("exclude", "RAGPIPE_EXCLUDE", "skip files and directories matching this glob"),
@@ -224,6 +321,16 @@ const ingestCommand = (deps: Dependencies) => Command.make(
         return yield* invalid(`--max-error-rate must be between 0 and 1 (got ${o.maxErrorRate})`)
       }
       if (o.minSamples < 1) return yield* invalid(`--min-samples must be at least 1 (got ${o.minSamples})`)
+      const timeout = parseDuration(o.timeout)
+      if (Option.isNone(timeout) || Duration.toMillis(timeout.value) <= 0) {
+        return yield* invalid(`--timeout must be a positive duration such as 30s or 500ms (got ${o.timeout})`)
+      }
+      if (o.concurrency < 1) return yield* invalid(`--concurrency must be at least 1 (got ${o.concurrency})`)
+      for (const [name, value] of [["--batch-size", o.batchSize], ["--rpm", o.rpm], ["--tpm", o.tpm]] as const) {
+        if (Option.isSome(value) && value.value < 1) {
+          return yield* invalid(`${name} must be at least 1 (got ${value.value})`)
+        }
+      }
       if (Option.isSome(o.breakerWindow) && o.breakerWindow.value < 1) {
         return yield* invalid(`--breaker-window must be at least 1 (got ${o.breakerWindow.value})`)
       }
@@ -250,11 +357,17 @@ const ingestCommand = (deps: Dependencies) => Command.make(
           stop: Effect.tap(shutdown.requested, (s) => Ref.set(signal, Option.some(s))),
           maxErrorRate: o.maxErrorRate,
           minSamples: o.minSamples,
+          concurrency: o.concurrency,
+          retry: { ...Retry.defaultPolicy, attemptTimeout: timeout.value },
+          ...(o.embedder === "openai" ? { cache: { maxBytes: 64 * 1024 * 1024 } } : {}),
+          ...Option.match(o.batchSize, { onNone: () => ({}), onSome: (batchSize) => ({ batchSize }) }),
+          ...Option.match(o.rpm, { onNone: () => ({}), onSome: (rpm) => ({ rpm }) }),
+          ...Option.match(o.tpm, { onNone: () => ({}), onSome: (tpm) => ({ tpm }) }),
           ...Option.match(o.breakerWindow, { onNone: () => ({}), onSome: (breakerWindow) => ({ breakerWindow }) })
         }
       ).pipe(
         (effect) => withProgress(effect, progress, !quiet && !asJson && process.stderr.isTTY === true),
-        Effect.provide(Layer.merge(storeLayer(o, false), deps.embedder({ dimensions: o.dimensions })))
+        Effect.provide(Layer.merge(storeLayer(o, false), deps.embedder(providerSettings(o))))
       )
 
       // Every layer above has been released here: the ledger's counts are final.
@@ -286,13 +399,13 @@ const ingestCommand = (deps: Dependencies) => Command.make(
 // ---------------------------------------------------------------------------
 // search
 
-const searchCommand = Command.make(
+const searchCommand = (deps: Dependencies) => Command.make(
   "search",
   {
     query: Args.text({ name: "query" }).pipe(Args.withDescription("what to search for")),
     ...store,
     limit: integerOption("limit", "RAGPIPE_LIMIT", Search.defaultLimit, "number of results"),
-    dimensions: optionalInteger("dimensions", "RAGPIPE_DIMENSIONS", "embedding dimensions (default: the store's)"),
+    ...provider,
     json
   },
   (o) =>
@@ -302,9 +415,12 @@ const searchCommand = Command.make(
       const hits = yield* Effect.gen(function*() {
         const store = yield* VectorStore.VectorStore
         const stats = yield* store.stats
-        const dimensions = Option.getOrElse(o.dimensions, () => stats.dimensions ?? Embedder.defaultDimensions)
+        const settings = providerSettings(o)
         return yield* Search.search(o.query, { limit: o.limit }).pipe(
-          Effect.provide(Embedder.layerHashing({ dimensions }))
+          Effect.provide(deps.embedder({
+            ...settings,
+            dimensions: settings.dimensions ?? stats.dimensions ?? undefined
+          }))
         )
       }).pipe(Effect.provide(storeLayer(o, true)), interruptOnSignal)
       yield* Console.log(asJson ? JSON.stringify(hits) : Format.searchTable(hits))
@@ -330,12 +446,35 @@ const statsCommand = Command.make(
 ).pipe(Command.withDescription("documents, chunks, dimensions, model and size of the store"))
 
 // ---------------------------------------------------------------------------
+// failures
+
+const failuresCommand = Command.make(
+  "failures",
+  {
+    ...store,
+    limit: integerOption("limit", "RAGPIPE_LIMIT", 1000, "rows to list at most"),
+    json
+  },
+  (o) =>
+    Effect.gen(function*() {
+      yield* checkStoreOptions(o)
+      if (o.limit < 1) return yield* invalid(`--limit must be at least 1 (got ${o.limit})`)
+      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const rows = yield* Effect.flatMap(VectorStore.VectorStore, (s) => s.failures(o.limit)).pipe(
+        Effect.provide(storeLayer(o, true)),
+        interruptOnSignal
+      )
+      yield* Console.log(asJson ? JSON.stringify(rows) : Format.failuresTable(rows))
+    })
+).pipe(Command.withDescription("chunks that could not be embedded; the next ingest retries them"))
+
+// ---------------------------------------------------------------------------
 
 /** The root command. */
 export const makeCommand = (deps: Dependencies = defaultDependencies) =>
   Command.make("ragpipe").pipe(
     Command.withDescription("resource-safe RAG embedding pipeline into PostgreSQL/pgvector"),
-    Command.withSubcommands([ingestCommand(deps), searchCommand, statsCommand])
+    Command.withSubcommands([ingestCommand(deps), searchCommand(deps), statsCommand, failuresCommand])
   )
 
 /** Run the CLI over `process.argv`-style arguments. */

@@ -137,3 +137,18 @@ export const breakerWords = (breaker: {
   `${(breaker.threshold * 100).toFixed(0)}%).` +
   (breaker.lastError === null ? "" : ` Last error: ${breaker.lastError}.`) +
   ` Documents written before the break are kept; fix the cause and run again to finish.`
+
+/** The readable form of the failures table. */
+export const failuresTable = (rows: ReadonlyArray<{
+  readonly path: string
+  readonly chunkIndex: number
+  readonly kind: string
+  readonly message: string
+  readonly attempts: number
+  readonly lastSeen: string
+}>): string =>
+  rows.length === 0
+    ? "No failures recorded."
+    : rows.map((r) =>
+      `${r.path}#${r.chunkIndex}  ${r.kind}  ${r.attempts} attempt(s), last ${r.lastSeen}\n   ${oneLine(r.message, 160)}`
+    ).join("\n")
