@@ -94,3 +94,31 @@ export * as Search from "./Search.js"
  * @since 0.1.0
  */
 export * as VectorStore from "./VectorStore.js"
+
+/**
+ * A caching Embedder decorator over a bounded LRU.
+ *
+ * @since 0.1.0
+ */
+export * as EmbeddingCache from "./EmbeddingCache.js"
+
+/**
+ * A fault-injecting OpenAI-compatible embedding server for tests and benchmarks.
+ *
+ * @since 0.1.0
+ */
+export * as FaultServer from "./FaultServer.js"
+
+/**
+ * A bounded least-recently-used cache with shared computations and metrics.
+ *
+ * @since 0.1.0
+ */
+export * as LruCache from "./LruCache.js"
+
+/**
+ * The OpenAI-compatible HTTP embedding provider.
+ *
+ * @since 0.1.0
+ */
+export * as OpenAiEmbedder from "./OpenAiEmbedder.js"
