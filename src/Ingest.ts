@@ -251,13 +251,12 @@ interface ChunkItemFailure {
 type ChunkItem = Either.Either<ChunkItemOk, ChunkItemFailure>
 
 interface Regroup {
-  doc: SourceDocument | undefined
   readonly ok: Array<EmbeddedChunk>
   readonly failures: Array<ChunkFailure>
   seen: number
 }
 
-const emptyRegroup = (): Regroup => ({ doc: undefined, ok: [], failures: [], seen: 0 })
+const emptyRegroup = (): Regroup => ({ ok: [], failures: [], seen: 0 })
 
 interface DocumentOutcome {
   readonly doc: SourceDocument
@@ -526,22 +525,31 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
    * Reassemble per-chunk results into documents (a document's chunks arrive
    * together and in order).
    */
+  /**
+   * Reassemble per-chunk results into documents. Batches complete in any
+   * order, so partial documents wait in `pending` (bounded by the documents
+   * in flight) until all their chunks are in.
+   */
+  const pending = new Map<SourceDocument, Regroup>()
   const regroup = (
-    state: Regroup,
     item: Either.Either<ChunkItemOk, ChunkItemFailure | CircuitBreaker.BreakInfo<ChunkItemFailure>>
-  ): readonly [Regroup, Option.Option<DocumentOutcome>] => {
+  ): Option.Option<DocumentOutcome> => {
     if (Either.isLeft(item) && CircuitBreaker.isBreakInfo(item.left)) {
       breakInfo = item.left as CircuitBreaker.BreakInfo<ChunkItemFailure>
-      return [emptyRegroup(), Option.none()]
+      return Option.none()
     }
     const current = Either.isRight(item) ? item.right : item.left as ChunkItemFailure
-    // a new document starts a new group (state objects are private to one fold)
-    const group = state.doc === current.doc ? state : { ...emptyRegroup(), doc: current.doc }
+    let group = pending.get(current.doc)
+    if (group === undefined) {
+      group = emptyRegroup()
+      pending.set(current.doc, group)
+    }
     group.seen++
     if (Either.isRight(item)) group.ok.push(item.right.embedded)
     else group.failures.push((item.left as ChunkItemFailure).failure)
-    if (group.seen < current.of) return [group, Option.none()]
-    return [emptyRegroup(), Option.some({ doc: current.doc, chunks: group.ok, failures: group.failures })]
+    if (group.seen < current.of) return Option.none()
+    pending.delete(current.doc)
+    return Option.some({ doc: current.doc, chunks: group.ok, failures: group.failures })
   }
 
   const stopSignal = options.stop === undefined
@@ -566,15 +574,15 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     }),
     Stream.groupedWithin(batchSize, options.batchWindow ?? Duration.millis(50)),
     Stream.mapConcat((batch) => splitByTokens(Chunk.toReadonlyArray(batch), batchTokens)),
-    Stream.mapEffect(embedBatch, { concurrency: options.concurrency ?? 4 }),
+    // unordered: a slow request never holds back the next ones
+    Stream.mapEffect(embedBatch, { concurrency: options.concurrency ?? 4, unordered: true }),
     Stream.flattenIterables,
     CircuitBreaker.breakOnErrorRate({
       maxRate: options.maxErrorRate ?? resilienceDefaults.maxErrorRate,
       minSamples: options.minSamples ?? resilienceDefaults.minSamples,
       ...(options.breakerWindow === undefined ? {} : { window: options.breakerWindow })
     }),
-    Stream.mapAccum(emptyRegroup(), regroup),
-    Stream.filterMap((outcome) => outcome),
+    Stream.filterMap(regroup),
     Stream.aggregateWithin(groupWrites, Schedule.spaced(options.writeGroupWindow ?? Duration.millis(500))),
     Stream.mapEffect(writeGroup),
     Stream.runDrain
