@@ -159,10 +159,12 @@ export interface Options {
   /**
    * Embedded documents are written in groups, one transaction per group: a
    * group closes at this many chunks (default 2000) or after
-   * `writeGroupWindow` (default 500 ms), whichever comes first.
+   * `writeGroupWindow` (default 100 ms), whichever comes first. Short
+   * windows keep an embedded database from stalling the event loop for
+   * long while requests are in flight.
    */
   readonly writeGroupChunks?: number
-  /** default 500 ms */
+  /** default 100 ms */
   readonly writeGroupWindow?: Duration.DurationInput
   /** how many skipped files the summary lists (default 1000) */
   readonly maxSkippedListed?: number
@@ -583,7 +585,7 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       ...(options.breakerWindow === undefined ? {} : { window: options.breakerWindow })
     }),
     Stream.filterMap(regroup),
-    Stream.aggregateWithin(groupWrites, Schedule.spaced(options.writeGroupWindow ?? Duration.millis(500))),
+    Stream.aggregateWithin(groupWrites, Schedule.spaced(options.writeGroupWindow ?? Duration.millis(100))),
     Stream.mapEffect(writeGroup),
     Stream.runDrain
   )
