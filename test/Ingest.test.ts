@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -7,6 +8,8 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
+import * as TestServices from "effect/TestServices"
 import * as fc from "fast-check"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
@@ -335,6 +338,54 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.strictEqual(summary.chunks.written, 1)
       assert.strictEqual(summary.chunks.failed, 1)
       assert.strictEqual(summary.outcome, "completed")
+    }))
+
+  it.scoped("--rpm: embedding requests wait for the shared rate limit (TestClock)", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 16 }))
+      const callTimes: Array<number> = []
+      const counting = Embedder.layerTest({
+        ...hashing,
+        embedBatch: (texts) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            callTimes.push(now)
+            return hashing.embedBatch(texts)
+          })
+      })
+      const docs = Array.from({ length: 5 }, (_, i) => Either.right(doc(`r${i}.txt`, `rate limited document ${i}`)))
+      const fiber = yield* Ingest.ingestStream(Stream.fromIterable(docs), {
+        batchSize: 1,
+        concurrency: 4,
+        rpm: 2
+      }).pipe(
+        Effect.provide(Layer.mergeAll(data(), counting).pipe(Layer.provideMerge(ledgerLayer))),
+        Effect.fork
+      )
+      // advance simulated time; give the real database IO a moment between steps
+      for (let step = 0; step < 30 && callTimes.length < 5; step++) {
+        yield* TestServices.provideLive(Effect.sleep("20 millis"))
+        yield* TestClock.adjust("5 seconds")
+      }
+      const summary = yield* Fiber.join(fiber)
+      assert.strictEqual(summary.chunks.written, 5)
+      // a bucket of 2 per minute: two at once, then one every 30 s
+      assert.deepStrictEqual(callTimes.map((t) => t - callTimes[0]!), [0, 0, 30_000, 60_000, 90_000])
+    }), 60_000)
+
+  it.scopedLive("an embedding cache answers repeated chunks and reports them as cached", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const summary = yield* Ingest.ingestStream(
+        Stream.make(
+          Either.right(doc("a.txt", "the same words in two files")),
+          Either.right(doc("b.txt", "the same words in two files")),
+          Either.right(doc("c.txt", "different words"))
+        ),
+        { cache: { maxEntries: 100 }, batchSize: 1, concurrency: 1 }
+      ).pipe(Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer))))
+      assert.strictEqual(summary.chunks.written, 3)
+      assert.strictEqual(summary.chunks.cached, 1)
     }))
 
   it.scopedLive("stop: no new documents are read, in-flight ones commit, nothing is removed", () =>

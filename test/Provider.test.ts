@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
+import * as Either from "effect/Either"
 import * as Stream from "effect/Stream"
 import { spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
@@ -17,10 +18,20 @@ import * as Embedder from "../src/Embedder.js"
 import * as FaultServer from "../src/FaultServer.js"
 import * as Ingest from "../src/Ingest.js"
 import * as Loader from "../src/Loader.js"
+import type { SourceDocument } from "../src/Domain.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
+import * as VectorStore from "../src/VectorStore.js"
 import { backends, partialDocuments, repoRoot, tempDir } from "./support.js"
 
 const chunker: Chunker.Options = { chunkSize: 400, chunkOverlap: 40 }
+
+const doc = (path: string, text: string): SourceDocument => ({
+  path,
+  text,
+  contentHash: Chunker.chunkId(path, 0, text),
+  size: text.length,
+  format: "text"
+})
 
 /** Make a corpus with the generator; returns its directory. */
 const makeCorpus = (dir: string, files: number) =>
@@ -192,4 +203,31 @@ describe("Ingest against an HTTP provider with injected faults", () => {
       assert.strictEqual(result.stats.openSockets, 0)
       assert.isAbove(result.stats.outcomes.error500, 0)
     }), 120_000)
+
+  it.scopedLive("a request rejected for one bad input is split until only that input fails", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const short = Array.from({ length: 7 }, (_, i) => doc(`short-${i}.txt`, `short document number ${i}`))
+      const long = doc("long.txt", "Overlong paragraph. ".repeat(45))
+      const result = yield* Effect.scoped(Effect.gen(function*() {
+        const server = yield* FaultServer.start({ dimensions: 64, maxInputChars: 600 })
+        const summary = yield* Ingest.ingestStream(
+          Stream.fromIterable([...short.slice(0, 3), long, ...short.slice(3)].map(Either.right)),
+          { chunker: { chunkSize: 1000, chunkOverlap: 0 }, batchSize: 8, maxErrorRate: 1 }
+        ).pipe(Effect.provide(Layer.merge(data(), openAi(server))), Effect.provide(ResourceLedger.layer()))
+        const failures = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.failures(10)).pipe(
+          Effect.provide(data()),
+          Effect.provide(ResourceLedger.layer())
+        )
+        return { summary, failures, stats: yield* server.stats }
+      }))
+      assert.strictEqual(result.summary.chunks.written, 7)
+      assert.strictEqual(result.summary.chunks.failed, 1)
+      assert.deepStrictEqual(result.failures.map((f) => [f.path, f.chunkIndex, f.kind, f.attempts]), [
+        ["long.txt", 0, "invalid-input", 1]
+      ])
+      assert.include(result.failures[0]!.message, "input")
+      // one request of 8, then halves down to the bad input: 8 → 4+4 → 2+2 → 1+1
+      assert.strictEqual(result.stats.outcomes.badRequest, 4)
+    }), 60_000)
 })
