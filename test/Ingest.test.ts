@@ -14,7 +14,6 @@ import * as fc from "fast-check"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import * as Chunker from "../src/Chunker.js"
-import type { SourceDocument } from "../src/Domain.js"
 import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
@@ -22,10 +21,11 @@ import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as Search from "../src/Search.js"
 import * as VectorStore from "../src/VectorStore.js"
 import {
-  copyCorpus,
   backends,
+  copyCorpus,
   corpusDir,
   corpusQueries,
+  doc,
   ledgerLayer,
   partialDocuments,
   storedPaths,
@@ -38,13 +38,6 @@ const countFiles = (dir: string): number =>
 
 const corpusFileCount = countFiles(corpusDir)
 
-const doc = (path: string, text: string): SourceDocument => ({
-  path,
-  text,
-  contentHash: Chunker.chunkId(path, 0, text),
-  size: text.length,
-  format: "text"
-})
 
 describe.each(backends)("Ingest on $name", (backend) => {
   it.scopedLive("ingest, search, then incremental runs touch exactly what changed", () =>

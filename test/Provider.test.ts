@@ -18,20 +18,12 @@ import * as Embedder from "../src/Embedder.js"
 import * as FaultServer from "../src/FaultServer.js"
 import * as Ingest from "../src/Ingest.js"
 import * as Loader from "../src/Loader.js"
-import type { SourceDocument } from "../src/Domain.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { backends, partialDocuments, repoRoot, tempDir } from "./support.js"
+import { backends, doc, partialDocuments, repoRoot, tempDir } from "./support.js"
 
 const chunker: Chunker.Options = { chunkSize: 400, chunkOverlap: 40 }
 
-const doc = (path: string, text: string): SourceDocument => ({
-  path,
-  text,
-  contentHash: Chunker.chunkId(path, 0, text),
-  size: text.length,
-  format: "text"
-})
 
 /** Make a corpus with the generator; returns its directory. */
 const makeCorpus = (dir: string, files: number) =>

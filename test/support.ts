@@ -10,7 +10,9 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
+import * as Chunker from "../src/Chunker.js"
 import * as Database from "../src/Database.js"
+import type { SourceDocument } from "../src/Domain.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
 
@@ -100,6 +102,15 @@ export const backends: ReadonlyArray<Backend> = testDatabaseUrl === undefined ||
 
 /** Copy the example corpus into `dir`. */
 export const copyCorpus = (dir: string) => NodeFs.cpSync(corpusDir, dir, { recursive: true })
+
+/** A source document built in memory (its content hash is derived from path and text). */
+export const doc = (path: string, text: string): SourceDocument => ({
+  path,
+  text,
+  contentHash: Chunker.chunkId(path, 0, text),
+  size: text.length,
+  format: "text"
+})
 
 /** Write `files` (relative path → content) under `dir`. */
 export const writeFiles = (dir: string, files: Readonly<Record<string, string>>) => {
