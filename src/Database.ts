@@ -13,10 +13,13 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import { PGlite } from "@electric-sql/pglite"
 import { createPgConfig } from "@electric-sql/pglite/node-postgres"
 import { vector } from "@electric-sql/pglite-pgvector"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
@@ -265,7 +268,9 @@ export const layerServer = (
           idleTimeoutMillis: Duration.toMillis(options.idleTimeout ?? Duration.seconds(30)),
           application_name: "ragpipe",
           ...(statementTimeout > 0 ? { statement_timeout: statementTimeout } : {}),
-          ...(options.schema === undefined ? {} : { options: `-c search_path=${options.schema},public` })
+          // the server notices a vanished client within a second even mid-statement
+          options: `-c client_connection_check_interval=1000` +
+            (options.schema === undefined ? "" : ` -c search_path=${options.schema},public`)
         })
       const pool = yield* ledger.acquireRelease(
         "pg-pool",
@@ -304,3 +309,27 @@ export const layerServer = (
       return Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client))
     })
   ).pipe(Layer.provide(Reactivity.layer))
+
+/**
+ * The store's database from configuration: `DATABASE_URL` selects a
+ * PostgreSQL server (pool size `RAGPIPE_DB_POOL_SIZE`, default 4); otherwise
+ * the embedded database in `RAGPIPE_DATA_DIR` (default `.ragpipe`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<
+  PgClient.PgClient | SqlClient.SqlClient,
+  StoreError | ConfigError.ConfigError,
+  ResourceLedger
+> = Layer.unwrapEffect(
+  Effect.gen(function*() {
+    const url = yield* Config.option(Config.redacted("DATABASE_URL"))
+    if (Option.isSome(url)) {
+      const poolSize = yield* Config.integer("RAGPIPE_DB_POOL_SIZE").pipe(Config.withDefault(4))
+      return layerServer({ url: url.value as Redacted.Redacted<string>, poolSize })
+    }
+    const dataDir = yield* Config.string("RAGPIPE_DATA_DIR").pipe(Config.withDefault(defaultDataDir))
+    return layerPglite({ dataDir })
+  })
+)

@@ -76,6 +76,35 @@ export const layerHashing = (options: { readonly dimensions?: number } = {}): La
 export const layerTest = (service: Service): Layer.Layer<Embedder> => Layer.succeed(Embedder, service)
 
 /**
+ * A scripted test embedder: the hashing embedder's vectors, failing on
+ * demand. `fail` sees each call's texts and its number (from 1) and returns
+ * the error to fail that call with, or `undefined` to answer it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerScripted = (options: {
+  readonly dimensions?: number
+  readonly fail?: (texts: ReadonlyArray<string>, call: number) => EmbedError | undefined
+} = {}): Layer.Layer<Embedder, EmbedError> =>
+  Layer.effect(
+    Embedder,
+    Effect.gen(function*() {
+      const hashing = yield* Effect.provide(Embedder, layerHashing(options))
+      let calls = 0
+      return {
+        ...hashing,
+        model: "scripted",
+        embedBatch: (texts) =>
+          Effect.suspend(() => {
+            const error = options.fail?.(texts, ++calls)
+            return error === undefined ? hashing.embedBatch(texts) : Effect.fail(error)
+          })
+      }
+    })
+  )
+
+/**
  * An OpenAI-compatible HTTP provider (OpenAI, Ollama, vLLM, Hugging Face
  * TEI, LM Studio, llama.cpp): one keep-alive connection pool for the
  * layer's lifetime, every socket closed when the layer is released.

@@ -632,6 +632,20 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
 ) => Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore>
 
 /**
+ * Load documents through the {@link Loader.Loader} in the context (the
+ * filesystem walk with `Loader.layer`, or any stream with
+ * `Loader.layerFromStream`) and ingest them.
+ *
+ * @since 0.1.0
+ * @category pipelines
+ */
+export const ingestWith = (
+  loader: Loader.Options,
+  options: Options = {}
+): Effect.Effect<Summary, LoaderError | StoreError, Embedder | VectorStore | Loader.Loader> =>
+  Effect.flatMap(Loader.Loader, (service) => ingestStream(service.load(loader), options))
+
+/**
  * Walk a directory and ingest what it holds.
  *
  * @since 0.1.0
@@ -641,5 +655,4 @@ export const ingestDirectory = (
   loader: Loader.Options,
   options: Options = {}
 ): Effect.Effect<Summary, LoaderError | StoreError, Embedder | VectorStore | ResourceLedger> =>
-  ingestStream(Loader.walk(loader), options)
-
+  ingestWith(loader, options).pipe(Effect.provide(Loader.layer))

@@ -40,8 +40,10 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as nodePath from "node:path"
 import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { DocumentFormat, SkippedFile, SkipReason, SourceDocument } from "./Domain.js"
@@ -784,3 +786,44 @@ export const walkWith = (
  */
 export const walk = (options: Options): Stream.Stream<LoadResult, LoaderError, ResourceLedger.ResourceLedger> =>
   walkWith(options, nodeIO)
+
+/**
+ * The Loader port: where an ingest gets its documents. The filesystem walk
+ * is one implementation; {@link layerFromStream} serves documents from any
+ * `Stream` (a database, an API, a test fixture).
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class Loader extends Context.Tag("ragpipe/Loader")<Loader, {
+  /** The documents (and skipped files) under `options.root`, lazily. */
+  readonly load: (options: Options) => Stream.Stream<LoadResult, LoaderError>
+}>() {}
+
+/**
+ * The filesystem loader ({@link walk}), recording its handles in the ledger.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<Loader, never, ResourceLedger.ResourceLedger> = Layer.effect(
+  Loader,
+  Effect.map(ResourceLedger.ResourceLedger, (ledger) => ({
+    load: (options) => walk(options).pipe(Stream.provideService(ResourceLedger.ResourceLedger, ledger))
+  }))
+)
+
+/**
+ * A loader that ignores the root and serves the given documents: plain
+ * documents, or `Either`s whose `Left`s are files passed over.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFromStream = (
+  documents: Stream.Stream<SourceDocument | LoadResult, LoaderError>
+): Layer.Layer<Loader> =>
+  Layer.succeed(Loader, {
+    load: () =>
+      Stream.map(documents, (item): LoadResult => Either.isEither(item) ? item : Either.right(item))
+  })

@@ -8,9 +8,11 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as NodeCrypto from "node:crypto"
 import type { EmbeddedChunk, Embedding, SearchHit, SourceDocument, StoreStats } from "./Domain.js"
 import { StoreError } from "./Errors.js"
 import { batches } from "./internal/batch.js"
@@ -89,6 +91,19 @@ export interface DocumentWrite {
 }
 
 /**
+ * The outcome of {@link Service.createIndex}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface IndexBuild {
+  /** false when the index existed already (nothing was built) */
+  readonly created: boolean
+  /** time spent, in milliseconds */
+  readonly millis: number
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -116,12 +131,28 @@ export interface Service {
   readonly writeDocuments: (writes: ReadonlyArray<DocumentWrite>) => Effect.Effect<void, StoreError>
   /** Remove every document the run did not see; returns the removed paths' count. */
   readonly removeUnseen: (runId: RunId) => Effect.Effect<number, StoreError>
-  /** Nearest chunks to the query vector by cosine distance. */
+  /**
+   * Nearest chunks to the query vector by cosine distance, ties by path and
+   * chunk index. Exact; once `createIndex` has built the HNSW index, the
+   * nearest chunks may be found through it, which is approximate.
+   */
   readonly search: (query: Embedding, limit: number) => Effect.Effect<ReadonlyArray<SearchHit>, StoreError>
   /** Counts and settings of the store. */
   readonly stats: Effect.Effect<StoreStats, StoreError>
   /** Recorded chunk failures, by path and chunk index (at most `limit`). */
   readonly failures: (limit: number) => Effect.Effect<ReadonlyArray<FailureRow>, StoreError>
+  /**
+   * A digest of the store's content, equal for equal content on any
+   * backend: see {@link makeChecksum}. Reads the chunks in pages from
+   * one snapshot, so memory stays bounded whatever the store's size.
+   */
+  readonly checksum: Effect.Effect<string, StoreError>
+  /**
+   * Build the HNSW index {@link hnswIndexName} over the embeddings (cosine
+   * distance), unless it exists. Writers wait while it is built. Fails when
+   * the store has no dimensions yet (nothing was ingested).
+   */
+  readonly createIndex: Effect.Effect<IndexBuild, StoreError>
 }
 
 /**
@@ -140,6 +171,98 @@ export class VectorStore extends Context.Tag("ragpipe/VectorStore")<VectorStore,
  * @category constants
  */
 export const insertBatchRows = 500
+
+/**
+ * Name of the approximate-nearest-neighbour index `createIndex` builds.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const hnswIndexName = "chunks_embedding_hnsw"
+
+/**
+ * One chunk as the checksum sees it: hex sha256 digests of its text (UTF-8)
+ * and of its embedding (see {@link embeddingSha256}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChecksumRow {
+  readonly path: string
+  readonly chunkIndex: number
+  readonly textHash: string
+  readonly embeddingHash: string
+}
+
+/**
+ * An incremental store checksum, as `Service.checksum` computes it. Feed it
+ * every chunk ordered by document path in UTF-8 byte order (code point
+ * order, `COLLATE "C"` — not JavaScript's UTF-16 order) then chunk index;
+ * each chunk adds the record
+ *
+ *     path NUL chunk_index NUL textHash NUL embeddingHash NUL
+ *
+ * (chunk index in decimal, hashes in lowercase hex: {@link textSha256},
+ * {@link embeddingSha256}) and the digest is the lowercase hex sha256 of all
+ * records; an empty store's is sha256 of nothing. Other `Service`
+ * implementations use it to produce the same checksum as the PostgreSQL
+ * store.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const makeChecksum = (): {
+  readonly add: (row: ChecksumRow) => void
+  readonly digest: () => string
+} => {
+  const hash = NodeCrypto.createHash("sha256")
+  return {
+    add: (row) => {
+      hash.update(`${row.path}\0${row.chunkIndex}\0${row.textHash}\0${row.embeddingHash}\0`, "utf8")
+    },
+    digest: () => hash.digest("hex")
+  }
+}
+
+/**
+ * Hex sha256 of a chunk's text in UTF-8, as the checksum uses it.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const textSha256 = (text: string): string => NodeCrypto.createHash("sha256").update(text, "utf8").digest("hex")
+
+/**
+ * Hex sha256 of an embedding's float32 values in big-endian order, as the
+ * checksum uses it (equal to hashing pgvector's binary form without its
+ * header).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const embeddingSha256 = (embedding: ArrayLike<number>): string => {
+  const bytes = Buffer.alloc(embedding.length * 4)
+  for (let i = 0; i < embedding.length; i++) bytes.writeFloatBE(embedding[i]!, i * 4)
+  return NodeCrypto.createHash("sha256").update(bytes).digest("hex")
+}
+
+/**
+ * The checksum of chunks given in checksum order (see {@link makeChecksum}).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const checksumOf = (rows: Iterable<ChecksumRow>): string => {
+  const checksum = makeChecksum()
+  for (const row of rows) checksum.add(row)
+  return checksum.digest()
+}
+
+/** Rows fetched per round trip by `checksum`. */
+const checksumPageRows = 1000
+
+/** `maintenance_work_mem` for an index build: a server, and the 32-bit embedded database. */
+const indexBuildMemory = { server: "1GB", embedded: "256MB" } as const
 
 const queryError = (what: string) => (error: SqlError) =>
   new StoreError({ reason: "query", message: `${what} failed: ${error.message}${causeDetail(error.cause)}` })
@@ -307,14 +430,44 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       Effect.mapError(queryError("removing deleted documents"))
     )
 
-  const search: Service["search"] = (query, limit) =>
-    sql<{ path: string; chunkIndex: number; headingPath: ReadonlyArray<string>; text: string; score: number }>`
+  type HitRow = { path: string; chunkIndex: number; headingPath: ReadonlyArray<string>; text: string; score: number }
+
+  const hasIndex = sql<{ present: boolean }>`SELECT to_regclass(${hnswIndexName}) IS NOT NULL AS present`.pipe(
+    Effect.map((rows) => rows[0]?.present === true)
+  )
+
+  // Exact: every chunk's distance, ties broken by path and chunk index.
+  const exactSearch = (query: Embedding, limit: number) =>
+    sql<HitRow>`
       SELECT d.path, c.chunk_index AS "chunkIndex", c.heading_path AS "headingPath", c.text,
              1 - (c.embedding <=> q.v) AS score
       FROM chunks c JOIN documents d ON d.id = c.document_id,
            (SELECT ${vectorLiteral(query)}::vector AS v) q
       ORDER BY c.embedding <=> q.v, d.path, c.chunk_index
-      LIMIT ${limit}`.pipe(
+      LIMIT ${limit}`
+
+  // With the HNSW index: the planner only uses it for an `ORDER BY distance
+  // LIMIT k` with no other sort key, so the nearest `limit` chunks are found
+  // first (approximately, through the index when the planner picks it) and
+  // only those are sorted with the tie-breakers. The index scan returns at
+  // most `hnsw.ef_search` rows, hence the setting.
+  const indexedSearch = (query: Embedding, limit: number) =>
+    sql.withTransaction(Effect.zipRight(
+      sql.unsafe(`SET LOCAL hnsw.ef_search = ${Math.min(1000, Math.max(40, Math.floor(limit)))}`),
+      sql<HitRow>`
+        WITH nearest AS MATERIALIZED (
+          SELECT c.id, c.embedding <=> q.v AS distance
+          FROM chunks c, (SELECT ${vectorLiteral(query)}::vector AS v) q
+          ORDER BY c.embedding <=> q.v
+          LIMIT ${limit})
+        SELECT d.path, c.chunk_index AS "chunkIndex", c.heading_path AS "headingPath", c.text,
+               1 - n.distance AS score
+        FROM nearest n JOIN chunks c ON c.id = n.id JOIN documents d ON d.id = c.document_id
+        ORDER BY n.distance, d.path, c.chunk_index`
+    ))
+
+  const search: Service["search"] = (query, limit) =>
+    Effect.flatMap(hasIndex, (indexed) => indexed ? indexedSearch(query, limit) : exactSearch(query, limit)).pipe(
       Effect.map((rows) =>
         rows.map((row, i): SearchHit => ({
           rank: i + 1,
@@ -353,7 +506,78 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       ORDER BY d.path, f.chunk_index
       LIMIT ${limit}`.pipe(Effect.mapError(queryError("reading failures")))
 
-  return { prepare, beginRun, lookup, markSeen, writeDocuments, removeUnseen, search, stats, failures }
+  // A cursor in one transaction: one sort, one snapshot, and pages of
+  // `checksumPageRows` rows, whatever the store's size or collation.
+  const checksum: Service["checksum"] = sql.withTransaction(Effect.gen(function*() {
+    yield* sql.unsafe(`DECLARE ragpipe_checksum NO SCROLL CURSOR FOR
+      SELECT d.path, c.chunk_index AS "chunkIndex",
+             encode(sha256(convert_to(c.text, 'UTF8')), 'hex') AS "textHash",
+             encode(sha256(substring(vector_send(c.embedding) FROM 5)), 'hex') AS "embeddingHash"
+      FROM chunks c JOIN documents d ON d.id = c.document_id
+      ORDER BY d.path COLLATE "C", c.chunk_index`)
+    const digest = makeChecksum()
+    for (;;) {
+      const rows = yield* sql.unsafe<ChecksumRow>(`FETCH ${checksumPageRows} FROM ragpipe_checksum`)
+      for (const row of rows) digest.add(row)
+      if (rows.length < checksumPageRows) break
+    }
+    yield* sql.unsafe(`CLOSE ragpipe_checksum`)
+    return digest.digest()
+  })).pipe(Effect.mapError(queryError("computing the checksum")))
+
+  const createIndex: Service["createIndex"] = Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const [column] = yield* sql<{ typmod: number }>`
+      SELECT a.atttypmod AS typmod FROM pg_attribute a
+      WHERE a.attrelid = to_regclass('chunks') AND a.attname = 'embedding' AND NOT a.attisdropped`
+    if (column === undefined || column.typmod < 0) {
+      return yield* new StoreError({
+        reason: "query",
+        message: "nothing to index yet; run ragpipe ingest first (the store has no embeddings, so their " +
+          "dimensions are not known)"
+      })
+    }
+    const created = yield* sql.withTransaction(Effect.gen(function*() {
+      const [existing] = yield* sql<{ exists: boolean }>`
+        SELECT to_regclass(${hnswIndexName}) IS NOT NULL AS exists`
+      if (existing?.exists === true) return false
+      const [version] = yield* sql<{ embedded: boolean }>`
+        SELECT version() LIKE '%PGlite%' OR version() LIKE '%emscripten%' AS embedded`
+      const embedded = version?.embedded === true
+      // for this transaction only: the pooled connection keeps its settings
+      const memory = embedded ? indexBuildMemory.embedded : indexBuildMemory.server
+      yield* sql.unsafe(`SET LOCAL maintenance_work_mem = '${memory}'`)
+      yield* sql.unsafe(`SET LOCAL statement_timeout = 0`)
+      if (!embedded) {
+        // A server notices a vanished client (kill -9) only between statements; during a long build
+        // it would go on holding the table's lock. Where the platform supports it (Linux, macOS, BSD),
+        // have it look every second. In a savepoint, as other platforms refuse the setting.
+        yield* sql.withTransaction(sql.unsafe(`SET LOCAL client_connection_check_interval = 1000`)).pipe(
+          Effect.ignore
+        )
+      }
+      yield* sql.unsafe(
+        `CREATE INDEX IF NOT EXISTS ${hnswIndexName} ON chunks USING hnsw (embedding vector_cosine_ops)`
+      )
+      return true
+    }))
+    const end = yield* Clock.currentTimeMillis
+    return { created, millis: end - start }
+  }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError("building the vector index")(e))))
+
+  return {
+    prepare,
+    beginRun,
+    lookup,
+    markSeen,
+    writeDocuments,
+    removeUnseen,
+    search,
+    stats,
+    failures,
+    checksum,
+    createIndex
+  }
 })
 
 /**

@@ -122,3 +122,10 @@ export * as LruCache from "./LruCache.js"
  * @since 0.1.0
  */
 export * as OpenAiEmbedder from "./OpenAiEmbedder.js"
+
+/**
+ * An in-memory VectorStore for tests, examples and small programs.
+ *
+ * @since 0.1.0
+ */
+export * as MemoryVectorStore from "./MemoryVectorStore.js"

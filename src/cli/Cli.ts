@@ -308,7 +308,8 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       "compute the error rate over the last N chunks (default: over the whole run)"
     ),
     json,
-    quiet: flag("quiet", "RAGPIPE_QUIET", "no live progress")
+    quiet: flag("quiet", "RAGPIPE_QUIET", "no live progress"),
+    index: flag("index", "RAGPIPE_INDEX", "build the HNSW vector index after a completed run (see ragpipe index)")
   },
   (o) =>
     Effect.gen(function*() {
@@ -337,12 +338,13 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
       const quiet = yield* flagValue(o.quiet, "RAGPIPE_QUIET")
       const includeHidden = yield* flagValue(o.includeHidden, "RAGPIPE_INCLUDE_HIDDEN")
+      const buildIndex = yield* flagValue(o.index, "RAGPIPE_INDEX")
       const ledger = yield* ResourceLedger.ResourceLedger
       const shutdown = yield* Shutdown
       const signal = yield* Ref.make<Option.Option<StopSignal>>(Option.none())
       const progress = yield* Ref.make(Ingest.emptyProgress)
 
-      const summary = yield* Ingest.ingestDirectory(
+      const { index, summary } = yield* Ingest.ingestDirectory(
         {
           root: o.dir,
           include: o.include,
@@ -367,9 +369,27 @@ const ingestCommand = (deps: Dependencies) => Command.make(
         }
       ).pipe(
         (effect) => withProgress(effect, progress, !quiet && !asJson && process.stderr.isTTY === true),
+        // The index is built only after a run that completed. A signal during the build cancels it
+        // (the summary is printed, then the signal's exit code); a failed build is reported after the
+        // summary, as the documents are stored anyway.
+        Effect.flatMap((summary) =>
+          buildIndex && summary.outcome === "completed"
+            ? VectorStore.VectorStore.pipe(
+              Effect.flatMap((store) =>
+                Effect.raceFirst(
+                  Effect.map(store.createIndex, (build): Format.IndexReport => build),
+                  Effect.flatMap(shutdown.requested, (s) => Effect.as(Ref.set(signal, Option.some(s)), null))
+                )
+              ),
+              Effect.either,
+              Effect.map((index) => ({ index, summary }))
+            )
+            : Effect.succeed({ index: Either.right<Format.IndexReport>(null), summary })
+        ),
         Effect.provide(Layer.merge(storeLayer(o, false), deps.embedder(providerSettings(o))))
       )
 
+      const indexReport = Either.getOrNull(index)
       // Every layer above has been released here: the ledger's counts are final.
       const resources = (yield* ledger.snapshot).total
       const report = {
@@ -380,13 +400,17 @@ const ingestCommand = (deps: Dependencies) => Command.make(
         durationMs: summary.durationMs
       }
       yield* Console.log(
-        asJson ? Format.ingestJson(report, summary.skippedFiles) : Format.ingestTable(report, {
-          stopped: summary.outcome === "stopped",
-          walkComplete: summary.walkComplete,
-          skippedFiles: summary.skippedFiles,
-          skippedByReason: summary.skippedByReason
-        })
+        asJson
+          ? Format.ingestJson(report, summary.skippedFiles, buildIndex ? { index: indexReport } : {})
+          : Format.ingestTable(report, {
+            stopped: summary.outcome === "stopped",
+            walkComplete: summary.walkComplete,
+            skippedFiles: summary.skippedFiles,
+            skippedByReason: summary.skippedByReason,
+            ...(buildIndex ? { index: indexReport } : {})
+          })
       )
+      if (Either.isLeft(index)) return yield* index.left
       if (summary.breaker !== null) {
         yield* Console.error(Format.breakerWords(summary.breaker))
         return yield* new ExitRequest({ code: ExitCode.breaker })
@@ -432,18 +456,53 @@ const searchCommand = (deps: Dependencies) => Command.make(
 
 const statsCommand = Command.make(
   "stats",
+  {
+    ...store,
+    checksum: flag(
+      "checksum",
+      "RAGPIPE_CHECKSUM",
+      "also compute a sha256 digest of the stored chunks and embeddings (equal for equal content on any backend)"
+    ),
+    json
+  },
+  (o) =>
+    Effect.gen(function*() {
+      yield* checkStoreOptions(o)
+      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const withChecksum = yield* flagValue(o.checksum, "RAGPIPE_CHECKSUM")
+      const { checksum, stats } = yield* Effect.gen(function*() {
+        const store = yield* VectorStore.VectorStore
+        const stats = yield* store.stats
+        const checksum = withChecksum ? yield* store.checksum : undefined
+        return { stats, checksum }
+      }).pipe(Effect.provide(storeLayer(o, true)), interruptOnSignal)
+      yield* Console.log(
+        asJson
+          ? JSON.stringify(checksum === undefined ? stats : { ...stats, checksum })
+          : Format.statsTable(stats, storeName(o), checksum)
+      )
+    })
+).pipe(Command.withDescription("documents, chunks, dimensions, model and size of the store"))
+
+// ---------------------------------------------------------------------------
+// index
+
+const indexCommand = Command.make(
+  "index",
   { ...store, json },
   (o) =>
     Effect.gen(function*() {
       yield* checkStoreOptions(o)
       const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
-      const stats = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.stats).pipe(
+      const build = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.createIndex).pipe(
         Effect.provide(storeLayer(o, true)),
         interruptOnSignal
       )
-      yield* Console.log(asJson ? JSON.stringify(stats) : Format.statsTable(stats, storeName(o)))
+      yield* Console.log(asJson ? JSON.stringify(build) : Format.indexTable(build, storeName(o)))
     })
-).pipe(Command.withDescription("documents, chunks, dimensions, model and size of the store"))
+).pipe(Command.withDescription(
+  `build the HNSW vector index (${VectorStore.hnswIndexName}, cosine) that speeds up search on large stores`
+))
 
 // ---------------------------------------------------------------------------
 // failures
@@ -474,7 +533,13 @@ const failuresCommand = Command.make(
 export const makeCommand = (deps: Dependencies = defaultDependencies) =>
   Command.make("ragpipe").pipe(
     Command.withDescription("resource-safe RAG embedding pipeline into PostgreSQL/pgvector"),
-    Command.withSubcommands([ingestCommand(deps), searchCommand(deps), statsCommand, failuresCommand])
+    Command.withSubcommands([
+      ingestCommand(deps),
+      searchCommand(deps),
+      statsCommand,
+      indexCommand,
+      failuresCommand
+    ])
   )
 
 /** Run the CLI over `process.argv`-style arguments. */

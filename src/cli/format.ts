@@ -5,15 +5,26 @@
  */
 import type { IngestReport, SearchHit, SkippedFile, StoreStats } from "../Domain.js"
 
-/** The JSON summary `ingest --json` prints as its last line. */
-export const ingestJson = (report: IngestReport, skippedFiles: ReadonlyArray<SkippedFile>): string =>
+/** What `createIndex` reported (null: not built: the run did not complete, or a signal or error stopped it). */
+export type IndexReport = { readonly created: boolean; readonly millis: number } | null
+
+/**
+ * The JSON summary `ingest --json` prints as its last line; `"index"` is
+ * present with `--index` only.
+ */
+export const ingestJson = (
+  report: IngestReport,
+  skippedFiles: ReadonlyArray<SkippedFile>,
+  extra: { readonly index?: IndexReport } = {}
+): string =>
   JSON.stringify({
     files: report.files,
     chunks: report.chunks,
     resources: report.resources,
     breaker: report.breaker,
     durationMs: report.durationMs,
-    skippedFiles
+    skippedFiles,
+    ...("index" in extra ? { index: extra.index } : {})
   })
 
 const pad = (s: string, n: number) => s + " ".repeat(Math.max(0, n - s.length))
@@ -50,10 +61,13 @@ export const ingestTable = (
     readonly walkComplete: boolean
     readonly skippedFiles: ReadonlyArray<SkippedFile>
     readonly skippedByReason: Readonly<Record<string, number>>
+    /** present with `--index` */
+    readonly index?: IndexReport
   }
 ): string => {
   const lines: Array<string> = []
   if (details.stopped) lines.push("Ingest interrupted: partial summary", "")
+  const index = details.index
   lines.push(
     table([
       ["files seen", String(report.files.seen)],
@@ -69,7 +83,8 @@ export const ingestTable = (
       [
         "resources",
         `${report.resources.acquired} acquired, ${report.resources.released} released, ${report.resources.open} open`
-      ]
+      ],
+      ...(index === undefined ? [] : [["vector index", indexWords(index)] as const])
     ])
   )
   const reasons = Object.entries(details.skippedByReason)
@@ -112,15 +127,31 @@ export const searchTable = (hits: ReadonlyArray<SearchHit>): string =>
       `\n   ${oneLine(hit.text, 160)}`
     ).join("\n")
 
-/** The readable form of store statistics. */
-export const statsTable = (stats: StoreStats, dataDir: string): string =>
+/** The readable form of store statistics, with the checksum when computed. */
+export const statsTable = (stats: StoreStats, dataDir: string, checksum?: string): string =>
   table([
     ["store", dataDir],
     ["documents", String(stats.documents)],
     ["chunks", String(stats.chunks)],
     ["dimensions", stats.dimensions === null ? "-" : String(stats.dimensions)],
     ["model", stats.model ?? "-"],
-    ["store size", bytes(stats.storeBytes)]
+    ["store size", bytes(stats.storeBytes)],
+    ...(checksum === undefined ? [] : [["checksum", checksum] as const])
+  ])
+
+/** What happened to the vector index, in words. */
+export const indexWords = (index: IndexReport): string =>
+  index === null
+    ? "not built"
+    : index.created
+    ? `built in ${(index.millis / 1000).toFixed(2)} s`
+    : "already present"
+
+/** The readable form of `ragpipe index`'s result. */
+export const indexTable = (index: NonNullable<IndexReport>, store: string): string =>
+  table([
+    ["store", store],
+    ["vector index", indexWords(index)]
   ])
 
 /** The error-rate breaker's report, in words. */

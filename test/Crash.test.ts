@@ -1,0 +1,420 @@
+/**
+ * Crash and signal safety of the built CLI (`dist/cli/main.js`, which
+ * `npm test` builds first), in child processes over a generated corpus:
+ *
+ * - killed with SIGKILL at seeded random moments after "ingest started",
+ *   the store never holds a partial document, and a re-run to completion
+ *   gives the same `stats --checksum` as a clean run into a fresh store;
+ * - on the server, no `application_name = 'ragpipe'` backend outlives the
+ *   process by more than 1 s after a normal exit, SIGINT or SIGTERM, during
+ *   an ingest or an index build (and how long one outlives a SIGKILL is
+ *   measured and bounded: the server notices a dead client when the running
+ *   statement ends, or during an index build at its next client check).
+ *
+ * Each server test runs in a database of its own, created and dropped here,
+ * so the connection counts are not disturbed by other test files.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import fc from "fast-check"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
+import Pg from "pg"
+import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import * as ResourceLedger from "../src/ResourceLedger.js"
+import { partialDocuments, repoRoot, storeLayer, testDatabaseUrl } from "./support.js"
+
+const main = NodePath.join(repoRoot, "dist", "cli", "main.js")
+const corpusFiles = 1500
+const corpusSeed = 11
+/**
+ * SIGKILL moments after "ingest started", in percent of a clean run's
+ * duration on the same backend (so that each kill lands mid-run whatever
+ * the machine's speed): seeded, so every run of the suite kills at the same
+ * points. A run commits its first documents after about 15% of its time
+ * (startup, lookups, the first embedding batches), so kills at 20-40% land
+ * while documents are being written, and three of them leave work for the
+ * re-run.
+ */
+const killPercents = fc.sample(fc.integer({ min: 20, max: 40 }), { numRuns: 3, seed: 7 })
+/** SIGINT / SIGTERM moment, in percent of a clean run's duration */
+const signalPercent = 25
+
+const serverUrl = testDatabaseUrl === undefined || testDatabaseUrl === "" ? undefined : testDatabaseUrl
+
+let scratch = ""
+let corpus = ""
+/** reference checksums of clean runs, by backend (they must agree with each other too) */
+const references = new Map<string, string>()
+
+interface Result {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+  /** `performance.now()` at the child's exit */
+  readonly exitedAt: number
+}
+
+const cleanEnv = (): NodeJS.ProcessEnv => {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("RAGPIPE_") && k !== "DATABASE_URL") env[k] = v
+  }
+  return env
+}
+
+/**
+ * Run a child (asynchronously: the worker stays responsive). With `stop`,
+ * send that signal `delay` ms after the child logged "ingest started".
+ */
+const run = (
+  file: string,
+  args: ReadonlyArray<string>,
+  stop?: { readonly signal: NodeJS.Signals; readonly delay: number }
+): Promise<Result & { readonly signalled: boolean }> =>
+  new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(process.execPath, [file, ...args], {
+      cwd: scratch,
+      env: { ...cleanEnv(), RAGPIPE_LOG_LEVEL: "Info" },
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: 90_000
+    })
+    let stdout = ""
+    let stderr = ""
+    let signalled = false
+    let exitedAt = 0
+    let timer: NodeJS.Timeout | undefined
+    child.stdout!.on("data", (d) => (stdout += d))
+    child.stderr!.on("data", (d) => {
+      stderr += d
+      if (stop !== undefined && timer === undefined && stderr.includes("ingest started")) {
+        timer = setTimeout(() => {
+          if (child.exitCode === null && child.signalCode === null) signalled = child.kill(stop.signal)
+        }, stop.delay)
+      }
+    })
+    child.on("error", reject)
+    child.on("exit", () => (exitedAt = performance.now()))
+    child.on("close", (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr, exitedAt, signalled })
+    })
+  })
+
+const ragpipe = (args: ReadonlyArray<string>) => run(main, args)
+
+const lastJson = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!)
+
+const show = (r: Result) => `exit ${r.code ?? r.signal}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`
+
+const checksum = async (store: ReadonlyArray<string>): Promise<{ checksum: string; documents: number }> => {
+  const r = await ragpipe(["stats", "--checksum", "--json", ...store])
+  assert.strictEqual(r.code, 0, show(r))
+  const stats = lastJson(r.stdout)
+  assert.match(stats.checksum, /^[0-9a-f]{64}$/)
+  return stats
+}
+
+/** A fresh embedded data directory (a copy of the template store when there is one). */
+const freshDataDir = (name: string): string => {
+  const dir = NodePath.join(scratch, name)
+  const template = process.env["RAGPIPE_TEST_TEMPLATE"]
+  if (template !== undefined) {
+    NodeFs.cpSync(NodePath.join(template, "pgdata"), NodePath.join(dir, "pgdata"), { recursive: true })
+  }
+  return dir
+}
+
+const withClient = async <A>(url: string, f: (client: Pg.Client) => Promise<A>): Promise<A> => {
+  const client = new Pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return await f(client)
+  } finally {
+    await client.end()
+  }
+}
+
+/** A database of its own on the server, with pgvector; returns its URL and a function dropping it. */
+const createDatabase = async (base: string): Promise<{ name: string; url: string; drop: () => Promise<void> }> => {
+  const name = `ragpipe_crash_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+  await withClient(base, (c) => c.query(`CREATE DATABASE ${name}`))
+  const url = new URL(base)
+  url.pathname = `/${name}`
+  await withClient(url.toString(), (c) => c.query("CREATE EXTENSION IF NOT EXISTS vector"))
+  return {
+    name,
+    url: url.toString(),
+    drop: () => withClient(base, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => {})
+  }
+}
+
+/** What a store holds: its documents, and those whose chunk rows do not number their chunk_count. */
+interface StoreCheck {
+  readonly documents: number
+  readonly partial: ReadonlyArray<unknown>
+}
+
+const serverCheck = (url: string): Promise<StoreCheck> =>
+  withClient(url, async (c) => ({
+    documents: (await c.query("SELECT count(*)::int AS n FROM documents")).rows[0].n,
+    partial: (await c.query(`
+      SELECT d.path, d.chunk_count AS expected, count(c.id)::int AS actual
+      FROM documents d LEFT JOIN chunks c ON c.document_id = d.id
+      GROUP BY d.id HAVING count(c.id) <> d.chunk_count`)).rows
+  }))
+
+/** Opens the embedded store with the library (after a SIGKILL: PostgreSQL's crash recovery runs first). */
+const pgliteCheck = (dataDir: string): Promise<StoreCheck> =>
+  Effect.runPromise(
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const [row] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM documents`
+      return { documents: row!.n, partial: yield* partialDocuments }
+    }).pipe(Effect.provide(storeLayer(dataDir)), Effect.provide(ResourceLedger.layer()))
+  )
+
+/**
+ * Milliseconds from `exitedAt` until no `ragpipe` backend of `database` is
+ * left, polling every 10 ms for up to `limit` ms; `undefined` when some are
+ * still there then.
+ */
+const backendsGoneAfter = (
+  monitor: Pg.Client,
+  database: string,
+  exitedAt: number,
+  limit: number
+): Promise<number | undefined> =>
+  (async () => {
+    for (;;) {
+      const { rows } = await monitor.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'ragpipe' AND datname = $1",
+        [database]
+      )
+      const elapsed = performance.now() - exitedAt
+      if (rows[0].n === 0) return Math.max(0, Math.round(elapsed))
+      if (elapsed > limit) return undefined
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  })()
+
+/** Run the CLI and send `signal` 200 ms after its CREATE INDEX statement started on the server. */
+const signalWhileBuilding = async (
+  monitor: Pg.Client,
+  database: string,
+  args: ReadonlyArray<string>,
+  signal: NodeJS.Signals
+): Promise<Result> => {
+  const child = spawn(process.execPath, [main, ...args], {
+    cwd: scratch,
+    env: cleanEnv(),
+    stdio: ["ignore", "pipe", "pipe"],
+    timeout: 90_000
+  })
+  let stdout = ""
+  let stderr = ""
+  let exitedAt = 0
+  child.stdout.on("data", (d) => (stdout += d))
+  child.stderr.on("data", (d) => (stderr += d))
+  child.on("exit", () => (exitedAt = performance.now()))
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.on("error", reject)
+    child.on("close", (code, signal) => resolve({ code, signal }))
+  })
+  for (let i = 0; i < 1500 && child.exitCode === null; i++) {
+    const { rows } = await monitor.query(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+       WHERE application_name = 'ragpipe' AND datname = $1 AND state = 'active' AND query LIKE 'CREATE INDEX%'`,
+      [database]
+    )
+    if (rows[0].n > 0) break
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.isNull(child.exitCode, "the index was built before the signal could be sent")
+  child.kill(signal)
+  const { code, signal: by } = await closed
+  return { code, signal: by, stdout, stderr, exitedAt }
+}
+
+beforeAll(async () => {
+  scratch = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "ragpipe-crash-"))
+  corpus = NodePath.join(scratch, "corpus")
+  const made = await run(NodePath.join(repoRoot, "scripts", "make-corpus.mjs"), [
+    corpus,
+    "--files",
+    String(corpusFiles),
+    "--seed",
+    String(corpusSeed)
+  ])
+  assert.strictEqual(made.code, 0, show(made))
+})
+afterAll(() => NodeFs.rmSync(scratch, { recursive: true, force: true }))
+
+/**
+ * Kill an ingest into `store` at each of `killPercents` of `cleanMillis`,
+ * checking the store after each kill; then run it to completion. Returns
+ * what each run did.
+ */
+const killAndResume = async (
+  store: ReadonlyArray<string>,
+  cleanMillis: number,
+  check: () => Promise<StoreCheck>,
+  afterExit: (what: string, r: Result) => Promise<void> = async () => {}
+) => {
+  const kills: Array<{ delay: number; landed: boolean; documents: number }> = []
+  for (const percent of killPercents) {
+    const delay = Math.round(cleanMillis * percent / 100)
+    const r = await run(main, ["ingest", corpus, ...store, "--json"], { signal: "SIGKILL", delay })
+    await afterExit("SIGKILL", r)
+    const landed = r.signal === "SIGKILL"
+    if (!landed) assert.strictEqual(r.code, 0, show(r))
+    const { documents, partial } = await check()
+    kills.push({ delay, landed, documents })
+    assert.deepStrictEqual(partial, [], `partial documents after SIGKILL at ${delay} ms`)
+  }
+  // a kill at 20-40% of the run's duration comes before the end of the run
+  assert.isTrue(kills[0]!.landed, JSON.stringify(kills))
+  const final = await ragpipe(["ingest", corpus, ...store, "--json"])
+  await afterExit("normal (resume)", final)
+  assert.strictEqual(final.code, 0, show(final))
+  const summary = lastJson(final.stdout)
+  assert.strictEqual(summary.files.ingested + summary.files.unchanged, corpusFiles)
+  assert.strictEqual(summary.resources.open, 0)
+  assert.deepStrictEqual((await check()).partial, [])
+  return { kills, resumed: summary.files }
+}
+
+describe("crash safety", () => {
+  it("PGlite: SIGKILL at random points, then a re-run: same checksum as a clean run, no partial document", async () => {
+    const clean = freshDataDir("pglite-clean")
+    const crashed = freshDataDir("pglite-crashed")
+    const cleanRun = await ragpipe(["ingest", corpus, "--data-dir", clean, "--json"])
+    assert.strictEqual(cleanRun.code, 0, show(cleanRun))
+    const outcome = await killAndResume(
+      ["--data-dir", crashed],
+      lastJson(cleanRun.stdout).durationMs,
+      () => pgliteCheck(crashed)
+    )
+    const [expected, actual] = await Promise.all([
+      checksum(["--data-dir", clean]),
+      checksum(["--data-dir", crashed])
+    ])
+    console.info(`PGlite crash test: ${JSON.stringify({ ...outcome, checksum: actual.checksum })}`)
+    assert.strictEqual(actual.documents, corpusFiles)
+    assert.strictEqual(actual.checksum, expected.checksum)
+    references.set("PGlite", expected.checksum)
+    const other = references.get("server")
+    if (other !== undefined) assert.strictEqual(expected.checksum, other, "the backends' checksums differ")
+  }, 110_000)
+
+  it.skipIf(serverUrl === undefined)(
+    "server: SIGINT, SIGTERM and SIGKILL mid-ingest leave whole documents, the same checksum, and no backend behind",
+    async () => {
+      const crashed = await createDatabase(serverUrl!)
+      const clean = await createDatabase(serverUrl!)
+      const monitor = new Pg.Client({ connectionString: serverUrl! })
+      await monitor.connect()
+      const timings: Array<{ run: string; goneAfterMs: number | undefined }> = []
+      const signals: Array<{ signal: string; delay: number; documents: number }> = []
+      try {
+        // while a run goes on, its connections are visible (so "none left" means something)
+        let running = true
+        let peak = 0
+        const sampler = (async () => {
+          while (running) {
+            const { rows } = await monitor.query(
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'ragpipe' AND datname = $1",
+              [clean.name]
+            )
+            peak = Math.max(peak, rows[0].n)
+            await new Promise((resolve) => setTimeout(resolve, 50))
+          }
+        })()
+        const cleanRun = await ragpipe(["ingest", corpus, "--database-url", clean.url, "--json"])
+        running = false
+        await sampler
+        assert.strictEqual(cleanRun.code, 0, show(cleanRun))
+        assert.isAbove(peak, 0)
+        const normalGone = await backendsGoneAfter(monitor, clean.name, cleanRun.exitedAt, 1000)
+        timings.push({ run: "normal", goneAfterMs: normalGone })
+
+        const store = ["--database-url", crashed.url]
+        const cleanMillis: number = lastJson(cleanRun.stdout).durationMs
+        for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+          const delay = Math.round(cleanMillis * signalPercent / 100)
+          const r = await run(main, ["ingest", corpus, ...store, "--json"], { signal, delay })
+          assert.isTrue(r.signalled)
+          assert.strictEqual(r.code, code, show(r))
+          assert.strictEqual(lastJson(r.stdout).resources.open, 0)
+          timings.push({ run: signal, goneAfterMs: await backendsGoneAfter(monitor, crashed.name, r.exitedAt, 1000) })
+          const { documents, partial } = await serverCheck(crashed.url)
+          signals.push({ signal, delay, documents })
+          assert.deepStrictEqual(partial, [])
+        }
+        const outcome = await killAndResume(store, cleanMillis, () => serverCheck(crashed.url), async (what, r) => {
+          // SIGKILL: the server closes a backend once it reads the dead socket, i.e. when the running
+          // statement ends; an ingest's statements are short (measured: under 20 ms), so 2 s bounds it
+          const limit = what === "SIGKILL" ? 2000 : 1000
+          timings.push({ run: what, goneAfterMs: await backendsGoneAfter(monitor, crashed.name, r.exitedAt, limit) })
+        })
+        const [expected, actual] = [await checksum(["--database-url", clean.url]), await checksum(store)]
+        assert.strictEqual(actual.documents, corpusFiles)
+        assert.strictEqual(actual.checksum, expected.checksum)
+
+        // a signal while the index is built: SIGTERM (`ingest --index`) cancels the statement and prints
+        // the summary; after SIGKILL (`index`) the server sees the closed socket at its next client check
+        // and rolls back. No index either way.
+        for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+          const args = signal === "SIGTERM" ? ["ingest", corpus, ...store, "--index", "--json"] : ["index", ...store]
+          const r = await signalWhileBuilding(monitor, crashed.name, args, signal)
+          if (signal === "SIGTERM") {
+            assert.strictEqual(r.code, 143, show(r))
+            const summary = lastJson(r.stdout)
+            assert.strictEqual(summary.files.unchanged, corpusFiles)
+            assert.isNull(summary.index)
+            assert.strictEqual(summary.resources.open, 0)
+          } else {
+            assert.strictEqual(r.signal, "SIGKILL", show(r))
+          }
+          // the build checks its client every second (client_connection_check_interval): measured under 1 s
+          const limit = signal === "SIGKILL" ? 3000 : 1000
+          timings.push({
+            run: `${signal} (index build)`,
+            goneAfterMs: await backendsGoneAfter(monitor, crashed.name, r.exitedAt, limit)
+          })
+          const { rows } = await withClient(crashed.url, (c) =>
+            c.query("SELECT count(*)::int AS n FROM pg_indexes WHERE indexname = 'chunks_embedding_hnsw'"))
+          assert.strictEqual(rows[0].n, 0)
+        }
+        const built = await ragpipe(["index", ...store, "--json"])
+        assert.strictEqual(built.code, 0, show(built))
+        assert.isTrue(lastJson(built.stdout).created)
+        timings.push({
+          run: "normal (index)",
+          goneAfterMs: await backendsGoneAfter(monitor, crashed.name, built.exitedAt, 1000)
+        })
+        assert.strictEqual((await checksum(store)).checksum, expected.checksum)
+
+        const report = { peakBackends: peak, signals, ...outcome, timings, checksum: actual.checksum }
+        console.info(`server crash test: ${JSON.stringify(report)}`)
+        for (const t of timings) {
+          // after a normal exit, SIGINT or SIGTERM within 1 s; after SIGKILL within the limits above
+          assert.isDefined(t.goneAfterMs, `ragpipe backends still connected after ${t.run}: ${JSON.stringify(timings)}`)
+          if (!t.run.startsWith("SIGKILL")) assert.isAtMost(t.goneAfterMs!, 1000, JSON.stringify(timings))
+        }
+        references.set("server", expected.checksum)
+        const other = references.get("PGlite")
+        if (other !== undefined) assert.strictEqual(expected.checksum, other, "the backends' checksums differ")
+      } finally {
+        await monitor.end()
+        await crashed.drop()
+        await clean.drop()
+      }
+    },
+    110_000
+  )
+})
