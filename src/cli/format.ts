@@ -4,6 +4,7 @@
  * @internal
  */
 import type { IngestReport, SearchHit, SkippedFile, StoreStats } from "../Domain.js"
+import { formatBytes } from "../Loader.js"
 
 /** What `createIndex` reported (null: not built: the run did not complete, or a signal or error stopped it). */
 export type IndexReport = { readonly created: boolean; readonly millis: number } | null
@@ -41,17 +42,6 @@ export const table = (rows: ReadonlyArray<readonly [string, string]>): string =>
 export const rate = (count: number, millis: number): string =>
   millis <= 0 ? "-" : (count / (millis / 1000)).toFixed(1)
 
-/** Human-readable byte size. */
-export const bytes = (n: number): string => {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"]
-  let value = n
-  let unit = 0
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024
-    unit++
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`
-}
 
 /** The readable form of an ingest summary. */
 export const ingestTable = (
@@ -135,7 +125,7 @@ export const statsTable = (stats: StoreStats, dataDir: string, checksum?: string
     ["chunks", String(stats.chunks)],
     ["dimensions", stats.dimensions === null ? "-" : String(stats.dimensions)],
     ["model", stats.model ?? "-"],
-    ["store size", bytes(stats.storeBytes)],
+    ["store size", formatBytes(stats.storeBytes)],
     ...(checksum === undefined ? [] : [["checksum", checksum] as const])
   ])
 
