@@ -224,6 +224,13 @@ const connectError = (where: string, cause: unknown): StoreError => {
         `check the user and password in --database-url / DATABASE_URL`
     })
   }
+  if (code === "57014") {
+    return new StoreError({
+      reason: "open",
+      message: `the PostgreSQL server at ${where} cancelled a statement (${detail}); ` +
+        `raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it`
+    })
+  }
   if (code === "3D000") {
     return new StoreError({
       reason: "open",

@@ -149,6 +149,15 @@ describe("ragpipe CLI", () => {
     const unknown = await ragpipe(["frobnicate"])
     assert.strictEqual(unknown.code, 2)
 
+    const badDuration = await ragpipe(["stats", "--db-statement-timeout", "soon"])
+    assert.strictEqual(badDuration.code, 1)
+    assert.match(badDuration.stderr, /--db-statement-timeout must be a duration/)
+    assertNoStack(badDuration.stderr)
+
+    const badTimeout = await ragpipe(["ingest", corpusDir, "--timeout", "forever"])
+    assert.strictEqual(badTimeout.code, 1)
+    assert.match(badTimeout.stderr, /--timeout must be a positive duration/)
+
     const badEnv = await ragpipe(["ingest", corpusDir], { RAGPIPE_CHUNK_SIZE: "ten" })
     assert.notStrictEqual(badEnv.code, 0)
     assertNoStack(badEnv.stderr)

@@ -97,6 +97,12 @@ const json = flag("json", "RAGPIPE_JSON", "print machine-readable JSON")
 
 const invalid = (message: string) => new InvalidInput({ reason: "option", message })
 
+const durationOption = (name: string, env: string, fallback: string, description: string) =>
+  withEnv(Options.text(name), Config.string(env)).pipe(
+    Options.withDefault(fallback),
+    Options.withDescription(`${description}, e.g. 30s, 500ms, 10m (env ${env}; default ${fallback})`)
+  )
+
 /** Where the store lives: the embedded database in a directory, or a server. */
 const store = {
   dataDir,
@@ -104,13 +110,24 @@ const store = {
     Options.optional,
     Options.withDescription("PostgreSQL server to use instead of the embedded database (env DATABASE_URL)")
   ),
-  dbPoolSize: integerOption("db-pool-size", "RAGPIPE_DB_POOL_SIZE", 4, "connections to the server at most")
+  dbPoolSize: integerOption("db-pool-size", "RAGPIPE_DB_POOL_SIZE", 4, "connections to the server at most"),
+  dbConnectTimeout: durationOption("db-connect-timeout", "RAGPIPE_DB_CONNECT_TIMEOUT", "10s", "wait for a server connection"),
+  dbIdleTimeout: durationOption("db-idle-timeout", "RAGPIPE_DB_IDLE_TIMEOUT", "30s", "close an idle server connection after"),
+  dbStatementTimeout: durationOption(
+    "db-statement-timeout",
+    "RAGPIPE_DB_STATEMENT_TIMEOUT",
+    "10m",
+    "the server cancels a statement running longer (0 disables)"
+  )
 }
 
 interface StoreOptions {
   readonly dataDir: string
   readonly databaseUrl: Option.Option<Redacted.Redacted>
   readonly dbPoolSize: number
+  readonly dbConnectTimeout: string
+  readonly dbIdleTimeout: string
+  readonly dbStatementTimeout: string
 }
 
 const storeLayer = (o: StoreOptions, mustExist: boolean) =>
@@ -118,7 +135,13 @@ const storeLayer = (o: StoreOptions, mustExist: boolean) =>
     onNone: () => VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: o.dataDir, mustExist }))),
     onSome: (url) =>
       VectorStore.layer.pipe(
-        Layer.provide(Database.layerServer({ url: url as Redacted.Redacted<string>, poolSize: o.dbPoolSize }))
+        Layer.provide(Database.layerServer({
+          url: url as Redacted.Redacted<string>,
+          poolSize: o.dbPoolSize,
+          connectTimeout: Option.getOrElse(parseDuration(o.dbConnectTimeout), () => Duration.seconds(10)),
+          idleTimeout: Option.getOrElse(parseDuration(o.dbIdleTimeout), () => Duration.seconds(30)),
+          statementTimeout: Option.getOrElse(parseDuration(o.dbStatementTimeout), () => Duration.minutes(10))
+        }))
       )
   })
 
@@ -128,7 +151,20 @@ const storeName = (o: StoreOptions) => Option.match(o.databaseUrl, {
 })
 
 const checkStoreOptions = (o: StoreOptions) =>
-  o.dbPoolSize < 1 ? Effect.fail(invalid(`--db-pool-size must be at least 1 (got ${o.dbPoolSize})`)) : Effect.void
+  Effect.gen(function*() {
+    if (o.dbPoolSize < 1) return yield* invalid(`--db-pool-size must be at least 1 (got ${o.dbPoolSize})`)
+    for (
+      const [name, value] of [
+        ["--db-connect-timeout", o.dbConnectTimeout],
+        ["--db-idle-timeout", o.dbIdleTimeout],
+        ["--db-statement-timeout", o.dbStatementTimeout]
+      ] as const
+    ) {
+      if (Option.isNone(parseDuration(value))) {
+        return yield* invalid(`${name} must be a duration such as 30s, 500ms or 10m (got ${value})`)
+      }
+    }
+  })
 
 /** Fail with the exit code of the signal when one arrives before `effect` ends. */
 const interruptOnSignal = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
