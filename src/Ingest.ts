@@ -224,7 +224,6 @@ const keepsStoredVersion = (reason: SkippedFile["reason"]): boolean =>
 interface Counters {
   seen: number
   ingested: number
-  withFailures: number
   unchanged: number
   skipped: number
   written: number
@@ -326,7 +325,6 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
   const counters: Counters = {
     seen: 0,
     ingested: 0,
-    withFailures: 0,
     unchanged: 0,
     skipped: 0,
     written: 0,
@@ -498,7 +496,6 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       })))
       for (const outcome of outcomes) {
         if (outcome.failures.length === 0) counters.ingested++
-        else counters.withFailures++
         counters.written += outcome.chunks.length
         counters.failed += outcome.failures.length
       }
