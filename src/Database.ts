@@ -244,6 +244,19 @@ const connectError = (where: string, cause: unknown): StoreError => {
   })
 }
 
+/**
+ * The `pg.Pool` behind {@link layerServer}'s `SqlClient`, for work the
+ * `SqlClient` cannot do — the PostgreSQL store writes chunks with
+ * `COPY ... FROM STDIN` on a client checked out of it. Only a server has
+ * one: the embedded database's layer does not provide it. A client checked
+ * out of it must be released, with an error when its connection may be in
+ * an unknown state (the pool then discards it).
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class ServerPool extends Context.Tag("ragpipe/ServerPool")<ServerPool, Pg.Pool>() {}
+
 const isSchemaName = (name: string) => /^[a-z_][a-z0-9_]{0,62}$/.test(name)
 
 /**
@@ -252,13 +265,14 @@ const isSchemaName = (name: string) => /^[a-z_][a-z0-9_]{0,62}$/.test(name)
  * closed) when it closes; connections identify themselves as
  * `application_name = ragpipe`. A server that cannot be reached, refuses the
  * credentials or lacks pgvector fails with one `StoreError` saying which.
+ * The pool itself is provided as {@link ServerPool}.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerServer = (
   options: ServerOptions
-): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError, ResourceLedger> =>
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | ServerPool, StoreError, ResourceLedger> =>
   Layer.scopedContext(
     Effect.gen(function*() {
       const ledger = yield* ResourceLedger
@@ -313,7 +327,10 @@ export const layerServer = (
       const client = yield* PgClient.fromPool({ acquire: Effect.succeed(pool), applicationName: "ragpipe" }).pipe(
         Effect.mapError((error) => connectError(where, error.cause))
       )
-      return Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client))
+      return Context.make(PgClient.PgClient, client).pipe(
+        Context.add(SqlClient.SqlClient, client),
+        Context.add(ServerPool, pool)
+      )
     })
   ).pipe(Layer.provide(Reactivity.layer))
 

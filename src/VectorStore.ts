@@ -7,15 +7,22 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as NodeCrypto from "node:crypto"
+import type Pg from "pg"
+import { from as copyFrom } from "pg-copy-streams"
+import { ServerPool } from "./Database.js"
 import type { EmbeddedChunk, Embedding, SearchHit, SourceDocument, StoreStats } from "./Domain.js"
 import { StoreError } from "./Errors.js"
 import { batches } from "./internal/batch.js"
+import { type ChunkRow, chunkCopyStatement, copyHeader, copyTrailer, encodeChunkRows } from "./internal/copyBinary.js"
 import { migrations } from "./internal/migrations.js"
 import { vectorLiteral } from "./internal/vector.js"
 
@@ -270,6 +277,151 @@ const queryError = (what: string) => (error: SqlError) =>
 const causeDetail = (cause: unknown): string =>
   cause instanceof Error && cause.message.length > 0 ? ` (${cause.message})` : ""
 
+/** Rows per Buffer of a binary COPY of chunks. */
+const copyBatchRows = 1000
+
+/** How long a ROLLBACK after a failed write may take before the connection is discarded instead. */
+const rollbackTimeoutMillis = 10_000
+
+/** The same statements as `writeDocuments` issues through the `SqlClient`, for a checked-out `pg` client. */
+const upsertDocumentsSql = `INSERT INTO documents
+    (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[],
+    $8::int[], $9::bigint[], $10::boolean[])
+  ON CONFLICT (path) DO UPDATE SET
+    content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, format = EXCLUDED.format,
+    chunker = EXCLUDED.chunker, model = EXCLUDED.model, dimensions = EXCLUDED.dimensions,
+    chunk_count = EXCLUDED.chunk_count, seen_run = EXCLUDED.seen_run, complete = EXCLUDED.complete,
+    updated_at = now()
+  RETURNING id::text AS id, path`
+
+const deleteChunksSql = `DELETE FROM chunks WHERE document_id = ANY($1::bigint[])`
+
+const clearFailuresSql = `DELETE FROM failures f WHERE f.document_id = ANY($1::bigint[])
+  AND NOT EXISTS (
+    SELECT 1 FROM unnest($2::bigint[], $3::int[]) AS n(document_id, chunk_index)
+    WHERE n.document_id = f.document_id AND n.chunk_index = f.chunk_index)`
+
+const insertFailuresSql = `INSERT INTO failures (document_id, chunk_index, error_kind, message, attempts)
+  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[])
+  ON CONFLICT (document_id, chunk_index) DO UPDATE SET
+    error_kind = EXCLUDED.error_kind, message = EXCLUDED.message,
+    attempts = failures.attempts + EXCLUDED.attempts, last_seen = now()`
+
+const statementError = (cause: unknown) => new SqlError({ cause, message: "Failed to execute statement" })
+
+/** One statement on a checked-out client; interruptible (the caller then discards the client). */
+const clientQuery = <R extends Pg.QueryResultRow = Pg.QueryResultRow>(
+  client: Pg.PoolClient,
+  text: string,
+  values?: ReadonlyArray<unknown>
+): Effect.Effect<Pg.QueryResult<R>, SqlError> =>
+  Effect.tryPromise({
+    try: () => client.query<R>(text, values as Array<unknown> | undefined),
+    catch: statementError
+  })
+
+/**
+ * `COPY chunks ... FROM STDIN (FORMAT binary)` of the rows on a checked-out
+ * client, honouring the socket's backpressure; succeeds with the row count
+ * once the server has confirmed the COPY. Interruptible: the caller then
+ * discards the client (closing its connection ends the COPY).
+ */
+const copyChunks = (client: Pg.PoolClient, rows: ReadonlyArray<ChunkRow>): Effect.Effect<number, SqlError> =>
+  Effect.try({
+    try: () => [copyHeader, ...[...batches(rows, copyBatchRows)].map(encodeChunkRows), copyTrailer],
+    catch: (cause) => new SqlError({ cause, message: "Failed to encode rows for COPY" })
+  }).pipe(Effect.flatMap((buffers) =>
+    Effect.async<number, SqlError>((resume) => {
+      let done = false
+      let aborted = false
+      const stream = client.query(copyFrom(chunkCopyStatement))
+      stream.on("error", (cause) => {
+        // The server rejected the COPY (the connection is still usable) or the
+        // connection failed. Destroying the stream now — while it still holds
+        // the connection — stops it writing anything more; a CopyFail it may
+        // send is ignored by the server outside of COPY.
+        if (!aborted && !stream.destroyed) stream.destroy()
+        if (done) return
+        done = true
+        resume(Effect.fail(statementError(cause)))
+      })
+      stream.on("finish", () => {
+        if (done) return
+        done = true
+        resume(Effect.succeed(stream.rowCount))
+      })
+      let next = 0
+      const pump = (): void => {
+        while (!done && !aborted && !stream.destroyed && next < buffers.length) {
+          if (!stream.write(buffers[next++]!)) {
+            stream.once("drain", pump)
+            return
+          }
+        }
+        if (!done && !aborted && !stream.destroyed && next === buffers.length) {
+          next++
+          stream.end()
+        }
+      }
+      pump()
+      return Effect.sync(() => {
+        aborted = true
+      })
+    })
+  ))
+
+/** ROLLBACK; the error when it failed or took too long (the connection is then in an unknown state). */
+const rollback = async (client: Pg.PoolClient): Promise<Error | undefined> => {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    await Promise.race([
+      client.query("ROLLBACK"),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("ROLLBACK timed out")), rollbackTimeoutMillis)
+      })
+    ])
+    return undefined
+  } catch (error) {
+    return error instanceof Error ? error : new Error("ROLLBACK failed")
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * Run `use` in a transaction on a client checked out of the pool. Committed
+ * by `use`; on failure rolled back and the client returned (discarded when
+ * the rollback fails); on interruption the client is discarded at once —
+ * closing its connection ends whatever it was doing and its transaction.
+ */
+const withPoolTransaction = <A>(
+  pool: Pg.Pool,
+  use: (client: Pg.PoolClient) => Effect.Effect<A, SqlError>
+): Effect.Effect<A, SqlError> =>
+  Effect.acquireUseRelease(
+    Effect.tryPromise({
+      try: () => pool.connect(),
+      catch: (cause) => new SqlError({ cause, message: "Failed to acquire connection" })
+    }),
+    (client) =>
+      Effect.gen(function*() {
+        yield* clientQuery(client, "BEGIN")
+        const result = yield* use(client)
+        yield* clientQuery(client, "COMMIT")
+        return result
+      }),
+    (client, exit) => {
+      if (Exit.isSuccess(exit)) return Effect.sync(() => client.release())
+      if (Cause.isInterruptedOnly(exit.cause)) {
+        return Effect.sync(() => client.release(new Error("interrupted during a write; connection discarded")))
+      }
+      return Effect.promise(() => rollback(client)).pipe(
+        Effect.flatMap((error) => Effect.sync(() => client.release(error)))
+      )
+    }
+  )
+
 /**
  * The PostgreSQL implementation over the `SqlClient` in the context. Runs
  * the migrations when built.
@@ -279,6 +431,8 @@ const causeDetail = (cause: unknown): string =>
  */
 export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  // on a server, chunks are written with a binary COPY on a client of its pool
+  const serverPool = yield* Effect.serviceOption(ServerPool)
 
   yield* PgMigrator.run({ loader: migrations, table: "ragpipe_migrations" }).pipe(
     Effect.provide(NodeContext.layer),
@@ -357,9 +511,72 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       { discard: true }
     )
 
+  // The same transaction as `writeDocuments` below, on one client of a
+  // server's pool, with the chunks written by a binary COPY.
+  const writeDocumentsCopy = (pool: Pg.Pool, writes: ReadonlyArray<DocumentWrite>) =>
+    withPoolTransaction(pool, (client) =>
+      Effect.gen(function*() {
+        const ids = new Map<string, string>()
+        for (const group of batches(writes, insertBatchRows)) {
+          const result = yield* clientQuery<{ id: string; path: string }>(client, upsertDocumentsSql, [
+            group.map((w) => w.document.path),
+            group.map((w) => w.document.contentHash),
+            group.map((w) => w.document.size),
+            group.map((w) => w.document.format),
+            group.map((w) => w.chunker),
+            group.map((w) => w.model),
+            group.map((w) => w.dimensions),
+            group.map((w) => w.chunks.length),
+            group.map((w) => w.runId),
+            group.map((w) => (w.failures ?? []).length === 0)
+          ])
+          for (const row of result.rows) ids.set(row.path, row.id)
+        }
+        const documentIds = [...ids.values()]
+        yield* clientQuery(client, deleteChunksSql, [documentIds])
+        const rows = writes.flatMap((w) => {
+          const documentId = ids.get(w.document.path)!
+          return w.chunks.map(({ chunk, embedding }): ChunkRow => ({
+            id: chunk.id,
+            documentId,
+            chunkIndex: chunk.index,
+            text: chunk.text,
+            headingPath: chunk.headingPath,
+            tokenEstimate: chunk.tokenEstimate,
+            embedding
+          }))
+        })
+        if (rows.length > 0) yield* copyChunks(client, rows)
+        const failed = writes.flatMap((w) => {
+          const documentId = ids.get(w.document.path)!
+          return (w.failures ?? []).map((f) => ({ documentId, ...f }))
+        })
+        yield* clientQuery(client, clearFailuresSql, [
+          documentIds,
+          failed.map((f) => f.documentId),
+          failed.map((f) => f.chunkIndex)
+        ])
+        for (const batch of batches(failed, insertBatchRows)) {
+          yield* clientQuery(client, insertFailuresSql, [
+            batch.map((f) => f.documentId),
+            batch.map((f) => f.chunkIndex),
+            batch.map((f) => f.kind),
+            batch.map((f) => f.message),
+            batch.map((f) => f.attempts)
+          ])
+        }
+      }))
+
   const writeDocuments: Service["writeDocuments"] = (all) => {
     // one row per path: the last write of a path wins
     const writes = [...new Map(all.map((w) => [w.document.path, w])).values()]
+    if (writes.length > 0 && Option.isSome(serverPool)) {
+      return writeDocumentsCopy(serverPool.value, writes).pipe(
+        Effect.mapError(queryError(
+          writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`
+        ))
+      )
+    }
     return writes.length === 0 ? Effect.void : sql.withTransaction(Effect.gen(function*() {
       const ids = new Map<string, string>()
       for (const group of batches(writes, insertBatchRows)) {

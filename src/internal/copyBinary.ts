@@ -1,0 +1,130 @@
+/**
+ * Encoding of chunk rows in PostgreSQL's binary COPY format, for
+ *
+ *     COPY chunks (id, document_id, chunk_index, text, heading_path, token_estimate, embedding)
+ *     FROM STDIN (FORMAT binary)
+ *
+ * A COPY stream is {@link copyHeader}, any number of {@link encodeChunkRows}
+ * buffers, then {@link copyTrailer}.
+ *
+ * @internal
+ */
+
+/**
+ * One row of the `chunks` table.
+ *
+ * @internal
+ */
+export interface ChunkRow {
+  readonly id: string
+  /** a bigint, in decimal */
+  readonly documentId: string
+  readonly chunkIndex: number
+  readonly text: string
+  readonly headingPath: ReadonlyArray<string>
+  readonly tokenEstimate: number
+  readonly embedding: Float32Array | ReadonlyArray<number>
+}
+
+/**
+ * The columns, in the order {@link encodeChunkRows} writes them.
+ *
+ * @internal
+ */
+export const chunkCopyColumns = "id, document_id, chunk_index, text, heading_path, token_estimate, embedding"
+
+/**
+ * The statement the encoded rows are meant for.
+ *
+ * @internal
+ */
+export const chunkCopyStatement = `COPY chunks (${chunkCopyColumns}) FROM STDIN (FORMAT binary)`
+
+const fieldCount = 7
+
+/**
+ * Signature `PGCOPY\n\377\r\n\0`, flags (0: no OIDs) and an empty header
+ * extension.
+ *
+ * @internal
+ */
+export const copyHeader: Buffer = Buffer.concat([
+  Buffer.from([0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00]),
+  Buffer.alloc(8)
+])
+
+/**
+ * The file trailer: a field count of -1.
+ *
+ * @internal
+ */
+export const copyTrailer: Buffer = Buffer.from([0xff, 0xff])
+
+/**
+ * Rows in binary COPY tuple format, in one Buffer. Field by field: id
+ * `text` (UTF-8), document_id `int8`, chunk_index `int4`, text `text`,
+ * heading_path `jsonb` (version byte 1, then the JSON text), token_estimate
+ * `int4`, embedding pgvector `vector` (int16 dimensions, int16 0, then each
+ * component as a big-endian float4).
+ *
+ * @internal
+ */
+export const encodeChunkRows = (rows: ReadonlyArray<ChunkRow>): Buffer => {
+  const headings = new Array<string>(rows.length)
+  let size = 0
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r]!
+    const dimensions = row.embedding.length
+    if (dimensions > 0x7fff) throw new RangeError(`a vector of ${dimensions} dimensions cannot be encoded`)
+    const heading = JSON.stringify(row.headingPath)
+    headings[r] = heading
+    size += 2 + // field count
+      4 + Buffer.byteLength(row.id, "utf8") +
+      4 + 8 +
+      4 + 4 +
+      4 + Buffer.byteLength(row.text, "utf8") +
+      4 + 1 + Buffer.byteLength(heading, "utf8") +
+      4 + 4 +
+      4 + 4 + 4 * dimensions
+  }
+  const buf = Buffer.allocUnsafe(size)
+  let o = 0
+  const writeText = (text: string) => {
+    const length = buf.write(text, o + 4, "utf8")
+    buf.writeInt32BE(length, o)
+    o += 4 + length
+  }
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r]!
+    o = buf.writeInt16BE(fieldCount, o)
+    writeText(row.id)
+    o = buf.writeInt32BE(8, o)
+    o = buf.writeBigInt64BE(BigInt(row.documentId), o)
+    o = buf.writeInt32BE(4, o)
+    o = buf.writeInt32BE(row.chunkIndex, o)
+    writeText(row.text)
+    const heading = headings[r]!
+    const headingLength = buf.write(heading, o + 5, "utf8")
+    o = buf.writeInt32BE(headingLength + 1, o)
+    o = buf.writeUInt8(1, o)
+    o += headingLength
+    o = buf.writeInt32BE(4, o)
+    o = buf.writeInt32BE(row.tokenEstimate, o)
+    const embedding = row.embedding
+    const dimensions = embedding.length
+    o = buf.writeInt32BE(4 + 4 * dimensions, o)
+    o = buf.writeInt16BE(dimensions, o)
+    o = buf.writeInt16BE(0, o)
+    for (let i = 0; i < dimensions; i++) o = buf.writeFloatBE(embedding[i]!, o)
+  }
+  if (o !== size) throw new Error(`binary COPY encoding wrote ${o} bytes, expected ${size}`)
+  return buf
+}
+
+/**
+ * A complete binary COPY stream of the rows (header, rows, trailer).
+ *
+ * @internal
+ */
+export const encodeChunkCopy = (rows: ReadonlyArray<ChunkRow>): Buffer =>
+  Buffer.concat([copyHeader, encodeChunkRows(rows), copyTrailer])
