@@ -82,6 +82,19 @@ export interface Service {
     release: (a: A, exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown>,
     label?: string | ((a: A) => string)
   ) => Effect.Effect<A, E, R | Scope.Scope>
+  /**
+   * Acquire a resource, use it, release it: the same accounting as
+   * {@link Service.acquireRelease} without a `Scope`, for short-lived
+   * resources on a hot path (one file read). The release runs on every exit
+   * path of `use`, interruption included.
+   */
+  readonly acquireUseRelease: <A, E, R, B, E2, R2>(
+    kind: string,
+    acquire: Effect.Effect<A, E, R>,
+    use: (a: A) => Effect.Effect<B, E2, R2>,
+    release: (a: A, exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown>,
+    label?: string | ((a: A) => string)
+  ) => Effect.Effect<B, E | E2, R | R2>
   /** The current counters, open resources and release history. */
   readonly snapshot: Effect.Effect<Snapshot>
 }
@@ -124,38 +137,51 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
       return entry
     }
 
-    const acquireRelease: Service["acquireRelease"] = (kind, acquire, release, label) =>
-      Effect.acquireRelease(
-        Effect.map(acquire, (a) => {
-          const id = ++nextId
-          const name = label === undefined ? kind : typeof label === "string" ? label : label(a)
-          open.set(id, { id, kind, label: name })
-          counts(kind).acquired++
-          return [a, id] as const
-        }),
-        ([a, id], exit) =>
-          Effect.flatMap(Clock.currentTimeMillis, (start) =>
-            release(a, exit).pipe(
-              Effect.catchAllCause((cause) =>
-                Effect.zipRight(
-                  Effect.sync(() => void releaseFailures++),
-                  Effect.logWarning(`releasing ${kind} failed`, cause)
-                )
-              ),
-              Effect.zipRight(Clock.currentTimeMillis),
-              Effect.map((end) => {
-                const tracked = open.get(id)
-                if (tracked === undefined) return
-                open.delete(id)
-                counts(kind).released++
-                pushBounded(releaseOrder, tracked, historyLimit)
-                if (end - start > slowMillis) {
-                  pushBounded(slowReleases, { ...tracked, millis: end - start }, historyLimit)
-                }
-              })
+    const record = <A>(kind: string, label: string | ((a: A) => string) | undefined) => (a: A) => {
+      const id = ++nextId
+      const name = label === undefined ? kind : typeof label === "string" ? label : label(a)
+      open.set(id, { id, kind, label: name })
+      counts(kind).acquired++
+      return [a, id] as const
+    }
+
+    const releaseRecorded = <A>(
+      kind: string,
+      release: (a: A, exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown>
+    ) =>
+    ([a, id]: readonly [A, number], exit: Exit.Exit<unknown, unknown>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (start) =>
+        release(a, exit).pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.zipRight(
+              Effect.sync(() => void releaseFailures++),
+              Effect.logWarning(`releasing ${kind} failed`, cause)
             )
-          )
-      ).pipe(Effect.map(([a]) => a))
+          ),
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.map((end) => {
+            const tracked = open.get(id)
+            if (tracked === undefined) return
+            open.delete(id)
+            counts(kind).released++
+            pushBounded(releaseOrder, tracked, historyLimit)
+            if (end - start > slowMillis) {
+              pushBounded(slowReleases, { ...tracked, millis: end - start }, historyLimit)
+            }
+          })
+        ))
+
+    const acquireRelease: Service["acquireRelease"] = (kind, acquire, release, label) =>
+      Effect.acquireRelease(Effect.map(acquire, record(kind, label)), releaseRecorded(kind, release)).pipe(
+        Effect.map(([a]) => a)
+      )
+
+    const acquireUseRelease: Service["acquireUseRelease"] = (kind, acquire, use, release, label) =>
+      Effect.acquireUseRelease(
+        Effect.map(acquire, record(kind, label)),
+        ([a]) => use(a),
+        releaseRecorded(kind, release)
+      )
 
     const snapshot = Effect.sync((): Snapshot => {
       let acquired = 0
@@ -176,7 +202,7 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
       }
     })
 
-    return { acquireRelease, snapshot }
+    return { acquireRelease, acquireUseRelease, snapshot }
   })
 
 /**
@@ -216,6 +242,22 @@ export const acquireRelease = <A, E, R>(
   label?: string | ((a: A) => string)
 ): Effect.Effect<A, E, R | Scope.Scope | ResourceLedger> =>
   Effect.flatMap(ResourceLedger, (ledger) => ledger.acquireRelease(kind, acquire, release, label))
+
+/**
+ * Acquire, use and release a resource through the ledger in the context,
+ * without a `Scope` (see `Service.acquireUseRelease`).
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const acquireUseRelease = <A, E, R, B, E2, R2>(
+  kind: string,
+  acquire: Effect.Effect<A, E, R>,
+  use: (a: A) => Effect.Effect<B, E2, R2>,
+  release: (a: A, exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown>,
+  label?: string | ((a: A) => string)
+): Effect.Effect<B, E | E2, R | R2 | ResourceLedger> =>
+  Effect.flatMap(ResourceLedger, (ledger) => ledger.acquireUseRelease(kind, acquire, use, release, label))
 
 /**
  * The current snapshot of the ledger in the context.

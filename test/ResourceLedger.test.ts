@@ -59,6 +59,38 @@ describe("ResourceLedger", () => {
       assert.strictEqual(after.releaseFailures, 0)
     }))
 
+  it.effect("acquireUseRelease releases after success, failure, defect and interruption, and records each", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const released: Array<string> = []
+      const run = <B, E>(label: string, use: (a: string) => Effect.Effect<B, E>) =>
+        ledger.acquireUseRelease(
+          "file",
+          Effect.succeed(label),
+          (a) =>
+            Effect.flatMap(ledger.snapshot, (s) => {
+              // open while in use
+              assert.deepStrictEqual(s.open.map((r) => r.label), [a])
+              return use(a)
+            }),
+          (a, exit) => Effect.sync(() => void released.push(`${a}:${exit._tag}`)),
+          label
+        )
+      assert.strictEqual(yield* run("ok.md", (a) => Effect.succeed(a.length)), 5)
+      const failed = yield* Effect.either(run("bad.md", () => Effect.fail("boom")))
+      assert.isTrue(Either.isLeft(failed) && failed.left === "boom")
+      const died = yield* Effect.exit(run("die.md", () => Effect.die("defect")))
+      assert.isTrue(Exit.isFailure(died))
+      const started = yield* Deferred.make<void>()
+      const fiber = yield* Effect.fork(run("hang.md", () => Effect.zipRight(Deferred.succeed(started, void 0), Effect.never)))
+      yield* Deferred.await(started)
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(released, ["ok.md:Success", "bad.md:Failure", "die.md:Failure", "hang.md:Failure"])
+      const after = yield* ledger.snapshot
+      assert.deepStrictEqual(after.byKind, { file: { acquired: 4, released: 4, open: 0 } })
+      assert.deepStrictEqual(after.releaseOrder.map((r) => r.label), ["ok.md", "bad.md", "die.md", "hang.md"])
+    }))
+
   it.effect("open lists the resources not yet released, with their labels", () =>
     Effect.gen(function*() {
       const ledger = yield* ResourceLedger.make()
