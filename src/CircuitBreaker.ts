@@ -19,10 +19,13 @@
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -91,8 +94,14 @@ export interface StateChange {
 
 /**
  * A call was refused because the breaker is open, forced open, or half-open
- * with every probe permit taken. `retryAt` (epoch millis from `Clock`) says
- * when a call may be tried again, when the breaker knows.
+ * with every probe permit taken. Match on `reason`; honour `retryAt` (epoch
+ * millis from `Clock`) before calling again:
+ *
+ * - `open`: when the breaker lets the next call through as a probe;
+ * - `half-open-full`: when the earliest running probe reaches its
+ *   `probeDeadline` (by then it has been decided), or, without a deadline,
+ *   one more of the last open durations from the rejection;
+ * - `forced-open`: absent, since only `reset` ends it.
  *
  * @since 0.1.0
  * @category errors
@@ -100,7 +109,7 @@ export interface StateChange {
 export class BreakerOpen extends Schema.TaggedError<BreakerOpen>()("BreakerOpen", {
   reason: Schema.Literal("open", "half-open-full", "forced-open"),
   breaker: Schema.String,
-  /** epoch millis from `Clock` at which a call may be tried again */
+  /** epoch millis from `Clock` at which a call may be tried again (absent only for `forced-open`) */
   retryAt: Schema.optional(Schema.Number),
   message: Schema.String
 }) {}
@@ -433,6 +442,8 @@ interface Core {
   /** why the breaker is open, for `BreakerOpen.message` */
   readonly openReason: string
   readonly inFlight: number
+  /** `Clock` millis at which each running probe started (one entry per probe in flight) */
+  readonly probeStarts: ReadonlyArray<number>
   readonly succeeded: number
   /** completed (and replaced) on every transition and returned permit, waking `waitForProbes` callers */
   readonly signal: Deferred.Deferred<void>
@@ -455,6 +466,12 @@ type Decision =
   | { readonly _tag: "Reject"; readonly error: BreakerOpen }
   | { readonly _tag: "Wait"; readonly signal: Deferred.Deferred<void> }
   | { readonly _tag: "Run"; readonly ticket: Ticket }
+
+/** `values` without one occurrence of `value` */
+const withoutOne = (values: ReadonlyArray<number>, value: number): ReadonlyArray<number> => {
+  const at = values.indexOf(value)
+  return at < 0 ? values : [...values.slice(0, at), ...values.slice(at + 1)]
+}
 
 const emptyTotals: Totals = { calls: 0, successes: 0, failures: 0, rejections: 0, openings: 0 }
 
@@ -544,30 +561,53 @@ const tripReason = (policy: Policy, core: Core, now: number): string | undefined
   }
 }
 
-const invalid = (options: Options, permits: number): string | undefined => {
+/** an option a breaker refuses: which one (as named by `configFromEnv`'s variables) and why */
+interface Problem {
+  readonly variable:
+    | "HALF_OPEN_PERMITS"
+    | "THRESHOLD"
+    | "WINDOW_CALLS"
+    | "WINDOW"
+    | "MINIMUM_CALLS"
+    | "BUCKETS"
+    | "RATE"
+  readonly message: string
+}
+
+const invalid = (options: Options, permits: number): Problem | undefined => {
   const p = options.policy
   const rateOk = (rate: number) => rate > 0 && rate <= 1
-  if (!Number.isInteger(permits) || permits < 1) return "halfOpenPermits must be a positive integer"
+  const problem = (variable: Problem["variable"], message: string): Problem => ({ variable, message })
+  if (!Number.isInteger(permits) || permits < 1) {
+    return problem("HALF_OPEN_PERMITS", "halfOpenPermits must be a positive integer")
+  }
   switch (p._tag) {
     case "ConsecutiveFailures":
       return Number.isInteger(p.threshold) && p.threshold >= 1
         ? undefined
-        : "consecutiveFailures threshold must be a positive integer"
+        : problem("THRESHOLD", "consecutiveFailures threshold must be a positive integer")
     case "FailureRateCount":
-      if (!Number.isInteger(p.window) || p.window < 1) return "failureRateCount window must be a positive integer"
-      if (!Number.isInteger(p.minimumCalls) || p.minimumCalls < 1 || p.minimumCalls > p.window) {
-        return "failureRateCount minimumCalls must be an integer between 1 and the window size"
+      if (!Number.isInteger(p.window) || p.window < 1) {
+        return problem("WINDOW_CALLS", "failureRateCount window must be a positive integer")
       }
-      return rateOk(p.rate) ? undefined : "failureRateCount rate must be in (0, 1]"
+      if (!Number.isInteger(p.minimumCalls) || p.minimumCalls < 1 || p.minimumCalls > p.window) {
+        return problem(
+          "MINIMUM_CALLS",
+          "failureRateCount minimumCalls must be an integer between 1 and the window size"
+        )
+      }
+      return rateOk(p.rate) ? undefined : problem("RATE", "failureRateCount rate must be in (0, 1]")
     case "FailureRateTime":
       if (!(Duration.toMillis(p.window) > 0) || !Duration.isFinite(p.window)) {
-        return "failureRateTime window must be a positive, finite duration"
+        return problem("WINDOW", "failureRateTime window must be a positive, finite duration")
       }
-      if (!Number.isInteger(p.buckets) || p.buckets < 1) return "failureRateTime buckets must be a positive integer"
+      if (!Number.isInteger(p.buckets) || p.buckets < 1) {
+        return problem("BUCKETS", "failureRateTime buckets must be a positive integer")
+      }
       if (!Number.isInteger(p.minimumThroughput) || p.minimumThroughput < 1) {
-        return "failureRateTime minimumThroughput must be a positive integer"
+        return problem("MINIMUM_CALLS", "failureRateTime minimumThroughput must be a positive integer")
       }
-      return rateOk(p.rate) ? undefined : "failureRateTime rate must be in (0, 1]"
+      return rateOk(p.rate) ? undefined : problem("RATE", "failureRateTime rate must be in (0, 1]")
   }
 }
 
@@ -600,11 +640,12 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
     const permits = options.halfOpenPermits ?? 1
     const problem = invalid(options, permits)
     if (problem !== undefined) {
-      return yield* Effect.dieMessage(`circuit breaker "${name}": ${problem}`)
+      return yield* Effect.dieMessage(`circuit breaker "${name}": ${problem.message}`)
     }
     const schedule = options.openDuration ?? defaultOpenDuration
     const waitForProbes = options.waitForProbes ?? false
     const probeDeadline = options.probeDeadline === undefined ? undefined : Duration.decode(options.probeDeadline)
+    const probeDeadlineMillis = probeDeadline === undefined ? undefined : Duration.toMillis(probeDeadline)
     const slowMillis = options.slowCallThreshold === undefined
       ? undefined
       : Duration.toMillis(Duration.decode(options.slowCallThreshold))
@@ -632,6 +673,7 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
       retryAt: undefined,
       openReason: "",
       inFlight: 0,
+      probeStarts: [],
       succeeded: 0,
       signal,
       totals: emptyTotals
@@ -653,7 +695,15 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
     /** move to `to`, publishing the change; `patch` applies the new state's fields */
     const transition = (core: Core, to: State, now: number, patch: Partial<Core>): Effect.Effect<Core> =>
       Effect.gen(function*() {
-        const next = yield* wake({ ...core, ...patch, state: to, epoch: core.epoch + 1, inFlight: 0, succeeded: 0 })
+        const next = yield* wake({
+          ...core,
+          ...patch,
+          state: to,
+          epoch: core.epoch + 1,
+          inFlight: 0,
+          probeStarts: [],
+          succeeded: 0
+        })
         if (core.state !== to) {
           yield* PubSub.publish(pubsub, { breaker: name, from: core.state, to, at: now })
           yield* Metric.increment(changesByState[to])
@@ -690,7 +740,18 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
         retryAt: undefined
       })
 
-    const rejection = (core: Core): BreakerOpen => {
+    /**
+     * When a call refused during half-open may be tried again: when the
+     * earliest running probe reaches its deadline (it is decided by then at
+     * the latest), or, without a `probeDeadline`, after one more of the last
+     * open durations.
+     */
+    const halfOpenRetryAt = (core: Core, now: number): number =>
+      probeDeadlineMillis !== undefined && core.probeStarts.length > 0
+        ? Math.max(now, Math.min(...core.probeStarts) + probeDeadlineMillis)
+        : now + core.lastDelay
+
+    const rejection = (core: Core, now: number): BreakerOpen => {
       switch (core.state) {
         case "forced-open":
           return new BreakerOpen({
@@ -698,13 +759,16 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
             breaker: name,
             message: `circuit breaker "${name}" is forced open; reset it to allow calls`
           })
-        case "half-open":
+        case "half-open": {
+          const retryAt = halfOpenRetryAt(core, now)
           return new BreakerOpen({
             reason: "half-open-full",
             breaker: name,
+            retryAt,
             message: `circuit breaker "${name}" is half-open and its ${permits} probe permit(s) are taken; ` +
-              "try again shortly"
+              `retry after ${new Date(retryAt).toISOString()}`
           })
+        }
         default: {
           const retryAt = core.retryAt ?? 0
           return new BreakerOpen({
@@ -718,9 +782,9 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
       }
     }
 
-    const reject = (core: Core): Effect.Effect<readonly [Decision, Core]> =>
+    const reject = (core: Core, now: number): Effect.Effect<readonly [Decision, Core]> =>
       Effect.as(Metric.increment(rejections), [
-        { _tag: "Reject", error: rejection(core) },
+        { _tag: "Reject", error: rejection(core, now) },
         { ...core, totals: { ...core.totals, rejections: core.totals.rejections + 1 } }
       ] as const)
 
@@ -730,6 +794,7 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
         {
           ...core,
           inFlight: probe ? core.inFlight + 1 : core.inFlight,
+          probeStarts: probe ? [...core.probeStarts, now] : core.probeStarts,
           totals: { ...core.totals, calls: core.totals.calls + 1 }
         }
       ] as const)
@@ -739,18 +804,18 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
         case "disabled":
           return Effect.succeed([{ _tag: "Pass" }, core] as const)
         case "forced-open":
-          return reject(core)
+          return reject(core, now)
         case "closed":
           return admit(core, now, false)
         case "open":
           return now >= (core.retryAt ?? 0)
             ? Effect.flatMap(transition(core, "half-open", now, {}), (half) => decide(half, now))
-            : reject(core)
+            : reject(core, now)
         case "half-open":
           if (core.inFlight + core.succeeded < permits) return admit(core, now, true)
           return waitForProbes
             ? Effect.succeed([{ _tag: "Wait", signal: core.signal }, core] as const)
-            : reject(core)
+            : reject(core, now)
       }
     }
 
@@ -770,7 +835,7 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
             return [core, core] as const
           }
           if (ticket.probe) {
-            core = { ...core, inFlight: core.inFlight - 1 }
+            core = { ...core, inFlight: core.inFlight - 1, probeStarts: withoutOne(core.probeStarts, ticket.start) }
             switch (outcome._tag) {
               case "Interrupted":
                 // the permit goes back unused: wake a waiting caller to take it
@@ -843,13 +908,17 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
         if (Exit.isFailure(exit)) return yield* Effect.failCause(exit.cause)
         if (Option.isSome(exit.value)) return exit.value.value
         // the probe ran past its deadline: its caller gets the rejection it caused
+        const full = after.state === "half-open" && after.inFlight + after.succeeded >= permits
         return yield* Effect.fail(
-          after.state === "open" || after.state === "forced-open"
-            ? rejection(after)
+          after.state === "open" || after.state === "forced-open" || full
+            ? rejection(after, end)
+            // the breaker moved on while the probe ran (reset, disabled, a new half-open period): a call may go now
             : new BreakerOpen({
               reason: "open",
               breaker: name,
-              message: `circuit breaker "${name}": the probe ran past its deadline`
+              retryAt: end,
+              message: `circuit breaker "${name}": the probe ran past its deadline; the breaker is ${after.state} ` +
+                "now, so the call may be tried again at once"
             })
         )
       })
@@ -919,3 +988,189 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
  * @category layers
  */
 export const layer = (options: Options): Layer.Layer<Breaker> => Layer.scoped(Breaker, make(options))
+
+// ---------------------------------------------------------------------------
+// configuration and test layers
+// ---------------------------------------------------------------------------
+
+/**
+ * The prefix of the variables {@link configFromEnv} reads unless told
+ * otherwise: `RAGPIPE_CALL_BREAKER` (distinct from the CLI's
+ * `RAGPIPE_BREAKER_WINDOW`, which sizes the error-rate stream breaker).
+ *
+ * @since 0.1.0
+ * @category configuration
+ */
+export const defaultConfigPrefix = "RAGPIPE_CALL_BREAKER"
+
+/**
+ * Reads breaker {@link Options} from the environment (or any
+ * `ConfigProvider`). With the default prefix `P` = `RAGPIPE_CALL_BREAKER`:
+ *
+ * | variable                  | meaning                                               | default            |
+ * | ------------------------- | ----------------------------------------------------- | ------------------ |
+ * | `P_NAME`                  | the breaker's name (errors, metrics, state changes)   | `circuit-breaker`  |
+ * | `P_POLICY`                | `consecutive`, `rate-count` or `rate-time`            | `consecutive`      |
+ * | `P_THRESHOLD`             | `consecutive`: failures in a row that open it         | 5                  |
+ * | `P_RATE`                  | rate policies: failure share in (0, 1] that opens it  | 0.5                |
+ * | `P_WINDOW_CALLS`          | `rate-count`: the last N calls looked at              | 20                 |
+ * | `P_WINDOW`                | `rate-time`: the span of time looked at               | `1 minute`         |
+ * | `P_BUCKETS`               | `rate-time`: slices the window is kept in             | 10                 |
+ * | `P_MINIMUM_CALLS`         | rate policies: calls needed before it may open        | `rate-count`: `P_WINDOW_CALLS`; `rate-time`: 1 |
+ * | `P_OPEN_DURATION`         | how long the first opening lasts; doubles per opening | `1 second`         |
+ * | `P_MAX_OPEN_DURATION`     | the longest opening                                   | `60 seconds`       |
+ * | `P_HALF_OPEN_PERMITS`     | probes in half-open, all of which must succeed        | 1                  |
+ * | `P_WAIT_FOR_PROBES`       | `true`: calls in half-open wait for the probes        | `false`            |
+ * | `P_PROBE_DEADLINE`        | a probe running longer counts as a failure            | none               |
+ * | `P_SLOW_CALL_THRESHOLD`   | a success slower than this counts as a failure       | none               |
+ *
+ * Durations are written as Effect reads them: `500 millis`, `30 seconds`,
+ * `2 minutes`. Values the breaker would refuse (a rate outside (0, 1], a
+ * zero threshold, ...) are configuration errors naming the variable.
+ * `isFailure` cannot come from configuration: add it with `Config.map`.
+ *
+ * @since 0.1.0
+ * @category configuration
+ */
+export const configFromEnv = (prefix: string = defaultConfigPrefix): Config.Config<Options> => {
+  const v = (suffix: string) => `${prefix}_${suffix}`
+  const optionalDuration = (suffix: string) => Config.option(Config.duration(v(suffix)))
+  return Config.all({
+    name: Config.withDefault(Config.nonEmptyString(v("NAME")), "circuit-breaker"),
+    policy: Config.withDefault(
+      Config.literal("consecutive", "rate-count", "rate-time")(v("POLICY")),
+      "consecutive" as const
+    ),
+    threshold: Config.withDefault(Config.integer(v("THRESHOLD")), 5),
+    rate: Config.withDefault(Config.number(v("RATE")), 0.5),
+    windowCalls: Config.withDefault(Config.integer(v("WINDOW_CALLS")), 20),
+    window: Config.withDefault(Config.duration(v("WINDOW")), Duration.minutes(1)),
+    buckets: Config.withDefault(Config.integer(v("BUCKETS")), 10),
+    minimumCalls: Config.option(Config.integer(v("MINIMUM_CALLS"))),
+    openDuration: Config.withDefault(Config.duration(v("OPEN_DURATION")), Duration.seconds(1)),
+    maxOpenDuration: Config.withDefault(Config.duration(v("MAX_OPEN_DURATION")), Duration.seconds(60)),
+    halfOpenPermits: Config.withDefault(Config.integer(v("HALF_OPEN_PERMITS")), 1),
+    waitForProbes: Config.withDefault(Config.boolean(v("WAIT_FOR_PROBES")), false),
+    probeDeadline: optionalDuration("PROBE_DEADLINE"),
+    slowCallThreshold: optionalDuration("SLOW_CALL_THRESHOLD")
+  }).pipe(
+    Config.mapOrFail((raw) => {
+      const positive = (d: Duration.Duration) => Duration.isFinite(d) && Duration.toMillis(d) > 0
+      if (!positive(raw.openDuration)) {
+        return Either.left(ConfigError.InvalidData([v("OPEN_DURATION")], "must be a positive, finite duration"))
+      }
+      if (!positive(raw.maxOpenDuration) || Duration.lessThan(raw.maxOpenDuration, raw.openDuration)) {
+        return Either.left(
+          ConfigError.InvalidData([v("MAX_OPEN_DURATION")], "must be a finite duration no shorter than OPEN_DURATION")
+        )
+      }
+      const minimum = Option.getOrUndefined(raw.minimumCalls)
+      const policy: Policy = raw.policy === "consecutive"
+        ? consecutiveFailures(raw.threshold)
+        : raw.policy === "rate-count"
+        ? failureRateCount({
+          window: raw.windowCalls,
+          rate: raw.rate,
+          ...(minimum === undefined ? {} : { minimumCalls: minimum })
+        })
+        : failureRateTime({
+          window: raw.window,
+          buckets: raw.buckets,
+          rate: raw.rate,
+          ...(minimum === undefined ? {} : { minimumThroughput: minimum })
+        })
+      const cap = raw.maxOpenDuration
+      const options: Options = {
+        name: raw.name,
+        policy,
+        openDuration: Schedule.exponential(raw.openDuration).pipe(
+          Schedule.modifyDelay((_, delay) => Duration.min(delay, cap))
+        ),
+        halfOpenPermits: raw.halfOpenPermits,
+        waitForProbes: raw.waitForProbes,
+        ...Option.match(raw.probeDeadline, { onNone: () => ({}), onSome: (probeDeadline) => ({ probeDeadline }) }),
+        ...Option.match(raw.slowCallThreshold, {
+          onNone: () => ({}),
+          onSome: (slowCallThreshold) => ({ slowCallThreshold })
+        })
+      }
+      const problem = invalid(options, raw.halfOpenPermits)
+      if (problem !== undefined) {
+        return Either.left(ConfigError.InvalidData([v(problem.variable)], problem.message))
+      }
+      return Either.right(options)
+    })
+  )
+}
+
+/**
+ * A layer providing one {@link Breaker} whose options come from
+ * configuration (default: {@link configFromEnv} with the
+ * `RAGPIPE_CALL_BREAKER_*` variables). Use it to let operators tune a
+ * breaker without a rebuild; to classify errors, map the config:
+ * `layerConfig(Config.map(configFromEnv(), (o) => ({ ...o, isFailure })))`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config<Options> = configFromEnv()
+): Layer.Layer<Breaker, ConfigError.ConfigError> => Layer.unwrapEffect(Effect.map(config, layer))
+
+/**
+ * Options of {@link layerTest}: any breaker option, plus the state the
+ * breaker starts in.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TestOptions extends Partial<Options> {
+  /** `forced-open` rejects every call from the start, `disabled` lets every call pass (default `closed`) */
+  readonly initial?: "closed" | "forced-open" | "disabled"
+}
+
+/**
+ * A {@link Breaker} for tests. Unless told otherwise it is named
+ * `test-breaker`, opens on the first failure and stays open exactly 1 s each
+ * time (no growth), so one failing call plus `TestClock.adjust("1 second")`
+ * walks it through open and half-open. `initial: "forced-open"` tests how a
+ * program copes with a breaker that refuses everything. Read what it saw
+ * with {@link snapshot}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerTest = (options: TestOptions = {}): Layer.Layer<Breaker> => {
+  const { initial = "closed", ...rest } = options
+  return Layer.scoped(
+    Breaker,
+    Effect.tap(
+      make({
+        ...rest,
+        name: rest.name ?? "test-breaker",
+        policy: rest.policy ?? consecutiveFailures(1),
+        openDuration: rest.openDuration ?? Schedule.spaced(Duration.seconds(1))
+      }),
+      (breaker) =>
+        initial === "forced-open" ? breaker.forceOpen : initial === "disabled" ? breaker.disable : Effect.void
+    )
+  )
+}
+
+/**
+ * Run `effect` through the {@link Breaker} in the context.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const withBreaker = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerOpen, R | Breaker> =>
+  Effect.flatMap(Breaker, (breaker) => breaker.withBreaker(effect))
+
+/**
+ * The snapshot of the {@link Breaker} in the context: its state, window and
+ * totals. Handy in tests to assert on what the breaker saw.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const snapshot: Effect.Effect<Snapshot, never, Breaker> = Effect.flatMap(Breaker, (breaker) => breaker.snapshot)

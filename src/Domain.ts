@@ -19,6 +19,9 @@ import * as Schema from "effect/Schema"
 export const DocumentFormat = Schema.Literal("markdown", "text", "html", "rst")
 
 /**
+ * The type of {@link DocumentFormat}: how a document's text was extracted
+ * (`markdown` is split by headings, `html` has had its tags removed).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -41,10 +44,21 @@ export const SourceDocument = Schema.Struct({
   contentHash: Schema.String,
   /** size in bytes */
   size: Schema.Number,
-  format: DocumentFormat
+  format: DocumentFormat,
+  /**
+   * the file's size, times and inode when it was read (see
+   * `Loader.fingerprintOf`): lets a later run skip reading it while they
+   * are unchanged. Absent for files modified just before they were read,
+   * and for documents that do not come from files.
+   */
+  fingerprint: Schema.optional(Schema.String)
 })
 
 /**
+ * The type of {@link SourceDocument}: what a loader produces and
+ * `Ingest.ingestStream` consumes. Build one yourself to ingest text that
+ * never was a file.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -65,10 +79,14 @@ export const SkipReason = Schema.Literal(
   "symlink-outside-root",
   "symlink-loop",
   "broken-symlink",
-  "unreadable-directory"
+  "unreadable-directory",
+  "unchanged"
 )
 
 /**
+ * The type of {@link SkipReason}: match on it to decide which skipped files
+ * matter to you (e.g. report `too-large`, ignore `binary`).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -87,6 +105,9 @@ export const SkippedFile = Schema.Struct({
 })
 
 /**
+ * The type of {@link SkippedFile}: the `Left` side of a loader's items,
+ * listed in the ingest summary.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -101,6 +122,9 @@ export interface SkippedFile extends Schema.Schema.Type<typeof SkippedFile> {}
 export const ChunkId = Schema.String.pipe(Schema.brand("ChunkId"))
 
 /**
+ * The type of {@link ChunkId}: a branded string, so a chunk id cannot be
+ * mixed up with a path or a hash by accident.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -124,6 +148,9 @@ export const Chunk = Schema.Struct({
 })
 
 /**
+ * The type of {@link Chunk}: what the chunker produces and the embedder
+ * embeds.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -138,6 +165,9 @@ export interface Chunk extends Schema.Schema.Type<typeof Chunk> {}
 export const Embedding = Schema.instanceOf(Float32Array)
 
 /**
+ * The type of {@link Embedding}: one vector, as an embedder returns it and
+ * the store keeps it. Treat it as read-only once returned: caches share it.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -171,6 +201,9 @@ export const SearchHit = Schema.Struct({
 })
 
 /**
+ * The type of {@link SearchHit}: one answer of `Search.search`, best first
+ * by `rank`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -189,6 +222,9 @@ export const ResourceCounts = Schema.Struct({
 })
 
 /**
+ * The type of {@link ResourceCounts}: acquired, released and still open;
+ * `open` is 0 after a clean run.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -220,6 +256,9 @@ export const IngestReport = Schema.Struct({
 })
 
 /**
+ * The type of {@link IngestReport}: the shape of `ingest --json`'s summary,
+ * for programs that read it.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -240,6 +279,9 @@ export const StoreStats = Schema.Struct({
 })
 
 /**
+ * The type of {@link StoreStats}: what `VectorStore.stats` and
+ * `ragpipe stats` report.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -5,15 +5,23 @@
  *
  * @since 0.1.0
  */
+import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as os from "node:os"
 import type { Embedding } from "./Domain.js"
 import { EmbedError } from "./Errors.js"
 import { makeHashingEmbedder } from "./internal/hashingEmbedder.js"
+import { makeHashingWorkers } from "./internal/hashingWorkers.js"
 import * as OpenAiEmbedder from "./OpenAiEmbedder.js"
 
 /**
+ * What an embedder does: embed a batch of texts with one model into vectors
+ * of a fixed length. Implement it to plug in your own provider (see
+ * {@link layerTest}); the pipeline splits work into batches of at most
+ * `maxBatchSize`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -29,6 +37,11 @@ export interface Service {
 }
 
 /**
+ * The Embedder port: the service the ingest and search pipelines embed
+ * through. Provide it with {@link layerHashing} (offline), {@link layerOpenAi}
+ * (an HTTP provider), {@link layerConfig} (chosen from the environment) or a
+ * test layer.
+ *
  * @since 0.1.0
  * @category tags
  */
@@ -43,17 +56,35 @@ export class Embedder extends Context.Tag("ragpipe/Embedder")<Embedder, Service>
 export const defaultDimensions = 384
 
 /**
+ * Worker threads the hashing embedder uses by default: one per core beyond
+ * the first (the main thread reads, chunks and writes), at most 4; none on
+ * a single core.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultHashingWorkers: number = Math.max(0, Math.min(4, os.availableParallelism() - 1))
+
+/**
  * The offline default: deterministic signed feature hashing of normalised
  * word unigrams and bigrams, L2-normalised. Needs no network and no model.
+ *
+ * Large batches are embedded on `workers` worker threads (default
+ * {@link defaultHashingWorkers}; 0 embeds on the calling thread), which
+ * start on the first such batch and are terminated when the layer's scope
+ * closes. The vectors do not depend on where they were computed.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerHashing = (options: { readonly dimensions?: number } = {}): Layer.Layer<Embedder, EmbedError> =>
-  Layer.effect(
+export const layerHashing = (
+  options: { readonly dimensions?: number; readonly workers?: number } = {}
+): Layer.Layer<Embedder, EmbedError> =>
+  Layer.scoped(
     Embedder,
     Effect.suspend(() => {
       const dimensions = options.dimensions ?? defaultDimensions
+      const workers = options.workers ?? defaultHashingWorkers
       if (!Number.isInteger(dimensions) || dimensions < 1 || dimensions > 16000) {
         return Effect.fail(
           new EmbedError({
@@ -62,7 +93,17 @@ export const layerHashing = (options: { readonly dimensions?: number } = {}): La
           })
         )
       }
-      return Effect.succeed(makeHashingEmbedder({ dimensions }))
+      if (!Number.isInteger(workers) || workers < 0 || workers > 64) {
+        return Effect.fail(
+          new EmbedError({
+            reason: "config",
+            message: `workers must be an integer between 0 and 64 (got ${workers})`
+          })
+        )
+      }
+      return workers === 0
+        ? Effect.succeed(makeHashingEmbedder({ dimensions }))
+        : makeHashingWorkers({ dimensions, workers })
     })
   )
 
@@ -117,9 +158,41 @@ export const layerOpenAi = (config: OpenAiEmbedder.Config): Layer.Layer<Embedder
 
 /**
  * {@link layerOpenAi} configured from `RAGPIPE_*` variables (see
- * `OpenAiEmbedder.configFromEnv`).
+ * `OpenAiEmbedder.configFromEnv`), or from the `Config` given.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerOpenAiConfig = OpenAiEmbedder.layerConfig
+export const layerOpenAiConfig = (
+  config?: Config.Config<OpenAiEmbedder.Config>
+): Layer.Layer<Embedder, EmbedError> => OpenAiEmbedder.layerConfig(config)
+
+/**
+ * The embedder the CLI would use, chosen from the environment (or any
+ * `ConfigProvider`) by the same variables:
+ *
+ * - `RAGPIPE_EMBEDDER`: `hashing` (the default) or `openai`;
+ * - with `hashing`: `RAGPIPE_DIMENSIONS` (default {@link defaultDimensions});
+ * - with `openai`: `RAGPIPE_BASE_URL`, `RAGPIPE_MODEL`, `RAGPIPE_DIMENSIONS`,
+ *   `RAGPIPE_API_KEY` (or `OPENAI_API_KEY` for `api.openai.com`) and the
+ *   other variables of `OpenAiEmbedder.configFromEnv`.
+ *
+ * Use it to let a deployment switch providers without code changes. A
+ * missing or malformed variable fails the layer with an {@link EmbedError}
+ * of reason `config` naming it.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<Embedder, EmbedError> = Layer.unwrapEffect(
+  Effect.gen(function*() {
+    const provider = yield* Config.withDefault(Config.literal("hashing", "openai")("RAGPIPE_EMBEDDER"), "hashing")
+    if (provider === "openai") return OpenAiEmbedder.layerConfig()
+    const dimensions = yield* Config.withDefault(Config.integer("RAGPIPE_DIMENSIONS"), defaultDimensions)
+    return layerHashing({ dimensions })
+  }).pipe(
+    Effect.mapError((error) =>
+      new EmbedError({ reason: "config", message: `invalid embedder configuration: ${String(error)}` })
+    )
+  )
+)

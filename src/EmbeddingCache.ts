@@ -27,6 +27,10 @@ import { EmbedError } from "./Errors.js"
 import * as LruCache from "./LruCache.js"
 
 /**
+ * Bounds and name of an embedding cache, for {@link cached}, {@link layer}
+ * and {@link layerCached} (and `Ingest`'s `cache` option). Size it by bytes
+ * first: a 1536-dimension vector takes 6 KiB.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -40,13 +44,19 @@ export interface Options {
 }
 
 /**
+ * The most vectors a cache keeps unless {@link Options.maxEntries} says
+ * otherwise (50,000); whichever of this and {@link defaultMaxBytes} is
+ * reached first bounds the cache.
+ *
  * @since 0.1.0
  * @category constants
  */
 export const defaultMaxEntries = 50_000
 
 /**
- * 256 MiB.
+ * The most bytes a cache keeps unless {@link Options.maxBytes} says
+ * otherwise: 256 MiB, as measured by {@link entrySize} (about 43,000
+ * vectors of 1536 dimensions).
  *
  * @since 0.1.0
  * @category constants

@@ -27,6 +27,10 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 
 /**
+ * Bounds of a cache made with {@link make}: a number of entries, and
+ * optionally a number of bytes with the function that measures an entry.
+ * The least recently used entries are evicted until both hold.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -71,6 +75,11 @@ export interface Stats {
 }
 
 /**
+ * A bounded least-recently-used cache, made with {@link make}. Use it to
+ * keep the results of an expensive computation (an embedding, a lookup)
+ * with memory bounded, and `getOrCompute` / `getOrComputeMany` to share
+ * computations between concurrent callers.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -7,8 +7,12 @@
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import type * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
@@ -56,6 +60,10 @@ export interface Snapshot {
 }
 
 /**
+ * How much history a ledger keeps and what counts as a slow release; pass
+ * to {@link make}, {@link layer} or {@link layerTest}, or read from the
+ * environment with {@link configFromEnv}.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -67,6 +75,10 @@ export interface Options {
 }
 
 /**
+ * What a ledger offers: acquire resources through it (scoped, or
+ * acquire-use-release on a hot path) so every acquisition and release is
+ * counted, and read the counts with `snapshot`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -100,6 +112,11 @@ export interface Service {
 }
 
 /**
+ * The ResourceLedger port: the ledger every resource of a run is acquired
+ * through. Provide it with {@link layer} in programs, {@link layerConfig}
+ * when its options come from the environment, and {@link layerTest} in
+ * tests that must fail on a leak.
+ *
  * @since 0.1.0
  * @category tags
  */
@@ -205,9 +222,14 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
     return { acquireRelease, acquireUseRelease, snapshot }
   })
 
+/** `kind:label` of each resource, for messages */
+const describeOpen = (open: ReadonlyArray<TrackedResource>): string =>
+  open.map((r) => `${r.kind}:${r.label}`).join(", ")
+
 /**
  * A ledger whose scope, when it closes, logs a warning naming every resource
- * still open at that moment.
+ * still open at that moment. The one to use in programs: a leftover is
+ * reported, never fatal.
  *
  * @since 0.1.0
  * @category layers
@@ -221,12 +243,78 @@ export const layer = (options: Options = {}): Layer.Layer<ResourceLedger> =>
           s.open.length === 0
             ? Effect.void
             : Effect.logWarning(
-              `${s.open.length} resource(s) still open when the ledger closed: ` +
-                s.open.map((r) => `${r.kind}:${r.label}`).join(", ")
+              `${s.open.length} resource(s) still open when the ledger closed: ${describeOpen(s.open)}`
             )
         )
       )
     )
+  )
+
+/**
+ * Reads ledger {@link Options} from the environment (or any
+ * `ConfigProvider`):
+ *
+ * | variable                       | meaning                                                 | default      |
+ * | ------------------------------ | ------------------------------------------------------- | ------------ |
+ * | `RAGPIPE_LEDGER_HISTORY_LIMIT` | release events and slow releases kept (an integer >= 1) | 1024         |
+ * | `RAGPIPE_LEDGER_SLOW_RELEASE`  | a release slower than this is recorded as slow          | `500 millis` |
+ *
+ * The threshold is a duration as Effect reads them (`250 millis`,
+ * `2 seconds`).
+ *
+ * @since 0.1.0
+ * @category configuration
+ */
+export const configFromEnv: Config.Config<Options> = Config.all({
+  historyLimit: Config.withDefault(Config.integer("RAGPIPE_LEDGER_HISTORY_LIMIT"), 1024),
+  slowRelease: Config.withDefault(Config.duration("RAGPIPE_LEDGER_SLOW_RELEASE"), Duration.millis(500))
+}).pipe(
+  Config.mapOrFail(({ historyLimit, slowRelease }) => {
+    if (historyLimit < 1) {
+      return Either.left(ConfigError.InvalidData(["RAGPIPE_LEDGER_HISTORY_LIMIT"], "must be an integer of at least 1"))
+    }
+    if (!Duration.isFinite(slowRelease)) {
+      return Either.left(ConfigError.InvalidData(["RAGPIPE_LEDGER_SLOW_RELEASE"], "must be a finite duration"))
+    }
+    return Either.right({ historyLimit, slowReleaseMillis: Duration.toMillis(slowRelease) })
+  })
+)
+
+/**
+ * {@link layer} with its options read from configuration (default
+ * {@link configFromEnv}: `RAGPIPE_LEDGER_HISTORY_LIMIT`,
+ * `RAGPIPE_LEDGER_SLOW_RELEASE`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config<Options> = configFromEnv
+): Layer.Layer<ResourceLedger, ConfigError.ConfigError> => Layer.unwrapEffect(Effect.map(config, layer))
+
+/**
+ * A ledger for tests: when its scope closes with resources still open, it
+ * dies with a message naming each leftover (`kind:label`), so a leak fails
+ * the test that caused it instead of printing a warning nobody reads.
+ * Provide it around the code under test (`Effect.provide`, or
+ * `layer(ResourceLedger.layerTest())` in `@effect/vitest`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerTest = (options: Options = {}): Layer.Layer<ResourceLedger> =>
+  Layer.scoped(
+    ResourceLedger,
+    Effect.tap(make(options), (ledger) =>
+      Effect.addFinalizer(() =>
+        Effect.flatMap(ledger.snapshot, (s) =>
+          s.open.length === 0
+            ? Effect.void
+            : Effect.dieMessage(
+              `ResourceLedger.layerTest: ${s.open.length} resource(s) still open when the ledger's scope closed ` +
+                `(acquired ${s.total.acquired}, released ${s.total.released}): ${describeOpen(s.open)}`
+            ))
+      ))
   )
 
 /**

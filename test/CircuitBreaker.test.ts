@@ -1,6 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -187,12 +191,60 @@ describe("CircuitBreaker", () => {
       const done = yield* Effect.forEach(fibers, Fiber.poll)
       const rejections = done.filter(Option.isSome).map((exit) => Exit.getOrElse(exit.value, () => assert.fail("died")))
       assert.strictEqual(rejections.length, 2)
-      for (const r of rejections) assert.strictEqual(rejected(r).reason, "half-open-full")
+      for (const r of rejections) {
+        const error = rejected(r)
+        assert.strictEqual(error.reason, "half-open-full")
+        // no probe deadline: one more of the last open durations (1 s) from the rejection at 1 s
+        assert.strictEqual(error.retryAt, 2_000)
+        assert.include(error.message, "retry after 1970-01-01T00:00:02.000Z")
+      }
 
       yield* Deferred.succeed(gate, "probed")
       const results = yield* Effect.forEach(fibers, Fiber.join)
       assert.strictEqual(results.filter(Either.isRight).length, 3)
       assert.strictEqual(yield* breaker.state, "closed")
+    }))
+
+  it.scoped("half-open-full: retryAt is when the earliest running probe reaches its deadline", () =>
+    Effect.gen(function*() {
+      const breaker = yield* tripped({ name: "full-deadline", halfOpenPermits: 2, probeDeadline: "5 seconds" })
+      yield* TestClock.adjust("1 second")
+      const first = yield* Effect.fork(call(breaker, Effect.never))
+      yield* settle
+      yield* TestClock.adjust("2 seconds")
+      const second = yield* Effect.fork(call(breaker, Effect.never))
+      yield* settle
+      assert.deepStrictEqual((yield* breaker.snapshot).halfOpen, { permits: 2, inFlight: 2, succeeded: 0 })
+      yield* TestClock.adjust("1 second")
+      const error = rejected(yield* call(breaker, ok))
+      assert.strictEqual(error.reason, "half-open-full")
+      assert.strictEqual(error.retryAt, 1_000 + 5_000, "the first probe (started at 1 s) is decided by 6 s")
+
+      // the first probe is interrupted: the earliest running probe is now the second one
+      yield* Fiber.interrupt(first)
+      const third = yield* Effect.fork(call(breaker, Effect.never))
+      yield* settle
+      assert.strictEqual(rejected(yield* call(breaker, ok)).retryAt, 3_000 + 5_000)
+      yield* Fiber.interrupt(second)
+      yield* Fiber.interrupt(third)
+      assert.strictEqual((yield* breaker.snapshot).halfOpen.inFlight, 0)
+    }))
+
+  it.scoped("a probe past its deadline after the breaker moved on may be retried at once", () =>
+    Effect.gen(function*() {
+      const breaker = yield* tripped({ name: "late-probe", probeDeadline: "5 seconds" })
+      yield* TestClock.adjust("1 second")
+      const probe = yield* Effect.fork(call(breaker, Effect.never))
+      yield* settle
+      yield* TestClock.adjust("2 seconds")
+      yield* breaker.reset
+      yield* TestClock.adjust("3 seconds")
+      const error = rejected(yield* Fiber.join(probe))
+      assert.strictEqual(error.reason, "open")
+      assert.strictEqual(error.retryAt, 6_000)
+      assert.include(error.message, "the breaker is closed now")
+      assert.strictEqual(yield* breaker.state, "closed")
+      assert.deepStrictEqual(yield* call(breaker, ok), Either.right("ok"))
     }))
 
   it.scoped("probe success closes, and the open-duration schedule resets", () =>
@@ -240,7 +292,9 @@ describe("CircuitBreaker", () => {
       yield* TestClock.adjust("1 second")
       const probe = yield* Effect.fork(call(breaker, Effect.never))
       yield* settle
-      assert.strictEqual(rejected(yield* call(breaker, ok)).reason, "half-open-full")
+      const full = rejected(yield* call(breaker, ok))
+      assert.strictEqual(full.reason, "half-open-full")
+      assert.strictEqual(full.retryAt, 1_000 + 1_000)
       yield* Fiber.interrupt(probe)
       const after = yield* breaker.snapshot
       assert.strictEqual(after.state, "half-open")
@@ -487,6 +541,157 @@ describe("CircuitBreaker", () => {
       Effect.provide(CircuitBreaker.layer({ name: "from-layer", policy: CircuitBreaker.consecutiveFailures(1) }))
     ))
 
+  describe("layerConfig", () => {
+    const withEnv = (entries: Record<string, string>) =>
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries))))
+
+    it.scoped("reads the policy, open durations and permits from RAGPIPE_CALL_BREAKER_* variables", () =>
+      Effect.gen(function*() {
+        const breaker = yield* CircuitBreaker.Breaker
+        assert.strictEqual(breaker.name, "from-env")
+        assert.strictEqual((yield* breaker.snapshot).halfOpen.permits, 2)
+        yield* call(breaker, ok)
+        yield* call(breaker, ok)
+        yield* call(breaker, boom)
+        assert.strictEqual(yield* breaker.state, "closed", "3 calls: below the 4 of the window")
+        yield* call(breaker, boom)
+        assert.strictEqual(yield* breaker.state, "open", "2 of 4 failed: 50%")
+        assert.deepStrictEqual((yield* breaker.snapshot).retryAt, Option.some(2_000))
+        yield* TestClock.adjust("2 seconds")
+        yield* call(breaker, boom) // the probe fails: the next opening is 4 s, capped at 3 s
+        assert.deepStrictEqual((yield* breaker.snapshot).retryAt, Option.some(2_000 + 3_000))
+      }).pipe(
+        Effect.provide(CircuitBreaker.layerConfig()),
+        withEnv({
+          RAGPIPE_CALL_BREAKER_NAME: "from-env",
+          RAGPIPE_CALL_BREAKER_POLICY: "rate-count",
+          RAGPIPE_CALL_BREAKER_WINDOW_CALLS: "4",
+          RAGPIPE_CALL_BREAKER_RATE: "0.5",
+          RAGPIPE_CALL_BREAKER_OPEN_DURATION: "2 seconds",
+          RAGPIPE_CALL_BREAKER_MAX_OPEN_DURATION: "3 seconds",
+          RAGPIPE_CALL_BREAKER_HALF_OPEN_PERMITS: "2"
+        })
+      ))
+
+    it.effect("defaults: 5 consecutive failures, 1 probe, openings of 1 s doubling up to 60 s", () =>
+      Effect.gen(function*() {
+        const options = yield* CircuitBreaker.configFromEnv()
+        assert.strictEqual(options.name, "circuit-breaker")
+        assert.deepStrictEqual(options.policy, CircuitBreaker.consecutiveFailures(5))
+        assert.strictEqual(options.halfOpenPermits, 1)
+        assert.strictEqual(options.waitForProbes, false)
+        assert.isUndefined(options.probeDeadline)
+        assert.isUndefined(options.slowCallThreshold)
+      }).pipe(withEnv({})))
+
+    it.effect("rate-time with a custom prefix, a probe deadline and a slow-call threshold", () =>
+      Effect.gen(function*() {
+        const options = yield* CircuitBreaker.configFromEnv("EMBED_BREAKER")
+        assert.deepStrictEqual(
+          options.policy,
+          CircuitBreaker.failureRateTime({ window: "30 seconds", buckets: 6, minimumThroughput: 3, rate: 0.25 })
+        )
+        assert.deepStrictEqual(options.probeDeadline, Duration.seconds(5))
+        assert.deepStrictEqual(options.slowCallThreshold, Duration.millis(800))
+        assert.strictEqual(options.waitForProbes, true)
+      }).pipe(withEnv({
+        EMBED_BREAKER_POLICY: "rate-time",
+        EMBED_BREAKER_WINDOW: "30 seconds",
+        EMBED_BREAKER_BUCKETS: "6",
+        EMBED_BREAKER_MINIMUM_CALLS: "3",
+        EMBED_BREAKER_RATE: "0.25",
+        EMBED_BREAKER_PROBE_DEADLINE: "5 seconds",
+        EMBED_BREAKER_SLOW_CALL_THRESHOLD: "800 millis",
+        EMBED_BREAKER_WAIT_FOR_PROBES: "true"
+      })))
+
+    it.effect.each([
+      [{ RAGPIPE_CALL_BREAKER_POLICY: "rate-time", RAGPIPE_CALL_BREAKER_RATE: "1.5" }, "RAGPIPE_CALL_BREAKER_RATE"],
+      [{ RAGPIPE_CALL_BREAKER_THRESHOLD: "0" }, "RAGPIPE_CALL_BREAKER_THRESHOLD"],
+      [
+        { RAGPIPE_CALL_BREAKER_POLICY: "rate-count", RAGPIPE_CALL_BREAKER_MINIMUM_CALLS: "30" },
+        "RAGPIPE_CALL_BREAKER_MINIMUM_CALLS"
+      ],
+      [{ RAGPIPE_CALL_BREAKER_HALF_OPEN_PERMITS: "0" }, "RAGPIPE_CALL_BREAKER_HALF_OPEN_PERMITS"],
+      [{ RAGPIPE_CALL_BREAKER_OPEN_DURATION: "0 millis" }, "RAGPIPE_CALL_BREAKER_OPEN_DURATION"],
+      [{ RAGPIPE_CALL_BREAKER_POLICY: "sometimes" }, "RAGPIPE_CALL_BREAKER_POLICY"]
+    ] as const)("a value the breaker refuses is a ConfigError naming %j", ([entries, variable]) =>
+      Effect.gen(function*() {
+        const result = yield* Effect.either(
+          Effect.provide(CircuitBreaker.Breaker, CircuitBreaker.layerConfig()).pipe(withEnv(entries))
+        )
+        assert.isTrue(Either.isLeft(result))
+        if (Either.isLeft(result)) assert.include(String(result.left), variable)
+      }))
+
+    it.scoped("isFailure is added by mapping the config", () =>
+      Effect.gen(function*() {
+        const breaker = yield* CircuitBreaker.Breaker
+        yield* call(breaker, Effect.fail("client error"))
+        assert.strictEqual(yield* breaker.state, "closed")
+        yield* call(breaker, Effect.fail("server error"))
+        assert.strictEqual(yield* breaker.state, "open")
+      }).pipe(
+        Effect.provide(CircuitBreaker.layerConfig(
+          Config.map(CircuitBreaker.configFromEnv(), (options) => ({
+            ...options,
+            isFailure: (error: unknown) => error === "server error"
+          }))
+        )),
+        withEnv({ RAGPIPE_CALL_BREAKER_THRESHOLD: "1" })
+      ))
+  })
+
+  describe("layerTest", () => {
+    it.effect("opens on the first failure and half-opens 1 s later; snapshot shows what it saw", () =>
+      Effect.gen(function*() {
+        assert.deepStrictEqual(yield* Effect.either(CircuitBreaker.withBreaker(boom)), Either.left("boom"))
+        const opened = yield* CircuitBreaker.snapshot
+        assert.strictEqual(opened.name, "test-breaker")
+        assert.strictEqual(opened.state, "open")
+        assert.deepStrictEqual(opened.retryAt, Option.some(1_000))
+        assert.strictEqual(rejected(yield* Effect.either(CircuitBreaker.withBreaker(ok))).retryAt, 1_000)
+        yield* TestClock.adjust("1 second")
+        yield* Effect.either(CircuitBreaker.withBreaker(boom)) // the probe fails: open 1 s again, no growth
+        assert.deepStrictEqual((yield* CircuitBreaker.snapshot).retryAt, Option.some(2_000))
+        yield* TestClock.adjust("1 second")
+        assert.deepStrictEqual(yield* Effect.either(CircuitBreaker.withBreaker(ok)), Either.right("ok"))
+        assert.deepStrictEqual((yield* CircuitBreaker.snapshot).totals, {
+          calls: 3,
+          successes: 1,
+          failures: 2,
+          rejections: 1,
+          openings: 2
+        })
+      }).pipe(Effect.provide(CircuitBreaker.layerTest())))
+
+    it.effect("initial: forced-open refuses every call; disabled lets every call pass", () =>
+      Effect.gen(function*() {
+        const refused = yield* Effect.either(CircuitBreaker.withBreaker(ok)).pipe(
+          Effect.provide(CircuitBreaker.layerTest({ initial: "forced-open", name: "refuses" }))
+        )
+        assert.strictEqual(rejected(refused).reason, "forced-open")
+        assert.strictEqual(rejected(refused).breaker, "refuses")
+        const passes = Effect.gen(function*() {
+          for (let i = 0; i < 3; i++) yield* Effect.either(CircuitBreaker.withBreaker(boom))
+          return yield* CircuitBreaker.snapshot
+        }).pipe(Effect.provide(CircuitBreaker.layerTest({ initial: "disabled" })))
+        const snapshot = yield* passes
+        assert.strictEqual(snapshot.state, "disabled")
+        assert.strictEqual(snapshot.totals.failures, 0)
+      }))
+
+    it.effect("takes any breaker option, e.g. a policy", () =>
+      Effect.gen(function*() {
+        yield* Effect.either(CircuitBreaker.withBreaker(boom))
+        assert.strictEqual((yield* CircuitBreaker.snapshot).state, "closed")
+        yield* Effect.either(CircuitBreaker.withBreaker(boom))
+        assert.strictEqual((yield* CircuitBreaker.snapshot).state, "open")
+      }).pipe(
+        Effect.provide(CircuitBreaker.layerTest({ policy: CircuitBreaker.consecutiveFailures(2) }))
+      ))
+  })
+
   type Step =
     | { readonly _tag: "success" }
     | { readonly _tag: "failure" }
@@ -519,17 +724,24 @@ describe("CircuitBreaker", () => {
           halfOpenPermits: permits
         })
         let gate = yield* Deferred.make<void, string>()
-        const pending: Array<Fiber.RuntimeFiber<unknown>> = []
+        const pending: Array<Fiber.RuntimeFiber<Either.Either<unknown, unknown>>> = []
+        /** when each pending call was made */
+        const madeAt: Array<number> = []
+        const start = (effect: Effect.Effect<unknown, unknown>) =>
+          Effect.gen(function*() {
+            madeAt.push(yield* Clock.currentTimeMillis)
+            pending.push(yield* Effect.fork(call(breaker, effect)))
+          })
         for (const s of steps) {
           switch (s._tag) {
             case "success":
-              pending.push(yield* Effect.fork(call(breaker, ok)))
+              yield* start(ok)
               break
             case "failure":
-              pending.push(yield* Effect.fork(call(breaker, boom)))
+              yield* start(boom)
               break
             case "block":
-              pending.push(yield* Effect.fork(call(breaker, Deferred.await(gate))))
+              yield* start(Deferred.await(gate))
               break
             case "release":
               yield* s.succeed ? Deferred.succeed(gate, undefined) : Deferred.fail(gate, "boom")
@@ -552,6 +764,16 @@ describe("CircuitBreaker", () => {
         }
         yield* Fiber.interruptAll(pending)
         assert.strictEqual((yield* breaker.snapshot).halfOpen.inFlight, 0)
+        // every rejection says when to try again, and that is never before the call was made
+        for (const [i, fiber] of pending.entries()) {
+          const exit = yield* Fiber.await(fiber)
+          const error = Exit.isSuccess(exit) && Either.isLeft(exit.value) ? exit.value.left : undefined
+          if (error instanceof CircuitBreaker.BreakerOpen) {
+            const retryAt = error.retryAt
+            assert.isDefined(retryAt)
+            assert.isAtLeast(retryAt!, madeAt[i]!)
+          }
+        }
         yield* TestClock.adjust("10 minutes")
         assert.deepStrictEqual(yield* call(breaker, ok), Either.right("ok"))
       })),

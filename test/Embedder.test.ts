@@ -1,8 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import { Embedder, defaultDimensions, layerHashing } from "../src/Embedder.js"
+import { defaultDimensions, Embedder, layerConfig, layerHashing, layerOpenAiConfig } from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import { makeHashingEmbedder, model } from "../src/internal/hashingEmbedder.js"
 
@@ -35,7 +37,7 @@ describe("hashing embedder", () => {
     assert.strictEqual(embedder.model, "hashing-v1")
     assert.strictEqual(model, "hashing-v1")
     assert.strictEqual(embedder.dimensions, 256)
-    assert.strictEqual(embedder.maxBatchSize, 1024)
+    assert.strictEqual(embedder.maxBatchSize, 256)
   })
 
   it("is deterministic, across calls and across instances", () => {
@@ -192,5 +194,69 @@ describe("layerHashing", () => {
       assert.strictEqual(error._tag, "EmbedError")
       assert.strictEqual(error.reason, "config")
       assert.include(error.message, "dimensions")
+    }))
+})
+
+describe("layerConfig", () => {
+  const withEnv = (entries: Record<string, string>) =>
+    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries))))
+  const described = Effect.map(Embedder, ({ dimensions, maxBatchSize, model }) => ({ model, dimensions, maxBatchSize }))
+
+  it.effect("defaults to the offline hashing embedder", () =>
+    Effect.gen(function*() {
+      const service = yield* Embedder
+      assert.strictEqual(service.model, "hashing-v1")
+      assert.strictEqual(service.dimensions, defaultDimensions)
+      const [vector] = yield* service.embedBatch(["hello world"])
+      assert.strictEqual(vector.length, defaultDimensions)
+    }).pipe(Effect.provide(layerConfig), withEnv({})))
+
+  it.effect("RAGPIPE_EMBEDDER=hashing with RAGPIPE_DIMENSIONS", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(yield* described, { model: "hashing-v1", dimensions: 64, maxBatchSize: 256 })
+    }).pipe(Effect.provide(layerConfig), withEnv({ RAGPIPE_EMBEDDER: "hashing", RAGPIPE_DIMENSIONS: "64" })))
+
+  it.scoped("RAGPIPE_EMBEDDER=openai builds the HTTP provider from the RAGPIPE_* variables, without calling it", () =>
+    Effect.gen(function*() {
+      const service = yield* Embedder
+      assert.deepStrictEqual(
+        { model: service.model, dimensions: service.dimensions, maxBatchSize: service.maxBatchSize },
+        { model: "openai:nomic-embed-text", dimensions: 768, maxBatchSize: 32 }
+      )
+    }).pipe(
+      Effect.provide(layerConfig),
+      withEnv({
+        RAGPIPE_EMBEDDER: "openai",
+        RAGPIPE_BASE_URL: "http://127.0.0.1:9/v1",
+        RAGPIPE_MODEL: "nomic-embed-text",
+        RAGPIPE_EMBED_BATCH_SIZE: "32"
+      })
+    ))
+
+  it.effect.each([
+    [{ RAGPIPE_EMBEDDER: "cohere" }, "RAGPIPE_EMBEDDER"],
+    [{ RAGPIPE_DIMENSIONS: "many" }, "RAGPIPE_DIMENSIONS"],
+    [{ RAGPIPE_DIMENSIONS: "0" }, "dimensions"],
+    [{ RAGPIPE_EMBEDDER: "openai", RAGPIPE_MODEL: "my-own-model" }, "RAGPIPE_DIMENSIONS"]
+  ] as const)("a bad configuration is a config EmbedError naming it: %j", ([entries, named]) =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Embedder.pipe(Effect.provide(layerConfig), withEnv(entries)))
+      assert.instanceOf(error, EmbedError)
+      assert.strictEqual(error.reason, "config")
+      assert.include(error.message, named)
+    }))
+
+  it.effect("layerOpenAiConfig reads the provider's own config, or the one given", () =>
+    Effect.gen(function*() {
+      const fromEnv = yield* Effect.provide(described, layerOpenAiConfig()).pipe(
+        Effect.scoped,
+        withEnv({ RAGPIPE_MODEL: "all-minilm", RAGPIPE_BASE_URL: "http://127.0.0.1:9/v1" })
+      )
+      assert.deepStrictEqual(fromEnv, { model: "openai:all-minilm", dimensions: 384, maxBatchSize: 256 })
+      const given = yield* Effect.provide(
+        described,
+        layerOpenAiConfig(Config.succeed({ baseUrl: "http://127.0.0.1:9/v1", model: "custom", dimensions: 12 }))
+      ).pipe(Effect.scoped)
+      assert.deepStrictEqual(given, { model: "openai:custom", dimensions: 12, maxBatchSize: 256 })
     }))
 })

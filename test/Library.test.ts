@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
+import * as CircuitBreaker from "../src/CircuitBreaker.js"
 import * as Database from "../src/Database.js"
 import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
@@ -16,7 +17,7 @@ import * as Loader from "../src/Loader.js"
 import * as MemoryVectorStore from "../src/MemoryVectorStore.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as Search from "../src/Search.js"
-import { doc, freshDataDir } from "./support.js"
+import { corpusDir, doc, freshDataDir } from "./support.js"
 
 describe("library layers", () => {
   it.live("Loader.layerFromStream feeds Ingest.ingestWith documents that never touched a disk", () =>
@@ -52,6 +53,37 @@ describe("library layers", () => {
         Embedder.layerScripted({
           fail: (_, call) => call === 2 ? new EmbedError({ reason: "provider", message: "scripted" }) : undefined
         })
+      ))
+    ))
+
+  it.live("layers from configuration and test layers compose into a run: no resource of the walk leaks", () =>
+    Effect.gen(function*() {
+      const summary = yield* Ingest.ingestDirectory({ root: corpusDir })
+      assert.strictEqual(summary.outcome, "completed")
+      assert.strictEqual(summary.files.ingested, summary.files.seen)
+      const embedder = yield* Embedder.Embedder
+      assert.strictEqual(embedder.dimensions, 32)
+      const ledger = yield* ResourceLedger.snapshot
+      assert.isAbove(ledger.total.acquired, 0, "the walk went through the ledger")
+      assert.strictEqual(ledger.total.open, 0)
+      // a breaker from configuration, beside the run
+      const breaker = yield* CircuitBreaker.snapshot
+      assert.strictEqual(breaker.name, "library")
+      assert.strictEqual(breaker.halfOpen.permits, 2)
+    }).pipe(
+      Effect.provide(Layer.mergeAll(
+        MemoryVectorStore.layer,
+        Embedder.layerConfig,
+        CircuitBreaker.layerConfig(),
+        ResourceLedger.layerTest()
+      )),
+      Effect.withConfigProvider(ConfigProvider.fromMap(
+        new Map([
+          ["RAGPIPE_EMBEDDER", "hashing"],
+          ["RAGPIPE_DIMENSIONS", "32"],
+          ["RAGPIPE_CALL_BREAKER_NAME", "library"],
+          ["RAGPIPE_CALL_BREAKER_HALF_OPEN_PERMITS", "2"]
+        ])
       ))
     ))
 

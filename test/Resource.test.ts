@@ -8,7 +8,6 @@ import * as Exit from "effect/Exit"
 import * as fc from "effect/FastCheck"
 import * as Fiber from "effect/Fiber"
 import * as Ref from "effect/Ref"
-import * as Runtime from "effect/Runtime"
 import * as Stream from "effect/Stream"
 import { Readable } from "node:stream"
 import * as Resource from "../src/Resource.js"
@@ -161,30 +160,8 @@ const items = fc.array(fc.integer({ min: -1000, max: 1000 }), { maxLength: 16 })
 const nonEmptyItems = fc.array(fc.integer({ min: -1000, max: 1000 }), { minLength: 1, maxLength: 16 })
 const position = fc.nat(40)
 
-type ValueOf<Arb> = Arb extends fc.Arbitrary<infer T> ? T : never
-
-/**
- * An effectful property, run by fast-check inside one test: every run shares
- * the test's runtime (building the test environment per run, as
- * `it.effect.prop` does, costs more than the properties themselves).
- */
-const prop = <const Arbs extends Record<string, fc.Arbitrary<unknown>>>(
-  name: string,
-  arbitraries: Arbs,
-  body: (values: { readonly [K in keyof Arbs]: ValueOf<Arbs[K]> }) => Effect.Effect<void, unknown>,
-  numRuns = 60
-) =>
-  it.effect(name, () =>
-    Effect.flatMap(Effect.runtime<never>(), (runtime) =>
-      Effect.promise(() =>
-        fc.assert(
-          fc.asyncProperty(fc.record(arbitraries), (values) =>
-            Runtime.runPromise(runtime)(
-              body(values as { readonly [K in keyof Arbs]: ValueOf<Arbs[K]> })
-            )),
-          { numRuns }
-        )
-      )))
+/** every law runs 60 times */
+const runs = { fastCheck: { numRuns: 60 } }
 
 /** run `stream`, appending every element it emits to `seen` */
 const drain = <A, E>(stream: Stream.Stream<A, E>, seen: Array<A>) =>
@@ -196,15 +173,15 @@ const drain = <A, E>(stream: Stream.Stream<A, E>, seen: Array<A>) =>
 
 for (const subject of subjects) {
   describe(`${subject.name} laws`, () => {
-    prop("equivalence and cleanup on normal end", { items }, ({ items }) =>
+    it.effect.prop("equivalence and cleanup on normal end", { items }, ({ items }) =>
       Effect.gen(function*() {
         const counters = newCounters()
         const out = yield* Stream.runCollect(subject.make(items, { _tag: "complete" }, counters))
         assert.deepStrictEqual(Chunk.toReadonlyArray(out), items)
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
 
-    prop("cleanup on consumer failure (mapEffect fails at k)", { items: nonEmptyItems, k: position }, (
+    it.effect.prop("cleanup on consumer failure (mapEffect fails at k)", { items: nonEmptyItems, k: position }, (
       { items, k }
     ) =>
       Effect.gen(function*() {
@@ -220,9 +197,9 @@ for (const subject of subjects) {
         assert.deepStrictEqual(result, Either.left("consumer"))
         assert.deepStrictEqual(seen, items.slice(0, at))
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
 
-    prop("cleanup on consumer failure (runForEach fails at k)", { items: nonEmptyItems, k: position }, (
+    it.effect.prop("cleanup on consumer failure (runForEach fails at k)", { items: nonEmptyItems, k: position }, (
       { items, k }
     ) =>
       Effect.gen(function*() {
@@ -236,9 +213,9 @@ for (const subject of subjects) {
         assert.deepStrictEqual(result, Either.left("consumer"))
         assert.strictEqual(index, at + 1)
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
 
-    prop("cleanup on producer failure at k", { items, k: position }, ({ items, k }) =>
+    it.effect.prop("cleanup on producer failure at k", { items, k: position }, ({ items, k }) =>
       Effect.gen(function*() {
         const at = k % (items.length + 1)
         const counters = newCounters()
@@ -248,18 +225,18 @@ for (const subject of subjects) {
         if (subject.exactPrefix) assert.deepStrictEqual(seen, items.slice(0, at))
         else assert.isTrue(isPrefixOf(seen, items.slice(0, at)))
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
 
-    prop("cleanup on early termination (take k)", { items, k: position }, ({ items, k }) =>
+    it.effect.prop("cleanup on early termination (take k)", { items, k: position }, ({ items, k }) =>
       Effect.gen(function*() {
         const n = 1 + (k % (items.length + 2)) // 1 .. length + 2
         const counters = newCounters()
         const out = yield* Stream.runCollect(Stream.take(subject.make(items, { _tag: "complete" }, counters), n))
         assert.deepStrictEqual(Chunk.toReadonlyArray(out), items.slice(0, n))
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
 
-    prop(
+    it.effect.prop(
       "cleanup on break: short-circuit at the first Left",
       { items: fc.array(fc.integer({ min: -3, max: 3 }), { maxLength: 16 }) },
       ({ items }) =>
@@ -274,10 +251,11 @@ for (const subject of subjects) {
           const firstZero = items.indexOf(0)
           assert.deepStrictEqual(Chunk.toReadonlyArray(out), firstZero < 0 ? items : items.slice(0, firstZero))
           assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-        })
+        }),
+      runs
     )
 
-    prop("cleanup on interruption while the producer is blocked", { items, k: position }, ({ items, k }) =>
+    it.effect.prop("cleanup on interruption while the producer is blocked", { items, k: position }, ({ items, k }) =>
       Effect.gen(function*() {
         const at = k % (items.length + 1)
         const reached = yield* Deferred.make<void>()
@@ -289,9 +267,9 @@ for (const subject of subjects) {
         assert.isTrue(Exit.isInterrupted(exit))
         assert.isTrue(isPrefixOf(seen, items.slice(0, at)))
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
 
-    prop("cleanup on interruption while the consumer is blocked", { items: nonEmptyItems, k: position }, (
+    it.effect.prop("cleanup on interruption while the consumer is blocked", { items: nonEmptyItems, k: position }, (
       { items, k }
     ) =>
       Effect.gen(function*() {
@@ -310,9 +288,9 @@ for (const subject of subjects) {
         assert.isTrue(Exit.isInterrupted(exit))
         assert.strictEqual(index, at + 1)
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
 
-    prop("lazy entry: building the stream or its run effect acquires nothing", { items }, ({ items }) =>
+    it.effect.prop("lazy entry: building the stream or its run effect acquires nothing", { items }, ({ items }) =>
       Effect.gen(function*() {
         const counters = newCounters()
         const stream = subject.make(items, { _tag: "complete" }, counters)
@@ -321,7 +299,7 @@ for (const subject of subjects) {
         const out = yield* run
         assert.deepStrictEqual(Chunk.toReadonlyArray(out), items.map((x) => x + 1))
         assert.deepStrictEqual(counters, { acquired: 1, released: 1 })
-      }))
+      }), runs)
   })
 }
 
@@ -331,7 +309,7 @@ for (const subject of subjects) {
 
 describe("nested inside managedStream", () => {
   for (const subject of subjects) {
-    prop(`${subject.name} is released before the outer resource`, {
+    it.effect.prop(`${subject.name} is released before the outer resource`, {
       items,
       k: position,
       ending: fc.constantFrom("complete", "producer-fail", "take", "consumer-fail")
@@ -354,7 +332,7 @@ describe("nested inside managedStream", () => {
         )
         assert.deepStrictEqual(innerReleasedWhenOuterReleased, [1])
         assert.deepStrictEqual(inner, { acquired: 1, released: 1 })
-      }))
+      }), runs)
   }
 })
 
@@ -456,7 +434,7 @@ describe("managedStream", () => {
       }
     })
 
-  prop("nested managed streams release inner before outer", { ending: endings }, ({ ending }) =>
+  it.effect.prop("nested managed streams release inner before outer", { ending: endings }, ({ ending }) =>
     Effect.gen(function*() {
       const log = yield* Ref.make<ReadonlyArray<string>>([])
       const note = (event: string) => Ref.update(log, (events) => [...events, event])
@@ -481,9 +459,9 @@ describe("managedStream", () => {
         "release inner",
         "release outer"
       ])
-    }))
+    }), runs)
 
-  prop(
+  it.effect.prop(
     "a managed stream per element releases each inner resource before the next and before the outer",
     { n: fc.integer({ min: 1, max: 6 }), ending: endings },
     ({ ending, n }) =>
@@ -515,10 +493,11 @@ describe("managedStream", () => {
           yield* Ref.get(log),
           ending === "consumer-fail" ? ["+outer", "+1", "-1", "-outer"] : expected
         )
-      })
+      }),
+    runs
   )
 
-  prop("managedStreamTracked records the resource in the ledger on every ending", { ending: endings }, (
+  it.effect.prop("managedStreamTracked records the resource in the ledger on every ending", { ending: endings }, (
     { ending }
   ) =>
     Effect.gen(function*() {
@@ -538,7 +517,7 @@ describe("managedStream", () => {
       assert.deepStrictEqual(snapshot.byKind["connection"], { acquired: 1, released: 1, open: 0 })
       assert.deepStrictEqual(snapshot.open, [])
       assert.deepStrictEqual(snapshot.releaseOrder.map((r) => r.label), ["conn-7"])
-    }))
+    }), runs)
 
   it.effect("managedStreamTracked is lazy", () =>
     Effect.gen(function*() {
@@ -572,15 +551,15 @@ describe("nestedManaged", () => {
     ...Array.from({ length: acquired }, (_, i) => `-${acquired - 1 - i}`)
   ]
 
-  prop("releases in reverse acquisition order on success", { n: size }, ({ n }) =>
+  it.effect.prop("releases in reverse acquisition order on success", { n: size }, ({ n }) =>
     Effect.gen(function*() {
       const log = yield* Ref.make<ReadonlyArray<string>>([])
       const values = yield* Effect.scoped(Resource.nestedManaged(makeResources(log, n)))
       assert.deepStrictEqual(values, Array.from({ length: n }, (_, i) => i))
       assert.deepStrictEqual(yield* Ref.get(log), expectedLog(n))
-    }))
+    }), runs)
 
-  prop("releases in reverse order when the body fails", { n: size }, ({ n }) =>
+  it.effect.prop("releases in reverse order when the body fails", { n: size }, ({ n }) =>
     Effect.gen(function*() {
       const log = yield* Ref.make<ReadonlyArray<string>>([])
       const result = yield* Effect.scoped(
@@ -588,9 +567,9 @@ describe("nestedManaged", () => {
       ).pipe(Effect.either)
       assert.deepStrictEqual(result, Either.left("body"))
       assert.deepStrictEqual(yield* Ref.get(log), expectedLog(n))
-    }))
+    }), runs)
 
-  prop("when the k-th acquire fails, releases the first k-1 in reverse order", {
+  it.effect.prop("when the k-th acquire fails, releases the first k-1 in reverse order", {
     n: size,
     k: position
   }, ({ k, n }) =>
@@ -601,9 +580,9 @@ describe("nestedManaged", () => {
       const result = yield* Effect.scoped(Resource.nestedManaged(resources)).pipe(Effect.either)
       assert.deepStrictEqual(result, Either.left(`acquire ${failAt}`))
       assert.deepStrictEqual(yield* Ref.get(log), expectedLog(failAt))
-    }))
+    }), runs)
 
-  prop("releases in reverse order when interrupted in the body", { n: size }, ({ n }) =>
+  it.effect.prop("releases in reverse order when interrupted in the body", { n: size }, ({ n }) =>
     Effect.gen(function*() {
       const log = yield* Ref.make<ReadonlyArray<string>>([])
       const reached = yield* Deferred.make<void>()
@@ -618,9 +597,9 @@ describe("nestedManaged", () => {
       yield* Deferred.await(reached)
       assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(fiber)))
       assert.deepStrictEqual(yield* Ref.get(log), expectedLog(n))
-    }))
+    }), runs)
 
-  prop("releases the first k in reverse order when interrupted during the k-th acquire", {
+  it.effect.prop("releases the first k in reverse order when interrupted during the k-th acquire", {
     n: size,
     k: position
   }, ({ k, n }) =>
@@ -635,9 +614,9 @@ describe("nestedManaged", () => {
       yield* Deferred.await(reached)
       assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(fiber)))
       assert.deepStrictEqual(yield* Ref.get(log), expectedLog(blockAt))
-    }))
+    }), runs)
 
-  prop("stays LIFO inside a scope whose finalizers run in parallel", { n: size }, ({ n }) =>
+  it.effect.prop("stays LIFO inside a scope whose finalizers run in parallel", { n: size }, ({ n }) =>
     Effect.gen(function*() {
       const log = yield* Ref.make<ReadonlyArray<string>>([])
       // release i yields i times first: run in parallel, release 0 would log first
@@ -652,7 +631,7 @@ describe("nestedManaged", () => {
         ))
       yield* Effect.scoped(Effect.parallelFinalizers(Resource.nestedManaged(resources)))
       assert.deepStrictEqual(yield* Ref.get(log), expectedLog(n))
-    }))
+    }), runs)
 
   it.effect("keeps the tuple's element types", () =>
     Effect.gen(function*() {
@@ -671,7 +650,7 @@ describe("nestedManaged", () => {
 // ---------------------------------------------------------------------------
 
 describe("fromReadable", () => {
-  prop("a byte stream decodes to the text it was built from", {
+  it.effect.prop("a byte stream decodes to the text it was built from", {
     parts: fc.array(fc.string({ maxLength: 12 }), { maxLength: 10 })
   }, ({ parts }) =>
     Effect.gen(function*() {
@@ -682,7 +661,7 @@ describe("fromReadable", () => {
       }, messageOf).pipe(Stream.decodeText(), Stream.mkString)
       assert.strictEqual(out, parts.join(""))
       assert.isTrue(readable !== undefined && readable.destroyed)
-    }))
+    }), runs)
 
   it.effect("a throwing factory fails through onError", () =>
     Effect.gen(function*() {
@@ -901,7 +880,7 @@ describe("autoClose", () => {
       assert.deepStrictEqual(calls, ["async", "sync"])
     }))
 
-  prop("several objects in one scope close in reverse order", { n: fc.integer({ min: 1, max: 8 }) }, ({ n }) =>
+  it.effect.prop("several objects in one scope close in reverse order", { n: fc.integer({ min: 1, max: 8 }) }, ({ n }) =>
     Effect.gen(function*() {
       const closed: Array<number> = []
       yield* Effect.scoped(
@@ -911,7 +890,122 @@ describe("autoClose", () => {
         )
       )
       assert.deepStrictEqual(closed, Array.from({ length: n }, (_, i) => n - 1 - i))
-    }))
+    }), runs)
+
+  type CloserKind = "asyncDispose" | "dispose" | "close" | "closeAsync" | "end" | "destroy"
+  type Ending = "success" | "failure" | "defect" | "interruption"
+
+  /** an object releasable by `kind`, calling `onClose` then (when `throws`) throwing or rejecting */
+  const closeable = (kind: CloserKind, throws: boolean, onClose: () => void): Resource.Closeable => {
+    const sync = () => {
+      onClose()
+      if (throws) throw new Error("close failed")
+    }
+    const async = async () => {
+      await Promise.resolve()
+      onClose()
+      if (throws) throw new Error("close failed")
+    }
+    switch (kind) {
+      case "asyncDispose":
+        return { [Symbol.asyncDispose]: async }
+      case "dispose":
+        return { [Symbol.dispose]: sync }
+      case "close":
+        return { close: sync }
+      case "closeAsync":
+        return { close: async }
+      case "end":
+        return { end: sync }
+      case "destroy":
+        return { destroy: sync }
+    }
+  }
+
+  const objects = fc.array(
+    fc.record({
+      kind: fc.constantFrom<CloserKind>("asyncDispose", "dispose", "close", "closeAsync", "end", "destroy"),
+      throws: fc.boolean()
+    }),
+    { minLength: 1, maxLength: 6 }
+  )
+  const ending = fc.constantFrom<Ending>("success", "failure", "defect", "interruption")
+
+  it.effect.prop(
+    "closes every object exactly once, after the body and in reverse order, however the scope ends",
+    { objects, ending },
+    ({ ending, objects }) =>
+      Effect.gen(function*() {
+        const closed: Array<number> = []
+        let closedDuringBody: ReadonlyArray<number> | undefined
+        const reached = yield* Deferred.make<void>()
+        const body = Effect.gen(function*() {
+          yield* Effect.forEach(objects, ({ kind, throws }, i) =>
+            Resource.autoClose(closeable(kind, throws, () => void closed.push(i))))
+          closedDuringBody = [...closed]
+          switch (ending) {
+            case "success":
+              return "done"
+            case "failure":
+              return yield* Effect.fail("boom")
+            case "defect":
+              return yield* Effect.die("kaboom")
+            case "interruption":
+              yield* Deferred.succeed(reached, undefined)
+              return yield* Effect.never
+          }
+        })
+        const fiber = yield* Effect.fork(Effect.scoped(body))
+        if (ending === "interruption") {
+          yield* Deferred.await(reached)
+          yield* Fiber.interrupt(fiber)
+        }
+        const exit = yield* Fiber.await(fiber)
+        // a close that throws or rejects is logged; the scope ends as the body did
+        switch (ending) {
+          case "success":
+            assert.deepStrictEqual(exit, Exit.succeed("done"))
+            break
+          case "failure":
+            assert.deepStrictEqual(exit, Exit.fail("boom"))
+            break
+          case "defect":
+            assert.deepStrictEqual(exit, Exit.die("kaboom"))
+            break
+          case "interruption":
+            assert.isTrue(Exit.isInterrupted(exit))
+            break
+        }
+        assert.deepStrictEqual(closedDuringBody, [])
+        assert.deepStrictEqual(closed, objects.map((_, i) => objects.length - 1 - i))
+        // nothing closes a second time later
+        yield* Effect.yieldNow()
+        yield* Effect.promise(() => Promise.resolve())
+        assert.strictEqual(closed.length, objects.length)
+      }),
+    runs
+  )
+
+  it.effect.prop(
+    "closes exactly once when the scope is interrupted while acquiring, and never closes what it did not register",
+    { objects, at: position },
+    ({ at, objects }) =>
+      Effect.gen(function*() {
+        const stopAt = at % objects.length
+        const closed: Array<number> = []
+        const reached = yield* Deferred.make<void>()
+        const fiber = yield* Effect.fork(Effect.scoped(
+          Effect.forEach(objects, ({ kind, throws }, i) =>
+            i === stopAt
+              ? Effect.zipRight(Deferred.succeed(reached, undefined), Effect.never)
+              : Resource.autoClose(closeable(kind, throws, () => void closed.push(i))))
+        ))
+        yield* Deferred.await(reached)
+        assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(fiber)))
+        assert.deepStrictEqual(closed, Array.from({ length: stopAt }, (_, i) => stopAt - 1 - i))
+      }),
+    runs
+  )
 
   it.effect("a Node readable is destroyed", () =>
     Effect.gen(function*() {

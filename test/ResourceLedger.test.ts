@@ -1,4 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -276,6 +279,111 @@ describe("ResourceLedger", () => {
         const logs = captureLogs()
         yield* Effect.logWarning("hello").pipe(Effect.provide(logs.layer))
         assert.deepStrictEqual(logs.lines, [{ level: "WARN", message: "hello" }])
+      }))
+  })
+
+  describe("layerTest", () => {
+    it.effect("dies, naming every leftover, when resources are still open as its scope closes", () =>
+      Effect.gen(function*() {
+        const outer = yield* Scope.make()
+        const exit = yield* Effect.exit(
+          Effect.gen(function*() {
+            yield* ResourceLedger.acquireRelease("socket", Effect.succeed(1), noop, "s1").pipe(Scope.extend(outer))
+            yield* ResourceLedger.acquireRelease("gpu", Effect.succeed(2), noop, "ctx").pipe(Scope.extend(outer))
+            yield* Effect.scoped(ResourceLedger.acquireRelease("file", Effect.succeed(3), noop, "done.md"))
+            return "the body succeeded"
+          }).pipe(Effect.provide(ResourceLedger.layerTest()))
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) {
+          const defects = Chunk.toReadonlyArray(Cause.defects(exit.cause))
+          assert.strictEqual(defects.length, 1)
+          const message = String((defects[0] as Error).message)
+          assert.include(message, "2 resource(s) still open")
+          assert.include(message, "(acquired 3, released 1)")
+          assert.include(message, "socket:s1")
+          assert.include(message, "gpu:ctx")
+          assert.notInclude(message, "done.md")
+        }
+        yield* Scope.close(outer, Exit.void)
+      }))
+
+    it.effect("passes the body's result through when everything was released", () =>
+      Effect.gen(function*() {
+        const result = yield* Effect.gen(function*() {
+          yield* Effect.scoped(ResourceLedger.acquireRelease("socket", Effect.succeed(1), noop))
+          yield* ResourceLedger.acquireUseRelease("file", Effect.succeed(2), Effect.succeed, noop)
+          return (yield* ResourceLedger.snapshot).total
+        }).pipe(Effect.provide(ResourceLedger.layerTest()))
+        assert.deepStrictEqual(result, { acquired: 2, released: 2, open: 0 })
+      }))
+
+    it.effect("a leak adds to the body's own failure instead of hiding it", () =>
+      Effect.gen(function*() {
+        const outer = yield* Scope.make()
+        const exit = yield* Effect.exit(
+          Effect.gen(function*() {
+            yield* ResourceLedger.acquireRelease("socket", Effect.succeed(1), noop, "leaked").pipe(Scope.extend(outer))
+            return yield* Effect.fail("body failed")
+          }).pipe(Effect.provide(ResourceLedger.layerTest()))
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) {
+          assert.deepStrictEqual(Chunk.toReadonlyArray(Cause.failures(exit.cause)), ["body failed"])
+          assert.include(Cause.pretty(exit.cause), "socket:leaked")
+        }
+        yield* Scope.close(outer, Exit.void)
+      }))
+
+    it.effect("takes the ledger options", () =>
+      Effect.gen(function*() {
+        const snapshot = yield* Effect.gen(function*() {
+          for (let i = 0; i < 4; i++) {
+            yield* Effect.scoped(ResourceLedger.acquireRelease("file", Effect.succeed(i), noop, `f${i}`))
+          }
+          return yield* ResourceLedger.snapshot
+        }).pipe(Effect.provide(ResourceLedger.layerTest({ historyLimit: 2 })))
+        assert.deepStrictEqual(snapshot.releaseOrder.map((r) => r.label), ["f2", "f3"])
+      }))
+  })
+
+  describe("layerConfig", () => {
+    const withEnv = (entries: Record<string, string>) =>
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries))))
+
+    it.effect("reads the history limit and slow-release threshold from RAGPIPE_LEDGER_*", () =>
+      Effect.gen(function*() {
+        const snapshot = yield* Effect.gen(function*() {
+          const ledger = yield* ResourceLedger.ResourceLedger
+          for (let i = 0; i < 3; i++) {
+            const release = () => TestClock.adjust(`${100 + i * 100} millis`)
+            yield* Effect.scoped(ledger.acquireRelease("conn", Effect.succeed(i), release, `c${i}`))
+          }
+          return yield* ledger.snapshot
+        }).pipe(
+          Effect.provide(ResourceLedger.layerConfig()),
+          withEnv({ RAGPIPE_LEDGER_HISTORY_LIMIT: "2", RAGPIPE_LEDGER_SLOW_RELEASE: "150 millis" })
+        )
+        assert.deepStrictEqual(snapshot.releaseOrder.map((r) => r.label), ["c1", "c2"])
+        assert.deepStrictEqual(snapshot.slowReleases.map((r) => [r.label, r.millis]), [["c1", 200], ["c2", 300]])
+      }))
+
+    it.effect("defaults to 1024 events and 500 ms", () =>
+      Effect.gen(function*() {
+        assert.deepStrictEqual(yield* ResourceLedger.configFromEnv, { historyLimit: 1024, slowReleaseMillis: 500 })
+      }).pipe(withEnv({})))
+
+    it.effect.each([
+      [{ RAGPIPE_LEDGER_HISTORY_LIMIT: "0" }, "RAGPIPE_LEDGER_HISTORY_LIMIT"],
+      [{ RAGPIPE_LEDGER_HISTORY_LIMIT: "many" }, "RAGPIPE_LEDGER_HISTORY_LIMIT"],
+      [{ RAGPIPE_LEDGER_SLOW_RELEASE: "soon" }, "RAGPIPE_LEDGER_SLOW_RELEASE"]
+    ] as const)("an invalid value is a ConfigError naming %j", ([entries, variable]) =>
+      Effect.gen(function*() {
+        const result = yield* Effect.either(
+          Effect.provide(ResourceLedger.snapshot, ResourceLedger.layerConfig()).pipe(withEnv(entries))
+        )
+        assert.isTrue(Either.isLeft(result))
+        if (Either.isLeft(result)) assert.include(String(result.left), variable)
       }))
   })
 })

@@ -112,19 +112,33 @@ describe("examples", () => {
     assert.strictEqual(run.lines.at(-1), "data directory removed: true")
   }, 30_000)
 
-  it("testclock.mjs runs retries and a breaker on simulated time, in little real time", async () => {
+  it("testclock.mjs runs retries, a breaker and two ingest runs on simulated time, in little real time", async () => {
     const run = await runExample("testclock.mjs")
     expectSuccess(run)
-    assert.deepStrictEqual(run.lines.slice(0, 5), [
+    assert.deepStrictEqual(run.lines.slice(0, 11), [
       "retry: at t=2000 ms the attempts so far ran at 0, 1000 ms",
       "retry: attempts at 0, 1000, 3000, 7000 ms (waits of 1 s, 2 s, 4 s), result \"answer\"",
       "breaker: t=10000 ms open, a call is rejected; retry at 40000 ms",
       "breaker: t=40000 ms probe ran while half-open, now closed",
-      "simulated time at the end: 40000 ms"
+      "simulated time at the end: 40000 ms",
+      // the ingest pipeline's own retries, backing off on the TestClock
+      "ingest: embedder calls at 0 ms (503), 1000 ms (503), 3000 ms (ok) (waits of 1 s, 2 s)",
+      "ingest: completed, 3 of 3 documents, 3 chunks written, 0 failed",
+      // its call breaker: opened by the first document, refusing the next two, closed by the probe at 30 s
+      "outage: embedder calls at 0 ms (503), 1000 ms (503), 30000 ms (ok), 40000 ms (ok)",
+      "outage: failed: outage/a.txt (http-503, 2 attempt(s)); outage/b.txt (breaker-open, 1 attempt(s)); " +
+      "outage/c.txt (breaker-open, 1 attempt(s))",
+      "outage: breaker went open 1x, half-open 1x, closed 1x",
+      "outage: completed, 2 of 5 documents, 2 chunks written, 3 failed"
     ])
-    const real = /^real time elapsed: (\d+) ms/.exec(run.lines[5] ?? "")
+    const simulated = /^simulated time after the ingest runs: (\d+) ms$/.exec(run.lines[11] ?? "")
+    assert.isNotNull(simulated, run.stdout)
+    // the second run alone spans 40 s of documents arriving
+    assert.isAtLeast(Number(simulated![1]), 40_000 + 3_000 + 40_000)
+    const real = /^real time elapsed: (\d+) ms/.exec(run.lines[12] ?? "")
     assert.isNotNull(real, run.stdout)
-    // 40 simulated seconds; a loaded machine may be slow, but never that slow
+    // 80+ simulated seconds; a loaded machine may be slow, but never that slow
     assert.isBelow(Number(real![1]), 5_000)
+    assert.strictEqual(run.lines.length, 13, run.stdout)
   }, 30_000)
 })
