@@ -18,7 +18,7 @@
  *
  * @since 0.1.0
  */
-import { createHash } from "node:crypto"
+import { hash } from "node:crypto"
 import * as Either from "effect/Either"
 import type { Chunk, ChunkId, DocumentFormat } from "./Domain.js"
 
@@ -174,11 +174,7 @@ export const estimateTokens = (text: string): number => {
  * @category utils
  */
 export const chunkId = (path: string, index: number, text: string): ChunkId =>
-  createHash("sha256")
-    .update(`ragpipe-chunk-v1\0${path.length}\0${path}\0${index}\0`, "utf8")
-    .update(text, "utf8")
-    .digest("hex")
-    .slice(0, 32) as ChunkId
+  hash("sha256", `ragpipe-chunk-v1\0${path.length}\0${path}\0${index}\0${text}`, "hex").slice(0, 32) as ChunkId
 
 // -----------------------------------------------------------------------------
 // the recursive splitter

@@ -8,6 +8,7 @@
  */
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -19,11 +20,13 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as Chunker from "./Chunker.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
-import type { Chunk as TextChunk, EmbeddedChunk, SkippedFile, SourceDocument } from "./Domain.js"
+import type { Chunk as TextChunk, EmbeddedChunk, Embedding, SkippedFile, SourceDocument } from "./Domain.js"
 import { Embedder } from "./Embedder.js"
 import * as EmbeddingCache from "./EmbeddingCache.js"
+import * as FairScheduler from "./internal/fairScheduler.js"
 import { EmbedError, type LoaderError, type StoreError } from "./Errors.js"
 import * as Loader from "./Loader.js"
+import * as LruCache from "./LruCache.js"
 import * as Retry from "./Retry.js"
 import type { ResourceLedger } from "./ResourceLedger.js"
 import { type DocumentWrite, type StoredDocument, VectorStore } from "./VectorStore.js"
@@ -44,6 +47,9 @@ export interface Progress {
 }
 
 /**
+ * The progress of a run that has not started: the initial value of the
+ * `Ref` a caller passes as `Options.progress`.
+ *
  * @since 0.1.0
  * @category constructors
  */
@@ -139,13 +145,16 @@ export interface Summary {
 }
 
 /**
+ * How a run chunks, embeds, limits and writes; every field is optional and
+ * its default is given with it.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Options {
   /** chunk size and overlap (default {@link Chunker.defaults}) */
   readonly chunker?: Chunker.Options
-  /** documents looked up in the store per query (default 128) */
+  /** documents looked up in the store per query (default 256) */
   readonly lookupBatchSize?: number
   /**
    * When this effect completes the run stops reading new documents; the
@@ -181,8 +190,6 @@ export interface Options {
   readonly batchSize?: number
   /** estimated tokens per embedding request at most (default 100,000) */
   readonly batchTokens?: number
-  /** how long a partly filled batch waits for more chunks (default 50 ms) */
-  readonly batchWindow?: Duration.DurationInput
   /** embedding requests in flight at once, shared by the whole run (default 4) */
   readonly concurrency?: number
   /** embedding requests per minute at most, shared by the whole run */
@@ -204,6 +211,13 @@ export interface Options {
    * directory.
    */
   readonly removeMissing?: boolean
+  /**
+   * Read and hash every file, even those whose size, times and inode are
+   * those stored with their document (default false: such files are not
+   * read; see `Loader.Options.unchanged`). Only the filesystem loader
+   * ({@link ingestWith}, {@link ingestDirectory}) skips reads.
+   */
+  readonly rehash?: boolean
 }
 
 /**
@@ -228,6 +242,7 @@ interface Counters {
   skipped: number
   written: number
   failed: number
+  cached: number
 }
 
 /** A chunk on its way to the embedder, with the document it belongs to. */
@@ -241,6 +256,8 @@ interface ChunkItemOk {
   readonly doc: SourceDocument
   readonly of: number
   readonly embedded: EmbeddedChunk
+  /** answered by the embedding cache, not by a call to the embedder */
+  readonly cached: boolean
 }
 
 interface ChunkItemFailure {
@@ -255,15 +272,30 @@ interface Regroup {
   readonly ok: Array<EmbeddedChunk>
   readonly failures: Array<ChunkFailure>
   seen: number
+  cached: number
+  readonly of: number
 }
-
-const emptyRegroup = (): Regroup => ({ ok: [], failures: [], seen: 0 })
 
 interface DocumentOutcome {
   readonly doc: SourceDocument
   readonly chunks: ReadonlyArray<EmbeddedChunk>
   readonly failures: ReadonlyArray<ChunkFailure>
+  /** chunks answered by the embedding cache */
+  readonly cached: number
+  /** chunks never embedded: the error-rate breaker ended the run first */
+  readonly missing: number
 }
+
+/** A failed embedding call, with the calls it took (retries included). */
+class CallFailed extends Data.TaggedError("CallFailed")<{
+  readonly error: EmbedError | CircuitBreaker.BreakerOpen
+  readonly attempts: number
+}> {}
+
+/** Is a split-off part's error the very one its whole batch failed with? Then it is not about one input. */
+const sameError = (a: EmbedError | CircuitBreaker.BreakerOpen, b: EmbedError | CircuitBreaker.BreakerOpen): boolean =>
+  a._tag === "EmbedError" && b._tag === "EmbedError" && a.reason === b.reason && a.status === b.status &&
+  a.message === b.message
 
 /** A short kind for the failures table: `http-503`, `timeout`, `breaker-open`, ... */
 const failureKind = (error: EmbedError | CircuitBreaker.BreakerOpen): string =>
@@ -279,14 +311,21 @@ const isInputRejection = (error: EmbedError | CircuitBreaker.BreakerOpen): boole
   (error.reason === "invalid-input" ||
     (error.reason === "http" && (error.status === 400 || error.status === 413 || error.status === 422)))
 
-/** Split a batch so no part exceeds `maxTokens` (a single larger chunk goes alone). */
-const splitByTokens = (batch: ReadonlyArray<PendingChunk>, maxTokens: number): Array<ReadonlyArray<PendingChunk>> => {
+/**
+ * Cut chunks into consecutive batches of at most `maxCount` chunks and
+ * `maxTokens` estimated tokens (a single larger chunk goes alone).
+ */
+const toBatches = (
+  chunks: ReadonlyArray<PendingChunk>,
+  maxCount: number,
+  maxTokens: number
+): Array<ReadonlyArray<PendingChunk>> => {
   const out: Array<Array<PendingChunk>> = []
   let current: Array<PendingChunk> = []
   let tokens = 0
-  for (const item of batch) {
+  for (const item of chunks) {
     const cost = item.chunk.tokenEstimate
-    if (current.length > 0 && tokens + cost > maxTokens) {
+    if (current.length > 0 && (current.length >= maxCount || tokens + cost > maxTokens)) {
       out.push(current)
       current = []
       tokens = 0
@@ -298,16 +337,12 @@ const splitByTokens = (batch: ReadonlyArray<PendingChunk>, maxTokens: number): A
   return out
 }
 
-/**
- * Ingest a stream of documents (from disk or from anywhere else) into the
- * store.
- *
- * @since 0.1.0
- * @category pipelines
- */
-export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
-  source: Stream.Stream<SourceItem, E, R>,
-  options: Options = {}
+/** How the run builds its source, given the store's check of unchanged files (when it offers one). */
+type SourceOf<E, R> = (unchanged: Loader.Options["unchanged"]) => Stream.Stream<SourceItem, E, R>
+
+const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
+  sourceOf: SourceOf<E, R>,
+  options: Options
 ) {
   const rawEmbedder = yield* Embedder
   const store = yield* VectorStore
@@ -328,7 +363,8 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     unchanged: 0,
     skipped: 0,
     written: 0,
-    failed: 0
+    failed: 0,
+    cached: 0
   }
   const skippedFiles: Array<SkippedFile> = []
   const skippedByReason: Record<string, number> = {}
@@ -346,18 +382,54 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     })
   )
 
-  const isUnchanged = (doc: SourceDocument, stored: StoredDocument | undefined): boolean =>
-    stored !== undefined &&
-    stored.contentHash === doc.contentHash &&
+  /** Stored with these settings, completely: only the content can have changed. */
+  const sameSettings = (stored: StoredDocument): boolean =>
     stored.chunker === chunkerKey &&
     stored.model === rawEmbedder.model &&
     stored.dimensions === rawEmbedder.dimensions &&
     stored.complete
 
+  // Offered to the filesystem loader: files whose fingerprint is the stored
+  // one are not read at all. A failed lookup only means they are read.
+  const unchanged: Loader.Options["unchanged"] = options.rehash === true ? undefined : (files) =>
+    store.lookup(files.map((f) => f.path)).pipe(
+      Effect.map((stored) => {
+        const known = new Set<string>()
+        for (const file of files) {
+          const entry = stored.get(file.path)
+          if (entry !== undefined && entry.fingerprint === file.fingerprint && sameSettings(entry)) {
+            known.add(file.path)
+          }
+        }
+        return known
+      }),
+      Effect.orElseSucceed(() => new Set<string>())
+    )
+
+  /**
+   * A group of items: looked up in the store, empty documents written, the
+   * changed ones chunked. Returns their chunks, in document order.
+   */
+  const prepareGroup = (items: Iterable<SourceItem>) =>
+    Effect.flatMap(classify(items), (changed) => {
+      const pending: Array<PendingChunk> = []
+      const empty: Array<SourceDocument> = []
+      for (const doc of changed) {
+        if (doc.text.trim().length === 0) {
+          empty.push(doc)
+          continue
+        }
+        const chunks = Chunker.chunkDocument(doc, chunkerOptions)
+        for (const chunk of chunks) pending.push({ doc, of: chunks.length, chunk })
+      }
+      return empty.length === 0 ? Effect.succeed(pending) : Effect.as(writeEmptyDocuments(empty), pending)
+    })
+
   /** Look a group of items up in the store; returns the documents to (re)write. */
   const classify = (items: Iterable<SourceItem>) =>
     Effect.gen(function*() {
       const docs: Array<SourceDocument> = []
+      // still on disk, no rewrite: stamped seen, fingerprint kept
       const keep: Array<string> = []
       for (const item of items) {
         counters.seen++
@@ -366,35 +438,58 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
           continue
         }
         const skipped = item.left
+        if (skipped.reason === "unchanged") {
+          counters.unchanged++
+          keep.push(skipped.path)
+          continue
+        }
         counters.skipped++
         skippedByReason[skipped.reason] = (skippedByReason[skipped.reason] ?? 0) + 1
         if (skippedFiles.length < maxSkippedListed) skippedFiles.push(skipped)
         if (skipped.reason === "unreadable-directory") walkComplete = false
         if (keepsStoredVersion(skipped.reason)) keep.push(skipped.path)
       }
-      const stored = yield* store.lookup(docs.map((d) => d.path))
+      const stored = docs.length === 0 ? new Map<string, StoredDocument>() : yield* store.lookup(docs.map((d) => d.path))
       const changed: Array<SourceDocument> = []
+      // same content: stamped seen with the file's current fingerprint
+      const same: Array<string> = []
+      const sameFingerprints: Array<string | null> = []
       for (const doc of docs) {
-        if (isUnchanged(doc, stored.get(doc.path))) {
+        const entry = stored.get(doc.path)
+        if (entry !== undefined && entry.contentHash === doc.contentHash && sameSettings(entry)) {
           counters.unchanged++
-          keep.push(doc.path)
+          same.push(doc.path)
+          sameFingerprints.push(doc.fingerprint ?? null)
         } else {
           changed.push(doc)
         }
       }
       yield* store.markSeen(runId, keep)
+      yield* store.markSeen(runId, same, sameFingerprints)
       yield* publishNow
       return changed
     })
 
   // Every embedding request: rate limits, then the call breaker, then the
   // per-attempt timeout (inside the breaker, so a timeout counts against
-  // it); retries around all of it (BreakerOpen is never retried).
+  // it); retries around all of it (BreakerOpen is never retried). With a
+  // cache, only the texts it does not hold are requested — a batch it
+  // answers whole costs no request, no rate and no breaker permit.
   const policy = options.retry ?? Retry.defaultPolicy
   const { attemptTimeout, ...retryPolicy } = policy
-  const callBreaker = yield* CircuitBreaker.make(options.callBreaker ?? resilienceDefaults.callBreaker)
-  const cache = options.cache === undefined ? undefined : yield* EmbeddingCache.cached(rawEmbedder, options.cache)
-  const embedder = cache?.embedder ?? rawEmbedder
+  const callBreaker = yield* Effect.serviceOption(CircuitBreaker.Breaker).pipe(
+    Effect.flatMap(Option.match({
+      onNone: () => CircuitBreaker.make(options.callBreaker ?? resilienceDefaults.callBreaker),
+      onSome: Effect.succeed
+    }))
+  )
+  const cache = options.cache === undefined ? undefined : yield* LruCache.make<Embedding>({
+    maxEntries: options.cache.maxEntries ?? EmbeddingCache.defaultMaxEntries,
+    maxBytes: options.cache.maxBytes ?? EmbeddingCache.defaultMaxBytes,
+    sizeOf: EmbeddingCache.entrySize,
+    name: options.cache.name ?? "embeddings"
+  })
+  const embedder = rawEmbedder
   const requestLimit = options.rpm === undefined
     ? undefined
     : yield* RateLimiter.make({ limit: options.rpm, interval: Duration.minutes(1), algorithm: "token-bucket" })
@@ -427,52 +522,102 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     )
   }
 
-  /**
-   * Embed one batch: one result per chunk, in order. A batch rejected for a
-   * bad input is split in halves until the bad input is alone, so only it
-   * fails.
-   */
-  const embedBatch = (batch: ReadonlyArray<PendingChunk>): Effect.Effect<Array<ChunkItem>> =>
-    Effect.gen(function*() {
+  /** One request, with its retries: the vectors, or the last error and the calls made. */
+  const call = (batch: ReadonlyArray<PendingChunk>): Effect.Effect<ReadonlyArray<Embedding>, CallFailed> =>
+    Effect.suspend(() => {
       const texts = batch.map((p) => p.chunk.text)
       const tokens = batch.reduce((n, p) => n + p.chunk.tokenEstimate, 0)
-      const outcome = yield* Retry.retryWithAttempts(
-        limited(tokens, callBreaker.withBreaker(embedOnce(texts))),
-        retryPolicy
-      )
-      const result = outcome.result
-      if (Either.isRight(result)) {
-        return batch.map((p, i): ChunkItem =>
-          Either.right({ doc: p.doc, of: p.of, embedded: { chunk: p.chunk, embedding: result.right[i]! } })
-        )
-      }
-      if (batch.length > 1 && isInputRejection(result.left)) {
-        const half = Math.ceil(batch.length / 2)
-        const left = yield* embedBatch(batch.slice(0, half))
-        const right = yield* embedBatch(batch.slice(half))
-        return [...left, ...right]
-      }
-      return batch.map((p): ChunkItem =>
-        Either.left({
-          doc: p.doc,
-          of: p.of,
-          failure: { path: p.doc.path, chunkIndex: p.chunk.index, error: result.left, attempts: outcome.attempts }
-        })
+      return Effect.flatMap(
+        Retry.retryWithAttempts(limited(tokens, callBreaker.withBreaker(embedOnce(texts))), retryPolicy),
+        (outcome) =>
+          Either.isRight(outcome.result)
+            ? Effect.succeed(outcome.result.right)
+            : Effect.fail(new CallFailed({ error: outcome.result.left, attempts: outcome.attempts }))
       )
     })
 
-  /** A document with no chunks at all is stored as such, right away. */
-  const writeEmptyDocument = (doc: SourceDocument) =>
+  const succeeded = (batch: ReadonlyArray<PendingChunk>, vectors: ReadonlyArray<Embedding>, cached: (i: number) => boolean) =>
+    batch.map((p, i): ChunkItem =>
+      Either.right({ doc: p.doc, of: p.of, embedded: { chunk: p.chunk, embedding: vectors[i]! }, cached: cached(i) })
+    )
+
+  const failed = (batch: ReadonlyArray<PendingChunk>, failure: CallFailed) =>
+    batch.map((p): ChunkItem =>
+      Either.left({
+        doc: p.doc,
+        of: p.of,
+        failure: { path: p.doc.path, chunkIndex: p.chunk.index, error: failure.error, attempts: failure.attempts }
+      })
+    )
+
+  /** One attempt at a batch, through the cache when there is one. */
+  const attempt = (batch: ReadonlyArray<PendingChunk>): Effect.Effect<Array<ChunkItem>, CallFailed> => {
+    if (cache === undefined) return Effect.map(call(batch), (vectors) => succeeded(batch, vectors, () => false))
+    const keys = batch.map((p) => EmbeddingCache.keyOf(embedder.model, embedder.dimensions, p.chunk.text))
+    let requested: ReadonlySet<string> = new Set()
+    return Effect.map(
+      cache.getOrComputeMany(keys, (missing) => {
+        requested = new Set(missing)
+        const byKey = new Map(batch.map((p, i) => [keys[i]!, p]))
+        // a vector that is a view into a larger buffer is copied: kept in the
+        // cache, it would otherwise keep that whole buffer alive
+        return Effect.map(call(missing.map((key) => byKey.get(key)!)), (vectors) =>
+          vectors.map((v) => v.byteLength === v.buffer.byteLength ? v : v.slice()))
+      }),
+      (vectors) => succeeded(batch, vectors, (i) => !requested.has(keys[i]!))
+    )
+  }
+
+  /**
+   * A batch rejected for a bad input, split in halves until the bad input
+   * is alone, so that only it fails — unless both halves fail with the very
+   * error of the whole: then the request, not one input, is at fault (an
+   * unknown model, a refused parameter), and splitting further would only
+   * multiply failing requests.
+   */
+  const split = (batch: ReadonlyArray<PendingChunk>, failure: CallFailed): Effect.Effect<Array<ChunkItem>> => {
+    const half = Math.ceil(batch.length / 2)
+    const left = batch.slice(0, half)
+    const right = batch.slice(half)
+    return Effect.gen(function*() {
+      const first = yield* Effect.either(attempt(left))
+      const second = yield* Effect.either(attempt(right))
+      if (
+        Either.isLeft(first) && Either.isLeft(second) &&
+        sameError(first.left.error, failure.error) && sameError(second.left.error, failure.error)
+      ) {
+        return [...failed(left, first.left), ...failed(right, second.left)]
+      }
+      return [...(yield* settle(left, first)), ...(yield* settle(right, second))]
+    })
+  }
+
+  const settle = (
+    batch: ReadonlyArray<PendingChunk>,
+    result: Either.Either<Array<ChunkItem>, CallFailed>
+  ): Effect.Effect<Array<ChunkItem>> =>
+    Either.isRight(result)
+      ? Effect.succeed(result.right)
+      : batch.length > 1 && isInputRejection(result.left.error)
+      ? split(batch, result.left)
+      : Effect.succeed(failed(batch, result.left))
+
+  /** Embed one batch: one result per chunk, in order. */
+  const embedBatch = (batch: ReadonlyArray<PendingChunk>): Effect.Effect<Array<ChunkItem>> =>
+    Effect.flatMap(Effect.either(attempt(batch)), (result) => settle(batch, result))
+
+  /** Documents with no chunks at all are stored as such, right away. */
+  const writeEmptyDocuments = (docs: ReadonlyArray<SourceDocument>) =>
     Effect.gen(function*() {
-      yield* store.writeDocuments([{
+      yield* store.writeDocuments(docs.map((doc) => ({
         document: doc,
         chunker: chunkerKey,
         model: embedder.model,
         dimensions: embedder.dimensions,
         chunks: [],
         runId
-      }])
-      counters.ingested++
+      })))
+      counters.ingested += docs.length
       yield* publishNow
     })
 
@@ -492,18 +637,26 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
           message: f.error.message,
           attempts: f.attempts
         })),
+        ...(outcome.missing > 0 ? { complete: false } : {}),
         runId
       })))
       for (const outcome of outcomes) {
-        if (outcome.failures.length === 0) counters.ingested++
+        if (outcome.failures.length === 0 && outcome.missing === 0) counters.ingested++
         counters.written += outcome.chunks.length
         counters.failed += outcome.failures.length
+        counters.cached += outcome.cached
       }
       for (const outcome of outcomes) {
         if (outcome.failures.length > 0) {
           yield* Effect.logWarning(
             `${outcome.failures.length} of ${outcome.failures.length + outcome.chunks.length} chunks of ` +
               `${outcome.doc.path} could not be embedded: ${outcome.failures[0]!.error.message}`
+          )
+        }
+        if (outcome.missing > 0) {
+          yield* Effect.logWarning(
+            `the run ended before ${outcome.missing} chunk(s) of ${outcome.doc.path} were embedded; ` +
+              `it is stored incomplete and the next run will redo it`
           )
         }
       }
@@ -521,34 +674,46 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
   let breakInfo: CircuitBreaker.BreakInfo<ChunkItemFailure> | undefined
 
   /**
-   * Reassemble per-chunk results into documents (a document's chunks arrive
-   * together and in order).
-   */
-  /**
    * Reassemble per-chunk results into documents. Batches complete in any
    * order, so partial documents wait in `pending` (bounded by the documents
-   * in flight) until all their chunks are in.
+   * in flight) until all their chunks are in. When the error-rate breaker
+   * ends the run, the documents still waiting are written with what they
+   * have — every chunk the breaker counted is then stored or recorded — and
+   * marked incomplete, so the next run redoes them.
    */
   const pending = new Map<SourceDocument, Regroup>()
+  const outcomeOf = (doc: SourceDocument, group: Regroup): DocumentOutcome => ({
+    doc,
+    chunks: group.ok,
+    failures: group.failures,
+    cached: group.cached,
+    missing: group.of - group.seen
+  })
   const regroup = (
     item: Either.Either<ChunkItemOk, ChunkItemFailure | CircuitBreaker.BreakInfo<ChunkItemFailure>>
-  ): Option.Option<DocumentOutcome> => {
+  ): ReadonlyArray<DocumentOutcome> => {
     if (Either.isLeft(item) && CircuitBreaker.isBreakInfo(item.left)) {
       breakInfo = item.left as CircuitBreaker.BreakInfo<ChunkItemFailure>
-      return Option.none()
+      const rest = [...pending].map(([doc, group]) => outcomeOf(doc, group))
+      pending.clear()
+      return rest
     }
     const current = Either.isRight(item) ? item.right : item.left as ChunkItemFailure
     let group = pending.get(current.doc)
     if (group === undefined) {
-      group = emptyRegroup()
+      group = { ok: [], failures: [], seen: 0, cached: 0, of: current.of }
       pending.set(current.doc, group)
     }
     group.seen++
-    if (Either.isRight(item)) group.ok.push(item.right.embedded)
-    else group.failures.push((item.left as ChunkItemFailure).failure)
-    if (group.seen < current.of) return Option.none()
+    if (Either.isRight(item)) {
+      group.ok.push(item.right.embedded)
+      if (item.right.cached) group.cached++
+    } else {
+      group.failures.push((item.left as ChunkItemFailure).failure)
+    }
+    if (group.seen < group.of) return []
     pending.delete(current.doc)
-    return Option.some({ doc: current.doc, chunks: group.ok, failures: group.failures })
+    return [outcomeOf(current.doc, group)]
   }
 
   const stopSignal = options.stop === undefined
@@ -560,19 +725,14 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
   const batchSize = Math.max(1, Math.min(options.batchSize ?? embedder.maxBatchSize, embedder.maxBatchSize))
   const batchTokens = options.batchTokens ?? 100_000
 
-  const pipeline = untilStopped(source).pipe(
-    Stream.groupedWithin(options.lookupBatchSize ?? 128, Duration.millis(200)),
-    Stream.mapEffect(classify),
-    Stream.flattenIterables,
+  // Stages work on whole groups and batches, not on single documents or
+  // chunks: a stream step costs far more than chunking a document does.
+  const pipeline = untilStopped(sourceOf(unchanged)).pipe(
+    Stream.groupedWithin(options.lookupBatchSize ?? 256, Duration.millis(200)),
+    Stream.mapEffect(prepareGroup),
     untilStopped,
-    Stream.tap((doc) => doc.text.trim().length === 0 ? writeEmptyDocument(doc) : Effect.void),
-    Stream.filter((doc) => doc.text.trim().length > 0),
-    Stream.mapConcat((doc): Array<PendingChunk> => {
-      const chunks = Chunker.chunkDocument(doc, chunkerOptions)
-      return chunks.map((chunk) => ({ doc, of: chunks.length, chunk }))
-    }),
-    Stream.groupedWithin(batchSize, options.batchWindow ?? Duration.millis(50)),
-    Stream.mapConcat((batch) => splitByTokens(Chunk.toReadonlyArray(batch), batchTokens)),
+    // batches across the documents of a group, by count and tokens
+    Stream.mapConcat((pending) => toBatches(pending, batchSize, batchTokens)),
     // unordered: a slow request never holds back the next ones
     Stream.mapEffect(embedBatch, { concurrency: options.concurrency ?? 4, unordered: true }),
     Stream.flattenIterables,
@@ -581,7 +741,7 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       minSamples: options.minSamples ?? resilienceDefaults.minSamples,
       ...(options.breakerWindow === undefined ? {} : { window: options.breakerWindow })
     }),
-    Stream.filterMap(regroup),
+    Stream.mapConcat(regroup),
     Stream.aggregateWithin(groupWrites, Schedule.spaced(options.writeGroupWindow ?? Duration.millis(100))),
     Stream.mapEffect(writeGroup),
     Stream.runDrain
@@ -611,7 +771,7 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
       skipped: counters.skipped,
       removed
     },
-    chunks: { written: counters.written, failed: counters.failed, cached: cache === undefined ? 0 : (yield* cache.stats).hits },
+    chunks: { written: counters.written, failed: counters.failed, cached: counters.cached },
     breaker: breakInfo === undefined ? null : {
       ...CircuitBreaker.breakInfoJson(breakInfo),
       lastError: breakInfo.lastError === undefined ? null : breakInfo.lastError.failure.error.message
@@ -623,15 +783,25 @@ export const ingestStream = Effect.fn("Ingest.ingestStream")(function*<E, R>(
     skippedByReason
   }
   return summary
-}, Effect.scoped) as <E, R>(
+}, Effect.scoped, (run) => Effect.suspend(() => Effect.withScheduler(run, FairScheduler.make())))
+
+/**
+ * Ingest a stream of documents (from disk or from anywhere else) into the
+ * store.
+ *
+ * @since 0.1.0
+ * @category pipelines
+ */
+export const ingestStream = <E, R>(
   source: Stream.Stream<SourceItem, E, R>,
-  options?: Options
-) => Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore>
+  options: Options = {}
+): Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore> => ingestSource(() => source, options)
 
 /**
  * Load documents through the {@link Loader.Loader} in the context (the
  * filesystem walk with `Loader.layer`, or any stream with
- * `Loader.layerFromStream`) and ingest them.
+ * `Loader.layerFromStream`) and ingest them. Files whose fingerprint is the
+ * stored one are not read (unless `options.rehash`).
  *
  * @since 0.1.0
  * @category pipelines
@@ -640,7 +810,11 @@ export const ingestWith = (
   loader: Loader.Options,
   options: Options = {}
 ): Effect.Effect<Summary, LoaderError | StoreError, Embedder | VectorStore | Loader.Loader> =>
-  Effect.flatMap(Loader.Loader, (service) => ingestStream(service.load(loader), options))
+  Effect.flatMap(Loader.Loader, (service) =>
+    ingestSource(
+      (unchanged) => service.load(unchanged === undefined ? loader : { ...loader, unchanged }),
+      options
+    ))
 
 /**
  * Walk a directory and ingest what it holds.

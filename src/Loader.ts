@@ -36,10 +36,11 @@
  *
  * @since 0.1.0
  */
-import { createHash } from "node:crypto"
+import { hash } from "node:crypto"
 import * as fs from "node:fs"
 import * as nodePath from "node:path"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -74,8 +75,29 @@ export interface Options {
   readonly maxFileBytes?: number
   /** read names starting with `.` (never `.git` / `node_modules`); default false */
   readonly includeHidden?: boolean
-  /** how many files are read at the same time (default 4) */
-  readonly readConcurrency?: number
+  /**
+   * Which files need not be read: called with groups of candidate files and
+   * their {@link FileFingerprint}s before any of them is opened, it answers
+   * the paths whose content the caller already holds (typically: the store
+   * has a document with that fingerprint). Those files are emitted as
+   * `Left` with reason `unchanged` and never opened. Files whose
+   * fingerprint cannot be trusted (modified in the last
+   * {@link racyWindowMillis}) are not offered. It must not fail: answer the
+   * empty set when in doubt, and the files are read.
+   */
+  readonly unchanged?: (files: ReadonlyArray<FileFingerprint>) => Effect.Effect<ReadonlySet<string>>
+}
+
+/**
+ * A candidate file's path (relative to the root) and fingerprint, as offered
+ * to {@link Options.unchanged}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FileFingerprint {
+  readonly path: string
+  readonly fingerprint: string
 }
 
 /**
@@ -103,18 +125,60 @@ export const defaultExtensions: ReadonlyArray<string> = [".md", ".markdown", ".t
 export const defaultMaxFileBytes = 10 * 1024 * 1024
 
 /**
- * Default number of files read concurrently.
+ * How many files are read per pull: an early stop opens at most this many
+ * files beyond what it consumed.
  *
  * @since 0.1.0
  * @category constants
  */
-export const defaultReadConcurrency = 4
+export const readAhead = 8
 
-/** How many bytes are checked for a NUL byte. */
-const binarySniffBytes = 8 * 1024
+/**
+ * A file modified less than this long before it is read gets no
+ * fingerprint: a later change within the same timestamp tick (2 s on FAT,
+ * 1 s on some others) could otherwise go unnoticed.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const racyWindowMillis = 2000
 
-/** Files are read in groups of `readConcurrency * readAheadFactor`. */
-const readAheadFactor = 2
+/** Candidates offered to `Options.unchanged` per call. */
+const unchangedGroup = 256
+
+/** Files larger than this are read in slices, yielding to other fibers in between. */
+const readSliceBytes = 1024 * 1024
+
+/**
+ * The fingerprint of a file: size, modification and change times and inode.
+ * Any write changes the change time (which no tool can set back), so an equal
+ * fingerprint means equal content unless the file was written within the
+ * timestamp granularity of the previous write — see {@link racyWindowMillis}.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const fingerprintOf = (st: FingerprintStats): string => `v1:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`
+
+/**
+ * The part of `fs.Stats` a fingerprint is made of.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FingerprintStats {
+  readonly size: number
+  readonly mtimeMs: number
+  readonly ctimeMs: number
+  readonly ino: number
+}
+
+/** The fingerprint, unless the file changed too recently for it to be trusted. */
+const trustedFingerprint = (st: StatsLike, nowMillis: number): string | undefined =>
+  st.mtimeMs !== undefined && st.ctimeMs !== undefined && st.ino !== undefined &&
+    st.mtimeMs <= nowMillis - racyWindowMillis && st.ctimeMs <= nowMillis - racyWindowMillis
+    ? fingerprintOf(st as FingerprintStats)
+    : undefined
 
 /** How many directory entries are read per pull. */
 const dirBatchSize = 128
@@ -179,6 +243,9 @@ export const formatBytes = (bytes: number): string => {
  */
 export interface StatsLike {
   readonly size: number
+  readonly mtimeMs?: number
+  readonly ctimeMs?: number
+  readonly ino?: number
   isFile(): boolean
   isDirectory?(): boolean
   isFIFO?(): boolean
@@ -188,31 +255,33 @@ export interface StatsLike {
 }
 
 /**
- * The part of an open file the loader uses.
+ * The part of an open file the loader uses. Synchronous: a small file is
+ * read in a few microseconds, far less than a round trip through the
+ * thread pool; large files are read in slices with yields in between.
+ * Methods throw `errno` errors.
  *
  * @since 0.1.0
  * @category internal
  */
 export interface FileHandleLike {
-  readonly stat: () => Promise<StatsLike>
-  readonly read: (
-    buffer: Uint8Array,
-    offset: number,
-    length: number,
-    position: number
-  ) => Promise<{ readonly bytesRead: number }>
-  readonly close: () => Promise<void>
+  readonly stat: () => StatsLike
+  /** reads into `buffer[offset, offset + length)` from `position`; returns the bytes read */
+  readonly read: (buffer: Uint8Array, offset: number, length: number, position: number) => number
+  readonly close: () => void
 }
 
 /**
- * The part of an open directory the loader uses.
+ * The part of an open directory the loader uses. Synchronous, like file
+ * reads: entries come in buffered batches, so a read rarely reaches the
+ * system at all. Methods throw `errno` errors.
  *
  * @since 0.1.0
  * @category internal
  */
 export interface DirLike {
-  readonly read: () => Promise<fs.Dirent | null>
-  readonly close: () => Promise<void>
+  /** the next entry, or null at the end */
+  readonly read: () => fs.Dirent | null
+  readonly close: () => void
 }
 
 /**
@@ -223,8 +292,12 @@ export interface DirLike {
  * @category internal
  */
 export interface LoaderIO {
-  readonly openFile: (path: string) => Promise<FileHandleLike>
-  readonly openDir: (path: string) => Promise<DirLike>
+  /** opens a file for reading (throws `errno` errors); must not block on a FIFO */
+  readonly openFile: (path: string) => FileHandleLike
+  /** the file's stats, following symlinks (throws `errno` errors) */
+  readonly stat: (path: string) => StatsLike
+  /** opens a directory for listing (throws `errno` errors) */
+  readonly openDir: (path: string) => DirLike
 }
 
 // O_NONBLOCK: opening a FIFO must not block the walk; it is then rejected as
@@ -238,8 +311,19 @@ const openFlags = fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0)
  * @category internal
  */
 export const nodeIO: LoaderIO = {
-  openFile: (path) => fs.promises.open(path, openFlags),
-  openDir: (path) => fs.promises.opendir(path, { bufferSize: dirBatchSize })
+  openFile: (path) => {
+    const fd = fs.openSync(path, openFlags)
+    return {
+      stat: () => fs.fstatSync(fd),
+      read: (buffer, offset, length, position) => fs.readSync(fd, buffer, offset, length, position),
+      close: () => fs.closeSync(fd)
+    }
+  },
+  stat: (path) => fs.statSync(path),
+  openDir: (path) => {
+    const dir = fs.opendirSync(path, { bufferSize: dirBatchSize })
+    return { read: () => dir.readSync(), close: () => dir.closeSync() }
+  }
 }
 
 // -----------------------------------------------------------------------------
@@ -260,7 +344,7 @@ interface Context {
   readonly exclude: Glob.Matcher
   readonly maxFileBytes: number
   readonly includeHidden: boolean
-  readonly readConcurrency: number
+  readonly ledger: ResourceLedger.Service
 }
 
 const normalizeExtension = (extension: string): string => {
@@ -455,10 +539,10 @@ const symlinkStream = (
     })
   )
 
-const readBatch = async (dir: DirLike): Promise<Array<fs.Dirent>> => {
+const readBatch = (dir: DirLike): Array<fs.Dirent> => {
   const entries: Array<fs.Dirent> = []
   while (entries.length < dirBatchSize) {
-    const entry = await dir.read()
+    const entry = dir.read()
     if (entry === null) break
     entries.push(entry)
   }
@@ -479,10 +563,10 @@ const dirStream = (
   Stream.unwrapScoped(
     Effect.map(
       Effect.either(
-        ResourceLedger.acquireRelease(
+        ctx.ledger.acquireRelease(
           "dir",
-          Effect.tryPromise({ try: () => ctx.io.openDir(abs), catch: (error) => error }),
-          (dir) => Effect.promise(() => dir.close()),
+          Effect.try({ try: () => ctx.io.openDir(abs), catch: (error) => error }),
+          (dir) => Effect.sync(() => dir.close()),
           rel === "" ? "." : rel
         )
       ),
@@ -545,7 +629,7 @@ const dirStream = (
         > = Effect.suspend(() => {
           if (finished) return Effect.fail(Option.none())
           return Effect.flatMap(
-            Effect.either(Effect.tryPromise({ try: () => readBatch(dir), catch: (error) => error })),
+            Effect.either(Effect.try({ try: () => readBatch(dir), catch: (error) => error })),
             (read) => {
               if (Either.isLeft(read)) {
                 finished = true
@@ -581,51 +665,61 @@ const dirStream = (
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
-type ReadOutcome =
-  | { readonly _tag: "Bytes"; readonly bytes: Uint8Array }
-  | { readonly _tag: "Skipped"; readonly skipped: SkippedFile }
-
-/** stat + read an open file. Never throws. */
-const readOpen = async (ctx: Context, path: string, handle: FileHandleLike): Promise<ReadOutcome> => {
-  let size: number
+/** The candidate's bytes: stat, size checks, then the read; a `SkippedFile` when any of it fails. Throws nothing. */
+const readOpen = (
+  ctx: Context,
+  candidate: FileCandidate,
+  handle: FileHandleLike,
+  nowMillis: number
+): Effect.Effect<LoadResult> => {
+  const path = candidate.path
+  let st: StatsLike
   try {
-    const st = await handle.stat()
-    if (!st.isFile()) return { _tag: "Skipped", skipped: notRegular(path, kindOfStats(st)) }
-    size = st.size
+    st = handle.stat()
+    if (!st.isFile()) return Effect.succeed(Either.left(notRegular(path, kindOfStats(st))))
   } catch (error) {
-    return { _tag: "Skipped", skipped: unreadableFor(path, error, "stat") }
+    return Effect.succeed(Either.left(unreadableFor(path, error, "stat")))
   }
+  const size = st.size
   if (size > ctx.maxFileBytes) {
-    return {
-      _tag: "Skipped",
-      skipped: skip(
-        path,
-        "too-large",
-        `${formatBytes(size)} exceeds the ${formatBytes(ctx.maxFileBytes)} limit; raise --max-file-size`
-      )
-    }
+    return Effect.succeed(Either.left(skip(
+      path,
+      "too-large",
+      `${formatBytes(size)} exceeds the ${formatBytes(ctx.maxFileBytes)} limit; raise --max-file-size`
+    )))
   }
-  if (size === 0) return { _tag: "Skipped", skipped: skip(path, "empty", "the file is empty (0 bytes)") }
-  const buffer = new Uint8Array(size)
+  if (size === 0) return Effect.succeed(Either.left(skip(path, "empty", "the file is empty (0 bytes)")))
+  const fingerprint = trustedFingerprint(st, nowMillis)
+  const buffer = Buffer.allocUnsafe(size)
   let offset = 0
-  try {
-    while (offset < size) {
-      const { bytesRead } = await handle.read(buffer, offset, size - offset, offset)
-      if (bytesRead === 0) break
-      offset += bytesRead
-    }
-  } catch (error) {
-    return { _tag: "Skipped", skipped: unreadableFor(path, error, "read") }
+  /** one slice; true when the read is over (end of file, or the buffer is full) */
+  const slice = (): boolean => {
+    const bytesRead = handle.read(buffer, offset, Math.min(size - offset, readSliceBytes), offset)
+    offset += bytesRead
+    return bytesRead === 0 || offset >= size
   }
-  return { _tag: "Bytes", bytes: offset < size ? buffer.subarray(0, offset) : buffer }
+  const finish = (): LoadResult => toResult(candidate, offset < size ? buffer.subarray(0, offset) : buffer, fingerprint)
+  try {
+    if (slice()) return Effect.succeed(finish())
+  } catch (error) {
+    return Effect.succeed(Either.left(unreadableFor(path, error, "read")))
+  }
+  // a large file: one slice per step, letting other fibers run in between
+  const rest: Effect.Effect<LoadResult> = Effect.suspend(() => {
+    try {
+      return slice() ? Effect.succeed(finish()) : Effect.zipRight(Effect.yieldNow(), rest)
+    } catch (error) {
+      return Effect.succeed(Either.left(unreadableFor(path, error, "read")))
+    }
+  })
+  return Effect.zipRight(Effect.yieldNow(), rest)
 }
 
-const toResult = (candidate: Candidate & { readonly _tag: "File" }, bytes: Uint8Array): LoadResult => {
+const toResult = (candidate: FileCandidate, bytes: Buffer, fingerprint: string | undefined): LoadResult => {
   const path = candidate.path
   if (bytes.length === 0) return Either.left(skip(path, "empty", "the file is empty (0 bytes)"))
-  const sniff = bytes.length > binarySniffBytes ? bytes.subarray(0, binarySniffBytes) : bytes
-  if (sniff.indexOf(0) !== -1) {
-    return Either.left(skip(path, "binary", "contains a NUL byte in its first 8 KiB; looks like a binary file"))
+  if (bytes.indexOf(0) !== -1) {
+    return Either.left(skip(path, "binary", "contains a NUL byte; looks like a binary file"))
   }
   let text: string
   try {
@@ -642,38 +736,89 @@ const toResult = (candidate: Candidate & { readonly _tag: "File" }, bytes: Uint8
   } else if (text.trim().length === 0) {
     return Either.left(skip(path, "empty", "contains only whitespace"))
   }
-  return Either.right({
+  const document: Mutable<SourceDocument> = {
     path,
     text,
-    contentHash: createHash("sha256").update(bytes).digest("hex"),
+    contentHash: hash("sha256", bytes, "hex"),
     size: bytes.length,
     format: candidate.format
-  })
+  }
+  if (fingerprint !== undefined) document.fingerprint = fingerprint
+  return Either.right(document)
 }
 
-const load = (ctx: Context) => (candidate: Candidate): Effect.Effect<LoadResult, never, ResourceLedger.ResourceLedger> => {
+type Mutable<A> = { -readonly [K in keyof A]: A[K] }
+
+type FileCandidate = Candidate & { readonly _tag: "File" }
+
+/** Open, read and close one candidate (through the ledger); never fails. */
+const load = (ctx: Context, nowMillis: number) => (candidate: Candidate): Effect.Effect<LoadResult> => {
   if (candidate._tag === "Skipped") return Effect.succeed(Either.left(candidate.skipped))
-  return Effect.scoped(
-    Effect.flatMap(
-      Effect.either(
-        ResourceLedger.acquireRelease(
-          "file",
-          Effect.tryPromise({ try: () => ctx.io.openFile(candidate.absolute), catch: (error) => error }),
-          (handle) => Effect.promise(() => handle.close()),
-          candidate.path
-        )
-      ),
-      (opened) =>
-        Either.isLeft(opened)
-          ? Effect.succeed(Either.left(unreadableFor(candidate.path, opened.left, "open")))
-          : Effect.map(
-            Effect.promise(() => readOpen(ctx, candidate.path, opened.right)),
-            (outcome): LoadResult =>
-              outcome._tag === "Skipped" ? Either.left(outcome.skipped) : toResult(candidate, outcome.bytes)
-          )
-    )
+  return Effect.catchAll(
+    ctx.ledger.acquireUseRelease(
+      "file",
+      Effect.try({ try: () => ctx.io.openFile(candidate.absolute), catch: (error) => error }),
+      (handle) => readOpen(ctx, candidate, handle, nowMillis),
+      (handle) => Effect.sync(() => handle.close()),
+      candidate.path
+    ),
+    (error) => Effect.succeed(Either.left(unreadableFor(candidate.path, error, "open")))
   )
 }
+
+/**
+ * Read a group of candidates one after the other (the reads are
+ * synchronous), then let other fibers run: a stop or an interruption is
+ * noticed between groups.
+ */
+const loadGroup = (ctx: Context) => (group: Chunk.Chunk<Candidate>): Effect.Effect<Chunk.Chunk<LoadResult>> =>
+  Effect.flatMap(
+    Clock.currentTimeMillis,
+    (now) => Effect.map(Effect.zipLeft(Effect.forEach(group, load(ctx, now)), Effect.yieldNow()), Chunk.unsafeFromArray)
+  )
+
+/**
+ * Ask `unchanged` about a group of candidates: those it confirms become
+ * `unchanged` skips, the others stay candidates. Files whose stat fails or
+ * that changed too recently are not offered (they are read, and the read
+ * reports what is wrong).
+ */
+const filterUnchanged = (
+  ctx: Context,
+  unchanged: NonNullable<Options["unchanged"]>
+) =>
+(group: Chunk.Chunk<Candidate>): Effect.Effect<Chunk.Chunk<Candidate>> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const offered: Array<FileFingerprint> = []
+    for (const candidate of group) {
+      if (candidate._tag !== "File") continue
+      let st: StatsLike
+      try {
+        st = ctx.io.stat(candidate.absolute)
+      } catch {
+        continue
+      }
+      if (!st.isFile() || st.size > ctx.maxFileBytes) continue
+      const fingerprint = trustedFingerprint(st, now)
+      if (fingerprint !== undefined) offered.push({ path: candidate.path, fingerprint })
+    }
+    if (offered.length === 0) return Effect.succeed(group)
+    return Effect.map(unchanged(offered), (known) =>
+      known.size === 0 ? group : Chunk.map(group, (candidate): Candidate =>
+        candidate._tag === "File" && known.has(candidate.path)
+          ? skippedCandidate(candidate.path, "unchanged", "unchanged since it was stored (same size, times and inode)")
+          : candidate))
+  })
+
+/**
+ * Check that `root` is a directory the walk can start from: the
+ * {@link LoaderError} {@link walk} would fail with, before anything else is
+ * done (a CLI checks it before opening a store).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const checkRoot = (root: string): Effect.Effect<void, LoaderError> => Effect.asVoid(resolveRoot(root))
 
 const resolveRoot = (root: string): Effect.Effect<{ readonly real: string; readonly display: string }, LoaderError> =>
   Effect.tryPromise({
@@ -715,9 +860,6 @@ const resolveRoot = (root: string): Effect.Effect<{ readonly real: string; reado
       })
   })
 
-const positiveInt = (value: number | undefined, fallback: number): number =>
-  value !== undefined && Number.isFinite(value) && value >= 1 ? Math.floor(value) : fallback
-
 /**
  * {@link walk} with a replaceable I/O layer; for tests.
  *
@@ -729,7 +871,7 @@ export const walkWith = (
   io: LoaderIO
 ): Stream.Stream<LoadResult, LoaderError, ResourceLedger.ResourceLedger> =>
   Stream.unwrap(
-    Effect.map(resolveRoot(options.root), (root) => {
+    Effect.map(Effect.zip(resolveRoot(options.root), ResourceLedger.ResourceLedger), ([root, ledger]) => {
       const ctx: Context = {
         io,
         rootReal: root.real,
@@ -747,22 +889,17 @@ export const walkWith = (
           ? options.maxFileBytes
           : defaultMaxFileBytes,
         includeHidden: options.includeHidden === true,
-        readConcurrency: positiveInt(options.readConcurrency, defaultReadConcurrency)
+        ledger
       }
       const candidates = dirStream(ctx, root.real, "", [])
-      if (ctx.readConcurrency === 1) return Stream.mapEffect(candidates, load(ctx))
-      // Reads run in small groups: Stream.mapEffect's concurrent mode costs
-      // far more per element than a file read, Effect.forEach over a chunk
-      // does not. Groups stay small so an early stop opens few files.
-      return candidates.pipe(
-        Stream.rechunk(ctx.readConcurrency * readAheadFactor),
-        Stream.mapChunksEffect((group) =>
-          Effect.map(
-            Effect.forEach(group, load(ctx), { concurrency: ctx.readConcurrency }),
-            Chunk.unsafeFromArray
-          )
-        )
+      const unchanged = options.unchanged
+      const toRead = unchanged === undefined ? candidates : candidates.pipe(
+        Stream.rechunk(unchangedGroup),
+        Stream.mapChunksEffect(filterUnchanged(ctx, unchanged))
       )
+      // Reads run in small groups, one after the other: a group costs one
+      // step of the stream, and an early stop opens few files.
+      return toRead.pipe(Stream.rechunk(readAhead), Stream.mapChunksEffect(loadGroup(ctx)))
     })
   )
 
@@ -770,7 +907,7 @@ export const walkWith = (
  * Walk `options.root` lazily, depth-first, emitting one {@link LoadResult}
  * per candidate file: `Right(document)` or `Left(skipped)`.
  *
- * Skip reasons: `binary` (NUL byte in the first 8 KiB), `invalid-utf8`,
+ * Skip reasons: `binary` (a NUL byte), `invalid-utf8`,
  * `empty` (0 bytes, only whitespace, or no text after removing HTML markup),
  * `too-large` (size above `maxFileBytes`, checked before reading),
  * `unreadable` (open/stat/read failed, the file vanished, or it is not a

@@ -27,6 +27,7 @@ import {
   type IndexBuild,
   type Service,
   type StoredDocument,
+  isComplete,
   VectorStore
 } from "./VectorStore.js"
 
@@ -124,7 +125,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
 
   const prepare: Service["prepare"] = (embedder) =>
     Effect.suspend(() => {
-      if (dimensions === undefined) {
+      if (dimensions === undefined || documents.size === 0) {
         dimensions = embedder.dimensions
       } else if (dimensions !== embedder.dimensions) {
         return Effect.fail(
@@ -154,32 +155,34 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
             chunker: entry.chunker,
             model: entry.model,
             dimensions: entry.dimensions,
-            complete: entry.complete
+            complete: entry.complete,
+            fingerprint: entry.fingerprint
           })
         }
       }
       return found
     })
 
-  const markSeen: Service["markSeen"] = (runId, paths) =>
+  const markSeen: Service["markSeen"] = (runId, paths, fingerprints) =>
     Effect.sync(() => {
-      for (const path of paths) {
+      paths.forEach((path, i) => {
         const entry = documents.get(path)
-        if (entry !== undefined) documents.set(path, { ...entry, seenRun: runId })
-      }
+        if (entry === undefined) return
+        documents.set(
+          path,
+          fingerprints === undefined
+            ? { ...entry, seenRun: runId }
+            : { ...entry, seenRun: runId, fingerprint: fingerprints[i] ?? null }
+        )
+      })
     })
 
   /**
    * What the database's constraints would refuse: a vector of another
-   * dimension than the store's, a chunk id used twice, a chunk index or a
-   * failure's chunk index used twice in one document.
+   * dimension than the store's, a chunk index or a failure's chunk index
+   * used twice in one document.
    */
   const violation = (writes: ReadonlyArray<DocumentWrite>): string | undefined => {
-    const rewritten = new Set(writes.map((w) => w.document.path))
-    const ids = new Set<string>()
-    for (const [path, entry] of documents) {
-      if (!rewritten.has(path)) for (const c of entry.chunks) ids.add(c.embedded.chunk.id)
-    }
     for (const w of writes) {
       const indexes = new Set<number>()
       for (const { chunk, embedding } of w.chunks) {
@@ -190,9 +193,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
         if (!embedding.every(Number.isFinite)) {
           return `NaN or infinite value not allowed in vector (chunk ${chunk.index} of ${w.document.path})`
         }
-        if (ids.has(chunk.id)) return `duplicate chunk id ${chunk.id}`
         if (indexes.has(chunk.index)) return `duplicate chunk index ${chunk.index} in ${w.document.path}`
-        ids.add(chunk.id)
         indexes.add(chunk.index)
       }
       const failed = new Set<number>()
@@ -228,7 +229,8 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
             chunker: w.chunker,
             model: w.model,
             dimensions: w.dimensions,
-            complete: failures.length === 0,
+            complete: isComplete(w),
+            fingerprint: w.document.fingerprint ?? null,
             seenRun: w.runId,
             chunks: w.chunks.map((embedded) => ({ embedded, norm: normOf(embedded.embedding) }))
           })

@@ -11,6 +11,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -40,6 +41,8 @@ export interface StoredDocument {
   readonly dimensions: number
   /** false when some chunks could not be embedded (see `failures`) */
   readonly complete: boolean
+  /** the file's fingerprint when it was stored (`SourceDocument.fingerprint`), if any */
+  readonly fingerprint: string | null
 }
 
 /**
@@ -94,8 +97,22 @@ export interface DocumentWrite {
    * is then stored without them and not considered up to date
    */
   readonly failures?: ReadonlyArray<FailureWrite>
+  /**
+   * false: the chunks are not all there (some never embedded), so the
+   * document is not up to date; default: complete unless `failures`
+   */
+  readonly complete?: boolean
   readonly runId: RunId
 }
+
+/**
+ * Whether a write leaves its document up to date.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const isComplete = (write: DocumentWrite): boolean =>
+  write.complete !== false && (write.failures ?? []).length === 0
 
 /**
  * The outcome of {@link Service.createIndex}.
@@ -111,6 +128,11 @@ export interface IndexBuild {
 }
 
 /**
+ * What the pipeline needs from a store: change detection (`lookup`,
+ * `markSeen`), atomic document writes, removal of what a run did not see,
+ * search, statistics, failures, a checksum and the vector index. The
+ * PostgreSQL store ({@link layer}) and `MemoryVectorStore` implement it.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -128,8 +150,17 @@ export interface Service {
   readonly beginRun: Effect.Effect<RunId, StoreError>
   /** The stored state of the given paths (absent paths are not in the map). */
   readonly lookup: (paths: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, StoredDocument>, StoreError>
-  /** Stamp documents that are still on disk but need no rewrite. */
-  readonly markSeen: (runId: RunId, paths: ReadonlyArray<string>) => Effect.Effect<void, StoreError>
+  /**
+   * Stamp documents that are still on disk but need no rewrite. With
+   * `fingerprints` (one per path; `null` clears it), their stored
+   * fingerprints are replaced too: a file whose times changed but whose
+   * content did not.
+   */
+  readonly markSeen: (
+    runId: RunId,
+    paths: ReadonlyArray<string>,
+    fingerprints?: ReadonlyArray<string | null>
+  ) => Effect.Effect<void, StoreError>
   /**
    * Replace documents and their chunks in one transaction: a reader sees
    * all of them, old or new, never a part. When a path occurs more than
@@ -163,6 +194,9 @@ export interface Service {
 }
 
 /**
+ * The VectorStore port: provide `VectorStore.layer` (over a `SqlClient` from
+ * `Database`), `MemoryVectorStore.layer`, or your own implementation.
+ *
  * @since 0.1.0
  * @category tags
  */
@@ -281,19 +315,22 @@ const causeDetail = (cause: unknown): string =>
 const copyBatchRows = 1000
 
 /** How long a ROLLBACK after a failed write may take before the connection is discarded instead. */
-const rollbackTimeoutMillis = 10_000
+const rollbackTimeout = Duration.seconds(10)
 
 /** The same statements as `writeDocuments` issues through the `SqlClient`, for a checked-out `pg` client. */
 const upsertDocumentsSql = `INSERT INTO documents
-    (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete)
+    (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete, fingerprint)
   SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[],
-    $8::int[], $9::bigint[], $10::boolean[])
+    $8::int[], $9::bigint[], $10::boolean[], $11::text[])
   ON CONFLICT (path) DO UPDATE SET
     content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, format = EXCLUDED.format,
     chunker = EXCLUDED.chunker, model = EXCLUDED.model, dimensions = EXCLUDED.dimensions,
     chunk_count = EXCLUDED.chunk_count, seen_run = EXCLUDED.seen_run, complete = EXCLUDED.complete,
-    updated_at = now()
-  RETURNING id::text AS id, path`
+    fingerprint = EXCLUDED.fingerprint, updated_at = now()
+  RETURNING id::text AS id, path, (xmax = 0) AS inserted`
+
+const insertChunksSql = `INSERT INTO chunks (id, document_id, chunk_index, text, heading_path, token_estimate, embedding)
+  SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::int[], $7::vector[])`
 
 const deleteChunksSql = `DELETE FROM chunks WHERE document_id = ANY($1::bigint[])`
 
@@ -372,22 +409,16 @@ const copyChunks = (client: Pg.PoolClient, rows: ReadonlyArray<ChunkRow>): Effec
   ))
 
 /** ROLLBACK; the error when it failed or took too long (the connection is then in an unknown state). */
-const rollback = async (client: Pg.PoolClient): Promise<Error | undefined> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  try {
-    await Promise.race([
-      client.query("ROLLBACK"),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error("ROLLBACK timed out")), rollbackTimeoutMillis)
-      })
-    ])
-    return undefined
-  } catch (error) {
-    return error instanceof Error ? error : new Error("ROLLBACK failed")
-  } finally {
-    clearTimeout(timer)
-  }
-}
+const rollback = (client: Pg.PoolClient): Effect.Effect<Error | undefined> =>
+  Effect.tryPromise(() => client.query("ROLLBACK")).pipe(
+    Effect.timeoutFail({ duration: rollbackTimeout, onTimeout: () => new Error("ROLLBACK timed out") }),
+    Effect.match({
+      onFailure: (error) => error instanceof Error && !(error instanceof Cause.UnknownException)
+        ? error
+        : new Error("ROLLBACK failed"),
+      onSuccess: () => undefined
+    })
+  )
 
 /**
  * Run `use` in a transaction on a client checked out of the pool. Committed
@@ -416,7 +447,7 @@ const withPoolTransaction = <A>(
       if (Cause.isInterruptedOnly(exit.cause)) {
         return Effect.sync(() => client.release(new Error("interrupted during a write; connection discarded")))
       }
-      return Effect.promise(() => rollback(client)).pipe(
+      return rollback(client).pipe(
         Effect.flatMap((error) => Effect.sync(() => client.release(error)))
       )
     }
@@ -455,9 +486,13 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
     sql.withTransaction(Effect.gen(function*() {
       yield* sql`LOCK TABLE ragpipe_meta IN EXCLUSIVE MODE`
       const stored = yield* readMeta("dimensions")
-      if (stored === undefined) {
+      // a store that holds no document yet (a first run that failed early) takes any dimension
+      const empty = stored !== undefined && Number(stored) !== dimensions &&
+        (yield* sql<{ empty: boolean }>`SELECT NOT EXISTS (SELECT 1 FROM documents) AS empty`)[0]?.empty === true
+      if (stored === undefined || empty) {
         yield* sql.unsafe(`ALTER TABLE chunks ALTER COLUMN embedding TYPE vector(${dimensions})`)
-        yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('dimensions', ${String(dimensions)})`
+        yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('dimensions', ${String(dimensions)})
+          ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`
       } else if (Number(stored) !== dimensions) {
         const storedModel = (yield* readMeta("model")) ?? "unknown"
         return yield* new StoreError({
@@ -480,159 +515,121 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
     paths.length === 0
       ? Effect.succeed(new Map())
       : sql<StoredDocument>`
-          SELECT path, content_hash AS "contentHash", chunker, model, dimensions, complete
+          SELECT path, content_hash AS "contentHash", chunker, model, dimensions, complete, fingerprint
           FROM documents WHERE path = ANY(${paths as Array<string>}::text[])`.pipe(
           Effect.map((rows) => new Map(rows.map((row) => [row.path, row]))),
           Effect.mapError(queryError("reading stored documents"))
         )
 
-  const markSeen: Service["markSeen"] = (runId, paths) =>
-    paths.length === 0 ? Effect.void : sql`
+  const markSeen: Service["markSeen"] = (runId, paths, fingerprints) =>
+    paths.length === 0 ? Effect.void : (fingerprints === undefined
+      ? sql`
       UPDATE documents SET seen_run = ${runId}::bigint
-      WHERE path = ANY(${paths as Array<string>}::text[])`.pipe(
+      WHERE path = ANY(${paths as Array<string>}::text[])`
+      : sql`
+      UPDATE documents d SET seen_run = ${runId}::bigint, fingerprint = n.fingerprint
+      FROM unnest(${paths as Array<string>}::text[], ${fingerprints as Array<string | null>}::text[])
+        AS n(path, fingerprint)
+      WHERE d.path = n.path`).pipe(
       Effect.asVoid,
       Effect.mapError(queryError("marking unchanged documents"))
     )
 
-  const insertChunks = (rows: ReadonlyArray<{ readonly documentId: string; readonly chunk: EmbeddedChunk }>) =>
-    Effect.forEach(
-      batches(rows, insertBatchRows),
-      (batch) =>
-        sql`INSERT INTO chunks (id, document_id, chunk_index, text, heading_path, token_estimate, embedding)
-          SELECT * FROM unnest(
-            ${batch.map((r) => r.chunk.chunk.id)}::text[],
-            ${batch.map((r) => r.documentId)}::bigint[],
-            ${batch.map((r) => r.chunk.chunk.index)}::int[],
-            ${batch.map((r) => r.chunk.chunk.text)}::text[],
-            ${batch.map((r) => JSON.stringify(r.chunk.chunk.headingPath))}::jsonb[],
-            ${batch.map((r) => r.chunk.chunk.tokenEstimate)}::int[],
-            ${batch.map((r) => vectorLiteral(r.chunk.embedding))}::vector[]
-          )`,
-      { discard: true }
-    )
-
-  // The same transaction as `writeDocuments` below, on one client of a
-  // server's pool, with the chunks written by a binary COPY.
-  const writeDocumentsCopy = (pool: Pg.Pool, writes: ReadonlyArray<DocumentWrite>) =>
-    withPoolTransaction(pool, (client) =>
-      Effect.gen(function*() {
-        const ids = new Map<string, string>()
-        for (const group of batches(writes, insertBatchRows)) {
-          const result = yield* clientQuery<{ id: string; path: string }>(client, upsertDocumentsSql, [
-            group.map((w) => w.document.path),
-            group.map((w) => w.document.contentHash),
-            group.map((w) => w.document.size),
-            group.map((w) => w.document.format),
-            group.map((w) => w.chunker),
-            group.map((w) => w.model),
-            group.map((w) => w.dimensions),
-            group.map((w) => w.chunks.length),
-            group.map((w) => w.runId),
-            group.map((w) => (w.failures ?? []).length === 0)
-          ])
-          for (const row of result.rows) ids.set(row.path, row.id)
-        }
-        const documentIds = [...ids.values()]
-        yield* clientQuery(client, deleteChunksSql, [documentIds])
-        const rows = writes.flatMap((w) => {
-          const documentId = ids.get(w.document.path)!
-          return w.chunks.map(({ chunk, embedding }): ChunkRow => ({
-            id: chunk.id,
-            documentId,
-            chunkIndex: chunk.index,
-            text: chunk.text,
-            headingPath: chunk.headingPath,
-            tokenEstimate: chunk.tokenEstimate,
-            embedding
-          }))
-        })
-        if (rows.length > 0) yield* copyChunks(client, rows)
-        const failed = writes.flatMap((w) => {
-          const documentId = ids.get(w.document.path)!
-          return (w.failures ?? []).map((f) => ({ documentId, ...f }))
-        })
-        yield* clientQuery(client, clearFailuresSql, [
-          documentIds,
-          failed.map((f) => f.documentId),
-          failed.map((f) => f.chunkIndex)
-        ])
-        for (const batch of batches(failed, insertBatchRows)) {
-          yield* clientQuery(client, insertFailuresSql, [
-            batch.map((f) => f.documentId),
-            batch.map((f) => f.chunkIndex),
-            batch.map((f) => f.kind),
-            batch.map((f) => f.message),
-            batch.map((f) => f.attempts)
-          ])
-        }
-      }))
-
-  const writeDocuments: Service["writeDocuments"] = (all) => {
-    // one row per path: the last write of a path wins
-    const writes = [...new Map(all.map((w) => [w.document.path, w])).values()]
-    if (writes.length > 0 && Option.isSome(serverPool)) {
-      return writeDocumentsCopy(serverPool.value, writes).pipe(
-        Effect.mapError(queryError(
-          writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`
-        ))
-      )
-    }
-    return writes.length === 0 ? Effect.void : sql.withTransaction(Effect.gen(function*() {
+  /**
+   * The statements of one write, on one connection in one transaction:
+   * upsert the documents, replace their chunks (written by `insertChunks`),
+   * and bring their failures up to date. `exec` runs one statement.
+   */
+  const writeAll = (
+    exec: (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<unknown>, SqlError>,
+    insertChunks: (rows: ReadonlyArray<ChunkRow>) => Effect.Effect<unknown, SqlError>,
+    writes: ReadonlyArray<DocumentWrite>
+  ) =>
+    Effect.gen(function*() {
       const ids = new Map<string, string>()
+      const replaced: Array<string> = []
       for (const group of batches(writes, insertBatchRows)) {
-        const rows = yield* sql<{ id: string; path: string }>`
-          INSERT INTO documents
-            (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete)
-          SELECT * FROM unnest(
-            ${group.map((w) => w.document.path)}::text[],
-            ${group.map((w) => w.document.contentHash)}::text[],
-            ${group.map((w) => w.document.size)}::bigint[],
-            ${group.map((w) => w.document.format)}::text[],
-            ${group.map((w) => w.chunker)}::text[],
-            ${group.map((w) => w.model)}::text[],
-            ${group.map((w) => w.dimensions)}::int[],
-            ${group.map((w) => w.chunks.length)}::int[],
-            ${group.map((w) => w.runId)}::bigint[],
-            ${group.map((w) => (w.failures ?? []).length === 0)}::boolean[]
-          )
-          ON CONFLICT (path) DO UPDATE SET
-            content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, format = EXCLUDED.format,
-            chunker = EXCLUDED.chunker, model = EXCLUDED.model, dimensions = EXCLUDED.dimensions,
-            chunk_count = EXCLUDED.chunk_count, seen_run = EXCLUDED.seen_run, complete = EXCLUDED.complete,
-            updated_at = now()
-          RETURNING id::text AS id, path`
-        for (const row of rows) ids.set(row.path, row.id)
+        const rows = (yield* exec(upsertDocumentsSql, [
+          group.map((w) => w.document.path),
+          group.map((w) => w.document.contentHash),
+          group.map((w) => w.document.size),
+          group.map((w) => w.document.format),
+          group.map((w) => w.chunker),
+          group.map((w) => w.model),
+          group.map((w) => w.dimensions),
+          group.map((w) => w.chunks.length),
+          group.map((w) => w.runId),
+          group.map(isComplete),
+          group.map((w) => w.document.fingerprint ?? null)
+        ])) as ReadonlyArray<{ readonly id: string; readonly path: string; readonly inserted: boolean }>
+        for (const row of rows) {
+          ids.set(row.path, row.id)
+          if (!row.inserted) replaced.push(row.id)
+        }
       }
-      const documentIds = [...ids.values()]
-      yield* sql`DELETE FROM chunks WHERE document_id = ANY(${documentIds}::bigint[])`
-      yield* insertChunks(writes.flatMap((w) => {
+      // a document inserted just now has no chunks and no failures yet: only replaced ones are cleared
+      if (replaced.length > 0) yield* exec(deleteChunksSql, [replaced])
+      const rows = writes.flatMap((w) => {
         const documentId = ids.get(w.document.path)!
-        return w.chunks.map((chunk) => ({ documentId, chunk }))
-      }))
+        return w.chunks.map(({ chunk, embedding }): ChunkRow => ({
+          id: chunk.id,
+          documentId,
+          chunkIndex: chunk.index,
+          text: chunk.text,
+          headingPath: chunk.headingPath,
+          tokenEstimate: chunk.tokenEstimate,
+          embedding
+        }))
+      })
+      if (rows.length > 0) yield* insertChunks(rows)
       const failed = writes.flatMap((w) => {
         const documentId = ids.get(w.document.path)!
         return (w.failures ?? []).map((f) => ({ documentId, ...f }))
       })
       // failures of these documents that are not failing any more are cleared
-      yield* sql`DELETE FROM failures f WHERE f.document_id = ANY(${documentIds}::bigint[])
-        AND NOT EXISTS (
-          SELECT 1 FROM unnest(${failed.map((f) => f.documentId)}::bigint[], ${failed.map((f) => f.chunkIndex)}::int[])
-            AS n(document_id, chunk_index)
-          WHERE n.document_id = f.document_id AND n.chunk_index = f.chunk_index)`
-      for (const batch of batches(failed, insertBatchRows)) {
-        yield* sql`INSERT INTO failures (document_id, chunk_index, error_kind, message, attempts)
-          SELECT * FROM unnest(
-            ${batch.map((f) => f.documentId)}::bigint[],
-            ${batch.map((f) => f.chunkIndex)}::int[],
-            ${batch.map((f) => f.kind)}::text[],
-            ${batch.map((f) => f.message)}::text[],
-            ${batch.map((f) => f.attempts)}::int[]
-          )
-          ON CONFLICT (document_id, chunk_index) DO UPDATE SET
-            error_kind = EXCLUDED.error_kind, message = EXCLUDED.message,
-            attempts = failures.attempts + EXCLUDED.attempts, last_seen = now()`
+      if (replaced.length > 0) {
+        yield* exec(clearFailuresSql, [replaced, failed.map((f) => f.documentId), failed.map((f) => f.chunkIndex)])
       }
-    })).pipe(
+      for (const batch of batches(failed, insertBatchRows)) {
+        yield* exec(insertFailuresSql, [
+          batch.map((f) => f.documentId),
+          batch.map((f) => f.chunkIndex),
+          batch.map((f) => f.kind),
+          batch.map((f) => f.message),
+          batch.map((f) => f.attempts)
+        ])
+      }
+    })
+
+  // Through the SqlClient (the embedded database): chunks by set-based
+  // INSERTs of `insertBatchRows` rows, 7 array parameters each.
+  const sqlExec = (text: string, params: ReadonlyArray<unknown>) => sql.unsafe(text, params)
+  const insertChunkBatches = (rows: ReadonlyArray<ChunkRow>) =>
+    Effect.forEach(batches(rows, insertBatchRows), (batch) =>
+      sqlExec(insertChunksSql, [
+        batch.map((r) => r.id),
+        batch.map((r) => r.documentId),
+        batch.map((r) => r.chunkIndex),
+        batch.map((r) => r.text),
+        batch.map((r) => JSON.stringify(r.headingPath)),
+        batch.map((r) => r.tokenEstimate),
+        batch.map((r) => vectorLiteral(r.embedding))
+      ]), { discard: true })
+
+  const writeDocuments: Service["writeDocuments"] = (all) => {
+    // one row per path: the last write of a path wins
+    const writes = [...new Map(all.map((w) => [w.document.path, w])).values()]
+    if (writes.length === 0) return Effect.void
+    const write = Option.isSome(serverPool)
+      // on a server: one client of its pool, chunks by binary COPY
+      ? withPoolTransaction(serverPool.value, (client) =>
+        writeAll(
+          (text, params) => Effect.map(clientQuery(client, text, params), (result) => result.rows),
+          (rows) => copyChunks(client, rows),
+          writes
+        ))
+      : sql.withTransaction(writeAll(sqlExec, insertChunkBatches, writes))
+    return write.pipe(
       Effect.mapError(queryError(
         writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`
       ))
@@ -641,7 +638,8 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
 
   const removeUnseen: Service["removeUnseen"] = (runId) =>
     sql<{ n: number }>`
-      WITH removed AS (DELETE FROM documents WHERE seen_run <> ${runId}::bigint RETURNING 1)
+      WITH removed AS (DELETE FROM documents WHERE seen_run <> ${runId}::bigint RETURNING id),
+        gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed))
       SELECT count(*)::int AS n FROM removed`.pipe(
       Effect.map((rows) => rows[0]?.n ?? 0),
       Effect.mapError(queryError("removing deleted documents"))
@@ -673,13 +671,14 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       sql.unsafe(`SET LOCAL hnsw.ef_search = ${Math.min(1000, Math.max(40, Math.floor(limit)))}`),
       sql<HitRow>`
         WITH nearest AS MATERIALIZED (
-          SELECT c.id, c.embedding <=> q.v AS distance
+          SELECT c.document_id, c.chunk_index, c.embedding <=> q.v AS distance
           FROM chunks c, (SELECT ${vectorLiteral(query)}::vector AS v) q
           ORDER BY c.embedding <=> q.v
           LIMIT ${limit})
         SELECT d.path, c.chunk_index AS "chunkIndex", c.heading_path AS "headingPath", c.text,
                1 - n.distance AS score
-        FROM nearest n JOIN chunks c ON c.id = n.id JOIN documents d ON d.id = c.document_id
+        FROM nearest n JOIN chunks c ON c.document_id = n.document_id AND c.chunk_index = n.chunk_index
+          JOIN documents d ON d.id = c.document_id
         ORDER BY n.distance, d.path, c.chunk_index`
     ))
 

@@ -61,6 +61,30 @@ const write = (
   ...extra
 })
 
+describe("binary COPY encoding", () => {
+  it("writes each vector component as a big-endian float4, from a Float32Array view or a plain array", () => {
+    const backing = new Float32Array(3 + dimensions)
+    const view = backing.subarray(3)
+    view.set(embeddingFor(7))
+    const row = (embedding: Float32Array | ReadonlyArray<number>): ChunkRow => ({
+      id: "c",
+      documentId: "1",
+      chunkIndex: 0,
+      text: "t",
+      headingPath: [],
+      tokenEstimate: 1,
+      embedding
+    })
+    for (const embedding of [view, Array.from(view)]) {
+      const bytes = encodeChunkCopy([row(embedding)])
+      // the vector is the last field of the row, followed by the 2-byte trailer
+      const vector = bytes.subarray(bytes.length - 2 - 4 * dimensions, bytes.length - 2)
+      for (let i = 0; i < dimensions; i++) assert.strictEqual(vector.readFloatBE(4 * i), view[i])
+      assert.strictEqual(bytes.readInt16BE(bytes.length - 2 - 4 * dimensions - 4), dimensions)
+    }
+  })
+})
+
 describe.skipIf(server === undefined)("binary COPY on the PostgreSQL server", () => {
   it.live("the encoder round-trips every column through COPY ... FROM STDIN (FORMAT binary)", () =>
     Effect.promise(async () => {
@@ -215,10 +239,10 @@ describe.skipIf(server === undefined)("binary COPY on the PostgreSQL server", ()
         const before = yield* store.checksum
 
         const texts = Array.from({ length: 3000 }, (_, i) => `chunk ${i}`)
-        const ids = texts.map((_, i) => i === 2500 ? "dup#0" : `dup#${i}`) // a duplicate id late in the COPY
+        // a duplicate chunk index late in the COPY
         const bad: VectorStore.DocumentWrite = {
           ...write("dup.txt", texts, 2, "2"),
-          chunks: chunksOf("dup.txt", texts, 2, ids)
+          chunks: chunksOf("dup.txt", texts, 2).map((c, i) => i === 2500 ? { ...c, chunk: { ...c.chunk, index: 0 } } : c)
         }
         const error = yield* Effect.flip(
           store.writeDocuments([write("keep.txt", ["replaced"], 3, "2"), write("new.txt", ["new"], 4, "2"), bad])

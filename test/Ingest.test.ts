@@ -18,6 +18,7 @@ import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
+import * as Retry from "../src/Retry.js"
 import * as Search from "../src/Search.js"
 import * as VectorStore from "../src/VectorStore.js"
 import {
@@ -38,6 +39,17 @@ const countFiles = (dir: string): number =>
 
 const corpusFileCount = countFiles(corpusDir)
 
+/** The live clock, reading `millis` ahead; sleeps are real. */
+const aheadClock = (millis: number): Clock.Clock => {
+  const live = Clock.make()
+  const clock: Clock.Clock = Object.create(live)
+  return Object.assign(clock, {
+    unsafeCurrentTimeMillis: () => live.unsafeCurrentTimeMillis() + millis,
+    unsafeCurrentTimeNanos: () => live.unsafeCurrentTimeNanos() + BigInt(millis) * 1_000_000n,
+    currentTimeMillis: Effect.sync(() => live.unsafeCurrentTimeMillis() + millis),
+    currentTimeNanos: Effect.sync(() => live.unsafeCurrentTimeNanos() + BigInt(millis) * 1_000_000n)
+  })
+}
 
 describe.each(backends)("Ingest on $name", (backend) => {
   it.scopedLive("ingest, search, then incremental runs touch exactly what changed", () =>
@@ -135,6 +147,78 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.include(error.message, "--dimensions 64")
       const paths = yield* storedPaths.pipe(Effect.provide(withDims(64)))
       assert.deepStrictEqual(paths, ["a.txt"])
+    }))
+
+  it.scopedLive("files whose size, times and inode are unchanged are not read again; a changed one is", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      const hourAgo = new Date(Date.now() - 3_600_000)
+      writeFiles(work, { "a.md": "# A\n\nalpha text\n", "b.md": "# B\n\nbravo text\n", "c.md": "# C\n\ncharlie\n" })
+      for (const name of ["a.md", "b.md", "c.md"]) NodeFs.utimesSync(NodePath.join(work, name), hourAgo, hourAgo)
+      const filesRead = Effect.map(ResourceLedger.snapshot, (s) => s.byKind["file"]?.acquired ?? 0)
+      /** a run, and how many files it opened */
+      const run = (options?: Ingest.Options) =>
+        Effect.gen(function*() {
+          const before = yield* filesRead
+          const summary = yield* Ingest.ingestDirectory({ root: work }, options)
+          return { summary, read: (yield* filesRead) - before }
+        })
+      // the clock as it will be in a minute: files changed just now are then old enough to be trusted;
+      // and as it was a minute ago: then they are not
+      const inAMinute = Effect.withClock(aheadClock(60_000))
+      const aMinuteAgo = Effect.withClock(aheadClock(-60_000))
+
+      yield* Effect.gen(function*() {
+        // just written: their change times are too recent to be trusted, so they are read every time
+        assert.strictEqual((yield* aMinuteAgo(run())).read, 3)
+        assert.strictEqual((yield* aMinuteAgo(run())).read, 3)
+
+        const first = yield* inAMinute(run())
+        assert.strictEqual(first.summary.files.unchanged, 3)
+        assert.strictEqual(first.read, 3)
+
+        const second = yield* inAMinute(run())
+        assert.deepStrictEqual(second.summary.files, { seen: 3, ingested: 0, unchanged: 3, skipped: 0, removed: 0 })
+        assert.strictEqual(second.read, 0, "no file is opened")
+
+        // b: same size and modification time, other content (its change time moves: it is read);
+        // c: touched only (read, same content: unchanged)
+        NodeFs.writeFileSync(NodePath.join(work, "b.md"), "# B\n\nBRAVO TEXT\n")
+        NodeFs.utimesSync(NodePath.join(work, "b.md"), hourAgo, hourAgo)
+        const touched = new Date(Date.now() - 1_800_000)
+        NodeFs.utimesSync(NodePath.join(work, "c.md"), touched, touched)
+        const third = yield* inAMinute(run())
+        assert.deepStrictEqual(third.summary.files, { seen: 3, ingested: 1, unchanged: 2, skipped: 0, removed: 0 })
+        assert.strictEqual(third.read, 2)
+        const hits = yield* Search.search("BRAVO TEXT", { limit: 1 })
+        assert.strictEqual(hits[0]?.path, "b.md")
+        assert.include(hits[0]!.text, "BRAVO TEXT")
+
+        // both fingerprints were brought up to date: nothing is read
+        assert.strictEqual((yield* inAMinute(run())).read, 0)
+
+        // --rehash reads everything, and finds nothing changed
+        const rehashed = yield* inAMinute(run({ rehash: true }))
+        assert.strictEqual(rehashed.read, 3)
+        assert.strictEqual(rehashed.summary.files.unchanged, 3)
+
+        // a file whose times are not in the past gets no fingerprint: it is read on every run
+        writeFiles(work, { "d.md": "# D\n\ndelta\n" })
+        const later = new Date(Date.now() + 3_600_000)
+        NodeFs.utimesSync(NodePath.join(work, "d.md"), later, later)
+        assert.strictEqual((yield* inAMinute(run())).read, 1)
+        assert.strictEqual((yield* inAMinute(run())).read, 1)
+        assert.strictEqual((yield* inAMinute(run())).summary.files.unchanged, 4)
+
+        // other chunker settings: every file is read and re-embedded
+        const rechunked = yield* inAMinute(run({ chunker: { chunkSize: 300, chunkOverlap: 0 } }))
+        assert.strictEqual(rechunked.read, 4)
+        assert.strictEqual(rechunked.summary.files.ingested, 4)
+        assert.deepStrictEqual(yield* partialDocuments, [])
+      }).pipe(
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
     }))
 
   it.scopedLive("a walk that reports an unreadable directory removes nothing; a clean walk does", () =>
@@ -294,6 +378,74 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.include(paths, "old.txt")
       // documents with a failed chunk are stored without it, their failure recorded
       assert.strictEqual(paths.length, summary.files.ingested + summary.chunks.failed + 1)
+    }))
+
+  it.scopedLive("a break in the middle of documents: every chunk the breaker counted is stored or recorded", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
+      const calls = { n: 0 }
+      const flaky = Embedder.layerTest({
+        ...hashing,
+        embedBatch: (texts) =>
+          Effect.suspend(() =>
+            ++calls.n % 2 === 0
+              ? Effect.fail(new EmbedError({ reason: "http", status: 503, message: "unavailable" }))
+              : hashing.embedBatch(texts)
+          )
+      })
+      // five chunks per document
+      const text = (i: number) => Array.from({ length: 5 }, (_, k) => `doc ${i} part ${k} ${"word ".repeat(8)}`).join("\n\n")
+      const docs = Array.from({ length: 40 }, (_, i) => Either.right(doc(`d${i}.txt`, text(i))))
+      const summary = yield* Ingest.ingestStream(Stream.fromIterable(docs), {
+        chunker: { chunkSize: 60, chunkOverlap: 0 },
+        maxErrorRate: 0.2,
+        minSamples: 12,
+        concurrency: 1,
+        batchSize: 1,
+        retry: { ...Retry.defaultPolicy, maxRetries: 0 }
+      }).pipe(Effect.provide(Layer.merge(data(), flaky)), Effect.provide(ledgerLayer))
+      assert.strictEqual(summary.outcome, "broken")
+      const breaker = summary.breaker!
+      assert.strictEqual(breaker.total, 12)
+      assert.strictEqual(summary.chunks.written + summary.chunks.failed, breaker.total)
+      assert.strictEqual(summary.chunks.failed, breaker.errors)
+      const stored = yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const [counts] = yield* sql<{ chunks: number; failures: number; incomplete: number }>`
+          SELECT (SELECT count(*)::int FROM chunks) AS chunks, (SELECT count(*)::int FROM failures) AS failures,
+                 (SELECT count(*)::int FROM documents WHERE NOT complete) AS incomplete`
+        return counts!
+      }).pipe(Effect.provide(data()), Effect.provide(ledgerLayer))
+      assert.strictEqual(stored.chunks, summary.chunks.written)
+      assert.strictEqual(stored.failures, summary.chunks.failed)
+      // 12 chunks of 5-chunk documents: the third document was cut short; none of the three is up to date
+      assert.strictEqual(stored.incomplete, 3)
+      assert.strictEqual(summary.files.ingested, 0)
+    }))
+
+  it.scopedLive("a request refused as a whole is not split down to every input", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      let requests = 0
+      const refusing = Embedder.layerTest({
+        model: "refusing",
+        dimensions: 8,
+        maxBatchSize: 64,
+        embedBatch: () =>
+          Effect.suspend(() => {
+            requests++
+            return Effect.fail(new EmbedError({ reason: "http", status: 400, message: "unknown model 'x'" }))
+          })
+      })
+      const docs = Array.from({ length: 32 }, (_, i) => Either.right(doc(`d${i}.txt`, `document ${i}`)))
+      const summary = yield* Ingest.ingestStream(Stream.fromIterable(docs), {
+        batchSize: 32,
+        maxErrorRate: 1
+      }).pipe(Effect.provide(Layer.merge(data(), refusing)), Effect.provide(ledgerLayer))
+      assert.strictEqual(summary.chunks.failed, 32)
+      // the batch, then its two halves: both fail alike, so no further split (not 63 requests)
+      assert.strictEqual(requests, 3)
     }))
 
   it.scopedLive("transient embedding failures are retried; a fatal one is not, and its document is kept for later", () =>

@@ -42,6 +42,8 @@ export const chunkCopyStatement = `COPY chunks (${chunkCopyColumns}) FROM STDIN 
 
 const fieldCount = 7
 
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+
 /**
  * Signature `PGCOPY\n\377\r\n\0`, flags (0: no OIDs) and an empty header
  * extension.
@@ -115,7 +117,16 @@ export const encodeChunkRows = (rows: ReadonlyArray<ChunkRow>): Buffer => {
     o = buf.writeInt32BE(4 + 4 * dimensions, o)
     o = buf.writeInt16BE(dimensions, o)
     o = buf.writeInt16BE(0, o)
-    for (let i = 0; i < dimensions; i++) o = buf.writeFloatBE(embedding[i]!, o)
+    if (littleEndian) {
+      // the float32 values in host order, then one byte swap over all of them
+      const floats = embedding instanceof Float32Array ? embedding : Float32Array.from(embedding)
+      const bytes = new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength)
+      buf.set(bytes, o)
+      buf.subarray(o, o + bytes.byteLength).swap32()
+      o += bytes.byteLength
+    } else {
+      for (let i = 0; i < dimensions; i++) o = buf.writeFloatBE(embedding[i]!, o)
+    }
   }
   if (o !== size) throw new Error(`binary COPY encoding wrote ${o} bytes, expected ${size}`)
   return buf

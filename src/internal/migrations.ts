@@ -58,5 +58,26 @@ export const migrations = Migrator.fromRecord({
       last_seen timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (document_id, chunk_index)
     )`
+  }),
+  "3_fingerprints_and_inline_rows": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    // the file's size, times and inode when stored: an unchanged file is not read again
+    yield* sql`ALTER TABLE documents ADD COLUMN fingerprint text`
+    // removal scans every row anyway (seen_run <> the run); without the
+    // index, stamping a document seen is a heap-only update
+    yield* sql`DROP INDEX IF EXISTS documents_seen_run_idx`
+    // A chunk row (text plus a 384-d vector) is ~2.5 KB: above the default
+    // 2 KB threshold PostgreSQL would compress its text and move its vector
+    // to the TOAST table, one more insert per row. Kept inline up to a page.
+    yield* sql`ALTER TABLE chunks SET (toast_tuple_target = 8160)`
+    // One index per chunk row instead of two, and no per-row foreign-key
+    // check: together they halve the cost of writing a chunk. Chunks are
+    // only ever written and removed with their document, in its transaction
+    // (removing a document removes its chunks in the same statement), and a
+    // chunk id is a hash of (path, index, text), unique by construction.
+    yield* sql`ALTER TABLE chunks DROP CONSTRAINT IF EXISTS chunks_document_id_fkey`
+    yield* sql`ALTER TABLE chunks DROP CONSTRAINT IF EXISTS chunks_pkey`
+    yield* sql`ALTER TABLE chunks DROP CONSTRAINT IF EXISTS chunks_document_id_chunk_index_key`
+    yield* sql`ALTER TABLE chunks ADD PRIMARY KEY (document_id, chunk_index)`
   })
 })
