@@ -3,7 +3,7 @@
  * Runs the fault-injecting OpenAI-compatible embedding server (src/FaultServer.ts)
  * on loopback until SIGINT or SIGTERM.
  *
- *   npm run build && node scripts/fault-server.mjs --port 8080 --seed 1 --error500 0.1 --rate-limit 0.05
+ *   npm run fault-server -- --port 8080 --seed 1 --error500 0.1 --rate-limit 0.05
  *
  * Prints one JSON line `{"url": "http://127.0.0.1:PORT/v1", "port": PORT}` on
  * stdout once listening (clients append /embeddings to the url). On SIGINT or
@@ -33,8 +33,9 @@ const usage = `usage: node scripts/fault-server.mjs [options]
   --wrong-dimensions R   rate of 200 responses with vectors of dimensions + 1
   --fault-plan LIST      comma-separated outcomes of the first requests (ok,error500,rateLimit,...)
   --latency-ms N         latency added to every 200 response (default 0)
-  --concurrency N        requests served at once; the rest wait in a FIFO queue
-  --max-connections N    connections beyond this many are dropped
+  --concurrency N        requests served at once; the rest wait in a FIFO queue (default 256)
+  --max-connections N    connections beyond this many are dropped (default 256)
+  --max-queued N         requests waiting for a slot at most; beyond, answer 503 (default 1024)
   --max-batch N          most inputs per request (default 2048)
   --max-input-chars N    longest input (default 32768)
   --max-requests N       after this many embeddings requests, answer 503
@@ -57,6 +58,7 @@ const numeric = {
   "latency-ms": ["latencyMillis"],
   concurrency: ["concurrency"],
   "max-connections": ["maxConnections"],
+  "max-queued": ["maxQueued"],
   "max-batch": ["maxBatch"],
   "max-input-chars": ["maxInputChars"],
   "max-requests": ["maxRequests"]

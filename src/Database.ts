@@ -37,6 +37,9 @@ import { ResourceLedger } from "./ResourceLedger.js"
 export const defaultDataDir = ".ragpipe"
 
 /**
+ * Where the embedded database keeps its data, and whether it may create a
+ * new store there.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -23,7 +23,8 @@
  * `"ok"`) when its headers arrive: entry `i` of `faultPlan` for the `i`-th
  * request while the plan lasts, then a draw from the `faults` rates with a
  * seeded PRNG (mulberry32). The PRNG advances exactly once per embeddings
- * request, in arrival order, plan or not, so a run is reproducible from its
+ * request not refused with a 503 (see the bounds below), in arrival order,
+ * plan or not, so a run is reproducible from its
  * seed when requests are sent one after another; concurrent requests may
  * arrive in a different order from run to run, which permutes the outcomes
  * among them (the sequence of outcomes by arrival stays the same).
@@ -48,13 +49,25 @@
  *
  * Load shaping. `latencyMillis` delays every 200 response (`ok`, `malformed`,
  * `wrongDimensions`, and `hang` after its wait); error responses are
- * immediate. `concurrency` caps the requests being served at once: requests
- * beyond the cap wait, after their body has been read, in a FIFO queue (they
- * are not refused); a hanging request holds its slot. `maxConnections` makes
- * Node drop connections beyond it as soon as they are accepted. After
- * `maxRequests` embeddings requests, every further one gets a 503 without
- * drawing a fault (the first such refusal is logged as a warning), which
- * bounds a runaway test.
+ * immediate. `concurrency` caps the requests being served at once (default
+ * 256): requests beyond the cap wait, after their body has been read, in a
+ * FIFO queue; a hanging request holds its slot.
+ *
+ * Bounds. Everything the server holds is bounded by default, so a runaway
+ * client cannot exhaust it: `maxConnections` (default 256) makes Node drop
+ * connections beyond it as soon as they are accepted; `maxQueued` (default
+ * 1024) bounds the requests waiting for a slot (their body being read or
+ * queued), and a request arriving when that many wait gets a 503
+ * (`server_busy`) without drawing a fault; `maxBodyBytes` bounds each body;
+ * `requestLogSize` (default 1000) bounds the request log, which keeps the
+ * most recent requests. After `maxRequests` embeddings requests (default: no
+ * bound), every further one gets a 503 without drawing a fault (the first
+ * such refusal is logged as a warning), which bounds a runaway test.
+ *
+ * The request log records, for each embeddings request, when it arrived and
+ * ended (in `Clock` milliseconds of the scope that started the server), how
+ * it was answered, and the model and number of inputs it asked for: tests
+ * read batch sizes, model names and the spacing of retries from it.
  *
  * Timers: the server is an IO adapter built directly on `node:http`, and its
  * delays (`hangMillis`, `latencyMillis`) are plain `setTimeout`s, each
@@ -62,6 +75,7 @@
  *
  * @since 0.1.0
  */
+import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
@@ -108,15 +122,19 @@ export const faultKinds: ReadonlyArray<FaultKind> = [
  * - a {@link FaultKind} or `"ok"`: an embeddings request served that way
  * - `"badRequest"`: a 400 (or 413 for an oversized body)
  * - `"overLimit"`: a 503 after `maxRequests`
+ * - `"busy"`: a 503 because `maxQueued` requests were already waiting
  * - `"notFound"`: a 404
  * - `"health"`: `GET /health`
  *
  * @since 0.1.0
  * @category models
  */
-export type Outcome = FaultKind | "ok" | "badRequest" | "overLimit" | "notFound" | "health"
+export type Outcome = FaultKind | "ok" | "badRequest" | "overLimit" | "busy" | "notFound" | "health"
 
 /**
+ * How the fault server behaves: its vectors, latency, limits, and the share
+ * (or the exact sequence) of each fault it injects. Every field is optional.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -139,10 +157,17 @@ export interface Options {
   readonly hangMillis?: number
   /** fixed delay before every 200 response (default 0) */
   readonly latencyMillis?: number
-  /** how many requests are served at once; the others wait in a FIFO queue (default: no cap) */
+  /** how many requests are served at once; the others wait in a FIFO queue (default 256) */
   readonly concurrency?: number
-  /** connections beyond this many are dropped as soon as they are accepted (default: no cap) */
+  /** connections beyond this many are dropped as soon as they are accepted (default 256) */
   readonly maxConnections?: number
+  /**
+   * requests waiting for a slot (body being read, or queued) at most; a request
+   * arriving when this many wait gets a 503 (default 1024)
+   */
+  readonly maxQueued?: number
+  /** embeddings requests kept in the request log, the most recent ones (default 1000; 0 keeps none) */
+  readonly requestLogSize?: number
   /** most inputs in one request (default 2048, as OpenAI) */
   readonly maxBatch?: number
   /** longest input, in UTF-16 code units (default 32 768) */
@@ -171,8 +196,10 @@ export interface Stats {
   readonly clientAborts: number
   /** requests being served now (at most `concurrency`) */
   readonly inFlight: number
-  /** requests waiting for a slot now */
+  /** requests waiting for a slot now, their body read (in the FIFO queue) */
   readonly queued: number
+  /** requests waiting for a slot now, counted against `maxQueued`: bodies being read plus `queued` */
+  readonly waiting: number
   /** the most requests ever served at once */
   readonly maxConcurrency: number
   /** connections accepted so far */
@@ -183,6 +210,27 @@ export interface Stats {
   readonly openSockets: number
   /** delay timers (hang, latency) pending now */
   readonly pendingTimers: number
+}
+
+/**
+ * One embeddings request in the request log.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RequestRecord {
+  /** arrival order among embeddings requests, from 1 */
+  readonly seq: number
+  /** when its headers arrived, in `Clock` milliseconds */
+  readonly arrivedAt: number
+  /** when its response was complete or its connection closed, in `Clock` milliseconds; null while open */
+  readonly endedAt: number | null
+  /** how it was answered; null while undecided */
+  readonly outcome: Outcome | null
+  /** the `model` of its body; null when the body was not read or is not a valid request */
+  readonly model: string | null
+  /** the number of inputs of its body; null when the body was not read or is not a valid request */
+  readonly inputs: number | null
 }
 
 /**
@@ -200,6 +248,8 @@ export interface FaultServer {
   readonly port: number
   /** the current counters */
   readonly stats: Effect.Effect<Stats>
+  /** the request log: the most recent embeddings requests (at most `requestLogSize`), oldest first */
+  readonly requests: Effect.Effect<ReadonlyArray<RequestRecord>>
 }
 
 /**
@@ -240,7 +290,11 @@ export const defaults = {
   latencyMillis: 0,
   maxBatch: 2048,
   maxInputChars: 32_768,
-  maxBodyBytes: 64 * 1024 * 1024
+  maxBodyBytes: 64 * 1024 * 1024,
+  concurrency: 256,
+  maxConnections: 256,
+  maxQueued: 1024,
+  requestLogSize: 1000
 } as const
 
 const maxDimensions = 16_000
@@ -312,7 +366,9 @@ interface Resolved {
   readonly hangMillis: number
   readonly latencyMillis: number
   readonly concurrency: number
-  readonly maxConnections: number | undefined
+  readonly maxConnections: number
+  readonly maxQueued: number
+  readonly requestLogSize: number
   readonly maxBatch: number
   readonly maxInputChars: number
   readonly maxBodyBytes: number
@@ -362,13 +418,21 @@ const validate = (options: Options): Resolved | string => {
   if (!isIntIn(latencyMillis, 0, maxTimerMillis)) {
     return `latencyMillis must be a non-negative integer (got ${latencyMillis})`
   }
-  const concurrency = options.concurrency ?? Number.MAX_SAFE_INTEGER
+  const concurrency = options.concurrency ?? defaults.concurrency
   if (!isIntIn(concurrency, 1, Number.MAX_SAFE_INTEGER)) {
     return `concurrency must be a positive integer (got ${concurrency})`
   }
-  const maxConnections = options.maxConnections
-  if (maxConnections !== undefined && !isIntIn(maxConnections, 1, Number.MAX_SAFE_INTEGER)) {
+  const maxConnections = options.maxConnections ?? defaults.maxConnections
+  if (!isIntIn(maxConnections, 1, Number.MAX_SAFE_INTEGER)) {
     return `maxConnections must be a positive integer (got ${maxConnections})`
+  }
+  const maxQueued = options.maxQueued ?? defaults.maxQueued
+  if (!isIntIn(maxQueued, 1, Number.MAX_SAFE_INTEGER)) {
+    return `maxQueued must be a positive integer (got ${maxQueued})`
+  }
+  const requestLogSize = options.requestLogSize ?? defaults.requestLogSize
+  if (!isIntIn(requestLogSize, 0, 1_000_000)) {
+    return `requestLogSize must be an integer between 0 and 1000000 (got ${requestLogSize})`
   }
   const maxBatch = options.maxBatch ?? defaults.maxBatch
   if (!isIntIn(maxBatch, 1, Number.MAX_SAFE_INTEGER)) return `maxBatch must be a positive integer (got ${maxBatch})`
@@ -391,6 +455,8 @@ const validate = (options: Options): Resolved | string => {
     latencyMillis,
     concurrency,
     maxConnections,
+    maxQueued,
+    requestLogSize,
     maxBatch,
     maxInputChars,
     maxBodyBytes,
@@ -512,10 +578,21 @@ const truncatedBody = "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",
 // the server
 // -----------------------------------------------------------------------------
 
+interface MutableRecord {
+  seq: number
+  arrivedAt: number
+  endedAt: number | null
+  outcome: Outcome | null
+  model: string | null
+  inputs: number | null
+}
+
 interface Pending {
   readonly res: NodeHttp.ServerResponse
   readonly fault: FaultKind | "ok"
-  body: string
+  readonly record: MutableRecord
+  /** the body, parsed once it has been read */
+  request: EmbeddingsRequest | ApiError | undefined
   state: "reading" | "queued" | "serving" | "closed"
   timer: ReturnType<typeof setTimeout> | undefined
   outcome: Outcome | undefined
@@ -540,6 +617,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
       return yield* Effect.fail(new FaultServerError({ reason: "invalid-options", message: config }))
     }
     const runtime = yield* Effect.runtime<never>()
+    const clock: Clock.Clock = yield* Effect.clock
     const draw = makeDrawer(options)
 
     const outcomes: Record<Outcome, number> = {
@@ -552,6 +630,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
       wrongDimensions: 0,
       badRequest: 0,
       overLimit: 0,
+      busy: 0,
       notFound: 0,
       health: 0
     }
@@ -559,6 +638,8 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
     let embeddingsRequests = 0
     let clientAborts = 0
     let inFlight = 0
+    /** requests reading their body or queued: what `maxQueued` bounds */
+    let waiting = 0
     let maxConcurrency = 0
     let connections = 0
     let droppedConnections = 0
@@ -568,6 +649,23 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
     const timers = new Set<ReturnType<typeof setTimeout>>()
     const queue: Array<Pending> = []
     const embedders = new Map<number, EmbedderService>()
+    const log: Array<MutableRecord> = []
+
+    const record = (): MutableRecord => {
+      const entry: MutableRecord = {
+        seq: embeddingsRequests,
+        arrivedAt: clock.unsafeCurrentTimeMillis(),
+        endedAt: null,
+        outcome: null,
+        model: null,
+        inputs: null
+      }
+      if (config.requestLogSize > 0) {
+        log.push(entry)
+        if (log.length > config.requestLogSize) log.shift()
+      }
+      return entry
+    }
 
     const embedderFor = (dimensions: number): EmbedderService => {
       let embedder = embedders.get(dimensions)
@@ -582,6 +680,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
     const count = (pending: Pending, outcome: Outcome): void => {
       if (pending.outcome !== undefined) return
       pending.outcome = outcome
+      pending.record.outcome = outcome
       outcomes[outcome]++
     }
 
@@ -618,7 +717,8 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
     }
 
     const serveEmbeddings = (pending: Pending, extraDimensions: number): void => {
-      const request = parseRequest(pending.body, config)
+      const request = pending.request
+      if (request === undefined) return
       if (isApiError(request)) return sendError(pending, "badRequest", request)
       const embedder = embedderFor(request.dimensions + extraDimensions)
       const vectors = Effect.runSync(embedder.embedBatch(request.inputs))
@@ -690,6 +790,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
       while (!closing && inFlight < config.concurrency && queue.length > 0) {
         const pending = queue.shift()!
         pending.state = "serving"
+        waiting--
         inFlight++
         if (inFlight > maxConcurrency) maxConcurrency = inFlight
         serve(pending)
@@ -706,7 +807,10 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
         pending.timer = undefined
       }
       if (!pending.res.writableFinished && !pending.reset && !closing) clientAborts++
-      if (previous === "queued") {
+      if (previous === "reading") {
+        waiting--
+      } else if (previous === "queued") {
+        waiting--
         const index = queue.indexOf(pending)
         if (index !== -1) queue.splice(index, 1)
       } else if (previous === "serving") {
@@ -717,8 +821,13 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
 
     const onEmbeddings = (req: NodeHttp.IncomingMessage, res: NodeHttp.ServerResponse): void => {
       embeddingsRequests++
+      const entry = record()
+      res.on("close", () => {
+        if (entry.endedAt === null) entry.endedAt = clock.unsafeCurrentTimeMillis()
+      })
       if (embeddingsRequests > config.maxRequests) {
         outcomes.overLimit++
+        entry.outcome = "overLimit"
         if (!warnedOverLimit) {
           warnedOverLimit = true
           Runtime.runSync(runtime)(
@@ -741,10 +850,29 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
         )
         return
       }
+      if (waiting >= config.maxQueued) {
+        outcomes.busy++
+        entry.outcome = "busy"
+        send(
+          res,
+          503,
+          errorBody({
+            status: 503,
+            message: `The server is busy: ${config.maxQueued} requests are already waiting (maxQueued).`,
+            type: "server_error",
+            param: null,
+            code: "server_busy"
+          }),
+          { "x-fault-outcome": "busy" }
+        )
+        return
+      }
+      waiting++
       const pending: Pending = {
         res,
         fault: draw(),
-        body: "",
+        record: entry,
+        request: undefined,
         state: "reading",
         timer: undefined,
         outcome: undefined,
@@ -773,7 +901,13 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
       })
       req.on("end", () => {
         if (tooLarge || pending.state !== "reading") return
-        pending.body = Buffer.concat(chunks).toString("utf8")
+        const request = parseRequest(Buffer.concat(chunks).toString("utf8"), config)
+        chunks.length = 0
+        pending.request = request
+        if (!isApiError(request)) {
+          entry.model = request.model
+          entry.inputs = request.inputs.length
+        }
         pending.state = "queued"
         queue.push(pending)
         admit()
@@ -816,7 +950,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
     const server = yield* Effect.acquireRelease(
       Effect.async<NodeHttp.Server, FaultServerError>((resume) => {
         const server = NodeHttp.createServer(onRequest)
-        if (config.maxConnections !== undefined) server.maxConnections = config.maxConnections
+        server.maxConnections = config.maxConnections
         server.on("connection", (socket: NodeNet.Socket) => {
           connections++
           if (closing) {
@@ -873,6 +1007,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
       clientAborts,
       inFlight,
       queued: queue.length,
+      waiting,
       maxConcurrency,
       connections,
       droppedConnections,
@@ -880,5 +1015,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
       pendingTimers: timers.size
     }))
 
-    return { url: `http://${hostInUrl}:${address.port}/v1`, port: address.port, stats }
+    const requestLog = Effect.sync((): ReadonlyArray<RequestRecord> => log.map((entry) => ({ ...entry })))
+
+    return { url: `http://${hostInUrl}:${address.port}/v1`, port: address.port, stats, requests: requestLog }
   })

@@ -167,6 +167,29 @@ const optionalSecret = (name: string) =>
     EffectConfig.map(Option.filter((secret) => Redacted.value(secret).trim() !== ""))
   )
 
+/** RAGPIPE_API_KEY, else OPENAI_API_KEY when the base URL is OpenAI's own; blank keys count as none */
+const chooseApiKey = (
+  baseUrl: string,
+  ragpipeKey: Option.Option<Redacted.Redacted<string>>,
+  openAiKey: Option.Option<Redacted.Redacted<string>>
+): Option.Option<Redacted.Redacted<string>> =>
+  Option.orElse(ragpipeKey, () => isOpenAiHost(baseUrl) ? openAiKey : Option.none())
+
+/**
+ * The API key {@link configFromEnv} would use for `baseUrl`:
+ * `RAGPIPE_API_KEY`, else `OPENAI_API_KEY` but only when `baseUrl` is on
+ * `api.openai.com`, else none. A blank variable counts as unset, so an empty
+ * `RAGPIPE_API_KEY` does not hide `OPENAI_API_KEY`.
+ *
+ * @since 0.1.0
+ * @category configuration
+ */
+export const apiKeyConfig = (baseUrl: string): EffectConfig.Config<Option.Option<Redacted.Redacted<string>>> =>
+  EffectConfig.all({
+    ragpipeKey: optionalSecret("RAGPIPE_API_KEY"),
+    openAiKey: optionalSecret("OPENAI_API_KEY")
+  }).pipe(EffectConfig.map(({ openAiKey, ragpipeKey }) => chooseApiKey(baseUrl, ragpipeKey, openAiKey)))
+
 /**
  * Reads a {@link Config} from the environment (or any `ConfigProvider`):
  *
@@ -215,10 +238,7 @@ export const configFromEnv: EffectConfig.Config<Config> = EffectConfig.all({
         )
       )
     }
-    const apiKey = Option.orElse(
-      raw.ragpipeKey,
-      () => isOpenAiHost(raw.baseUrl) ? raw.openAiKey : Option.none()
-    )
+    const apiKey = chooseApiKey(raw.baseUrl, raw.ragpipeKey, raw.openAiKey)
     const config: Config = {
       baseUrl: raw.baseUrl,
       model: raw.model,
@@ -517,8 +537,13 @@ export const make = (config: Config): Effect.Effect<Service, EmbedError, Scope.S
       for (const secret of resolved.secrets) out = out.split(secret).join("<redacted>")
       return out
     }
+    // every text taken from the server or the config is scrubbed before it is stored on an error
     const fail = (fields: ConstructorParameters<typeof EmbedError>[0]) =>
-      new EmbedError({ ...fields, message: scrub(fields.message) })
+      new EmbedError({
+        ...fields,
+        message: scrub(fields.message),
+        ...(fields.retryAfter === undefined ? {} : { retryAfter: scrub(fields.retryAfter) })
+      })
 
     let closed = false
     const agent = yield* acquireAgent(resolved.maxSockets, resolved.display)
@@ -544,15 +569,16 @@ export const make = (config: Config): Effect.Effect<Service, EmbedError, Scope.S
         : transportFailure(transportDetail(error.cause), "before a response arrived")
 
     const statusFailure = (status: number, headers: Headers.Headers, body: string): EmbedError => {
-      const detail = body.trim() === "" ? "" : `: ${providerMessage(body)}`
+      // scrubbed before they are shortened, so a secret cut in two by the truncation is still removed
+      const detail = body.trim() === "" ? "" : `: ${providerMessage(scrub(body))}`
       const retryAfter = Option.getOrUndefined(Headers.get(headers, "retry-after"))
       const location = Option.getOrUndefined(Headers.get(headers, "location"))
       const invalidInput = status === 400 || status === 413 || status === 422
       return fail({
         reason: invalidInput ? "invalid-input" : "http",
         status,
-        ...(retryAfter === undefined ? {} : { retryAfter: truncate(oneLine(retryAfter), MAX_QUOTE) }),
-        message: `embedding request failed with HTTP ${status}${detail}${statusHint(status, location)}`
+        ...(retryAfter === undefined ? {} : { retryAfter: truncate(oneLine(scrub(retryAfter)), MAX_QUOTE) }),
+        message: `embedding request failed with HTTP ${status}${detail}${statusHint(status, location === undefined ? undefined : scrub(location))}`
       })
     }
 

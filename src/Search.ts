@@ -8,15 +8,25 @@ import * as Effect from "effect/Effect"
 import type { SearchHit } from "./Domain.js"
 import { Embedder } from "./Embedder.js"
 import { type EmbedError, InvalidInput, StoreError } from "./Errors.js"
+import * as Retry from "./Retry.js"
 import { VectorStore } from "./VectorStore.js"
 
 /**
+ * How a search runs: the number of hits and the retry policy of the query's
+ * embedding request.
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Options {
   /** how many hits to return (default 5, at most 1000) */
   readonly limit?: number
+  /**
+   * Retry policy of the query's embedding: each attempt runs under its
+   * `attemptTimeout` and retryable failures are retried as in
+   * {@link Retry.retry} (default: one attempt, no timeout).
+   */
+  readonly retry?: Retry.Policy
 }
 
 /**
@@ -31,8 +41,10 @@ export const defaultLimit = 5
  * Search the store for the chunks closest to `query`.
  *
  * Fails with `InvalidInput` for an empty query or a query with no words the
- * embedder can use, and with `StoreError` when the store's embeddings have
- * another dimension than the embedder's.
+ * embedder can use, with `StoreError` when the store's embeddings have
+ * another dimension than the embedder's, and with the embedder's last
+ * `EmbedError` when embedding the query failed (after the retries of
+ * `options.retry`, if given).
  *
  * @since 0.1.0
  * @category pipelines
@@ -56,7 +68,8 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
         `${embedder.dimensions}; search with --dimensions ${stats.dimensions}`
     })
   }
-  const [vector] = yield* embedder.embedBatch([query])
+  const embedQuery = embedder.embedBatch([query])
+  const [vector] = yield* (options.retry === undefined ? embedQuery : Retry.retry(embedQuery, options.retry))
   if (vector === undefined || vector.every((x) => x === 0)) {
     return yield* new InvalidInput({
       reason: "query",

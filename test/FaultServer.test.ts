@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Logger from "effect/Logger"
+import * as NodeNet from "node:net"
 import * as FaultServer from "../src/FaultServer.js"
 import { makeHashingEmbedder } from "../src/internal/hashingEmbedder.js"
 
@@ -411,6 +412,80 @@ describe("FaultServer", () => {
       assert.strictEqual((yield* server.stats).droppedConnections, 1)
     }))
 
+  it.scopedLive("is bounded by default: 256 connections, 256 served at once, 1024 waiting", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(FaultServer.defaults.maxConnections, 256)
+      assert.strictEqual(FaultServer.defaults.concurrency, 256)
+      assert.strictEqual(FaultServer.defaults.maxQueued, 1024)
+      assert.strictEqual(FaultServer.defaults.requestLogSize, 1000)
+      const server = yield* FaultServer.start()
+      // idle raw connections up to the default cap are accepted; the next one is dropped
+      const clients: Array<NodeNet.Socket> = []
+      yield* Effect.addFinalizer(() => Effect.sync(() => clients.forEach((socket) => socket.destroy())))
+      const connect = () => {
+        const socket = NodeNet.connect(server.port, "127.0.0.1")
+        socket.on("error", () => {})
+        clients.push(socket)
+      }
+      for (let i = 0; i < 256; i++) connect()
+      assert.isTrue(yield* eventually(() => Effect.runSync(server.stats).openSockets === 256, 5000))
+      connect()
+      assert.isTrue(yield* eventually(() => Effect.runSync(server.stats).droppedConnections === 1, 5000))
+      assert.strictEqual((yield* server.stats).openSockets, 256)
+    }))
+
+  it.scopedLive("answers 503 server_busy when maxQueued requests already wait, without drawing a fault", () =>
+    Effect.gen(function*() {
+      const server = yield* FaultServer.start({
+        concurrency: 1,
+        maxQueued: 2,
+        faultPlan: ["hang", "ok", "ok", "error500"],
+        hangMillis: 300
+      })
+      // one served (hanging), two waiting
+      const held = [0, 1, 2].map((i) => postSettled(server.url, { model: "m", input: `held ${i}` }))
+      assert.isTrue(yield* eventually(() => {
+        const stats = Effect.runSync(server.stats)
+        return stats.inFlight === 1 && stats.queued === 2
+      }))
+      assert.strictEqual((yield* server.stats).waiting, 2)
+      const refused = yield* post(server.url, { model: "m", input: "one too many" })
+      assert.strictEqual(refused.status, 503)
+      assert.strictEqual(refused.headers.get("x-fault-outcome"), "busy")
+      assert.strictEqual((JSON.parse(refused.text) as ErrorResponse).error.code, "server_busy")
+      // the held requests are all served once the hang ends
+      const replies = yield* Effect.promise(() => Promise.all(held))
+      for (const reply of replies) assert.strictEqual((reply as Reply).status, 200)
+      // the refused request drew no fault: the next one gets the plan's fourth entry
+      assert.strictEqual((yield* post(server.url, { model: "m", input: "after" })).status, 500)
+      const stats = yield* server.stats
+      assert.strictEqual(stats.outcomes.busy, 1)
+      assert.strictEqual(stats.waiting, 0)
+      assert.strictEqual(stats.maxConcurrency, 1)
+    }))
+
+  it.scopedLive("keeps a bounded log of requests: arrival, end, outcome, model and inputs", () =>
+    Effect.gen(function*() {
+      const server = yield* FaultServer.start({ requestLogSize: 3, faultPlan: ["ok", "rateLimit", "ok", "ok"] })
+      yield* post(server.url, { model: "first", input: ["a", "b"] })
+      yield* post(server.url, { model: "second", input: "c" })
+      yield* post(server.url, { model: "third", input: ["d", "e", "f"] })
+      yield* post(server.url, { input: "no model" })
+      const log = yield* server.requests
+      assert.deepStrictEqual(
+        log.map((r) => [r.seq, r.outcome, r.model, r.inputs]),
+        [[2, "rateLimit", "second", 1], [3, "ok", "third", 3], [4, "badRequest", null, null]]
+      )
+      for (const r of log) {
+        assert.isNotNull(r.endedAt)
+        assert.isAtLeast(r.endedAt!, r.arrivedAt)
+      }
+      for (let i = 1; i < log.length; i++) assert.isAtLeast(log[i]!.arrivedAt, log[i - 1]!.endedAt!)
+      const none = yield* FaultServer.start({ requestLogSize: 0 })
+      yield* post(none.url, { model: "m", input: "x" })
+      assert.deepStrictEqual(yield* none.requests, [])
+    }))
+
   const logs: Array<string> = []
   const capture = Logger.make(({ logLevel, message }) => {
     logs.push(`${logLevel.label} ${Array.isArray(message) ? message.join(" ") : String(message)}`)
@@ -439,7 +514,10 @@ describe("FaultServer", () => {
         { faults: { error500: -0.1 } },
         { faultPlan: ["ok", "explode" as unknown as "ok"] },
         { dimensions: 0 },
-        { port: 70000 }
+        { port: 70000 },
+        { maxQueued: 0 },
+        { maxConnections: 0 },
+        { requestLogSize: -1 }
       ]
       for (const options of invalid) {
         const exit = yield* Effect.exit(FaultServer.start(options))

@@ -166,6 +166,14 @@ const respond = (
     case "echo-key":
       // a careless server quoting the credentials back
       return json(res, 401, openAiError(`Incorrect API key provided: ${req.headers.authorization}. key=${KEY}`))
+    case "echo-key-retry-after":
+      // the credentials echoed in a header the client keeps on its error
+      return json(res, 429, openAiError("Rate limit reached for requests", "requests"), {
+        "retry-after": `${req.headers.authorization} ${KEY}`
+      })
+    case "echo-key-at-cut":
+      // the key straddles the point where a quoted message is cut short
+      return json(res, 500, openAiError(`${"x".repeat(195)}${KEY} and more`, "server_error"))
     case "reset-after-headers":
       res.writeHead(200, { "content-type": "application/json", "content-length": "1000" })
       res.write("{\"object\":\"list\",\"data\":[")
@@ -656,6 +664,29 @@ describe("OpenAiEmbedder", () => {
       }))
   })
 
+  describe("the API key in echoed headers and cut messages", () => {
+    it.scopedLive("a Retry-After header echoing the key is scrubbed before it is kept on the error", () =>
+      Effect.gen(function*() {
+        const server = yield* startServer
+        const error = yield* callFailure(server, "echo-key-retry-after")
+        assert.strictEqual(error.status, 429)
+        assert.isString(error.retryAfter)
+        assertNoKey(error.retryAfter!, "retryAfter")
+        assert.strictEqual(error.retryAfter, "Bearer <redacted> <redacted>")
+        assertNoKey(JSON.stringify(error), "JSON.stringify(error)")
+        assertNoKey(NodeUtil.inspect(error, { depth: 10 }), "util.inspect(error)")
+      }))
+
+    it.scopedLive("a key cut in two by the 200-character quote limit leaves no part of it behind", () =>
+      Effect.gen(function*() {
+        const server = yield* startServer
+        const error = yield* callFailure(server, "echo-key-at-cut")
+        assert.strictEqual(error.status, 500)
+        assert.include(error.message, "x".repeat(195))
+        assert.notInclude(error.message, KEY.slice(0, 4))
+      }))
+  })
+
   describe("configuration", () => {
     const load = (env: Record<string, string>) =>
       Effect.withConfigProvider(OpenAiEmbedder.configFromEnv, ConfigProvider.fromMap(new Map(Object.entries(env))))
@@ -707,6 +738,29 @@ describe("OpenAiEmbedder", () => {
         assert.strictEqual(keyed.sendDimensions, true)
         const unknown = yield* Effect.flip(load({ RAGPIPE_MODEL: "bge" }))
         assert.include(String(unknown), "RAGPIPE_DIMENSIONS")
+      }))
+
+    it.effect("apiKeyConfig: the key configFromEnv would use; a blank RAGPIPE_API_KEY does not hide OPENAI_API_KEY", () =>
+      Effect.gen(function*() {
+        const key = (baseUrl: string, env: Record<string, string>) =>
+          Effect.withConfigProvider(
+            Effect.map(OpenAiEmbedder.apiKeyConfig(baseUrl), Option.map(Redacted.value)),
+            ConfigProvider.fromMap(new Map(Object.entries(env)))
+          )
+        const openAi = "https://api.openai.com/v1"
+        const local = "http://127.0.0.1:8080/v1"
+        assert.deepStrictEqual(yield* key(openAi, { RAGPIPE_API_KEY: "", OPENAI_API_KEY: "sk-openai" }), Option.some("sk-openai"))
+        assert.deepStrictEqual(yield* key(openAi, { RAGPIPE_API_KEY: " ", OPENAI_API_KEY: "sk-openai" }), Option.some("sk-openai"))
+        assert.deepStrictEqual(yield* key(openAi, { RAGPIPE_API_KEY: "sk-r", OPENAI_API_KEY: "sk-openai" }), Option.some("sk-r"))
+        assert.deepStrictEqual(yield* key(local, { RAGPIPE_API_KEY: "", OPENAI_API_KEY: "sk-openai" }), Option.none())
+        assert.deepStrictEqual(yield* key(local, { RAGPIPE_API_KEY: "sk-r" }), Option.some("sk-r"))
+        assert.deepStrictEqual(yield* key("not a url", { OPENAI_API_KEY: "sk-openai" }), Option.none())
+        // configFromEnv picks the same key
+        const viaConfig = yield* Effect.withConfigProvider(
+          OpenAiEmbedder.configFromEnv,
+          ConfigProvider.fromMap(new Map([["RAGPIPE_API_KEY", ""], ["OPENAI_API_KEY", "sk-openai"]]))
+        )
+        assert.strictEqual(Redacted.value(viaConfig.apiKey!), "sk-openai")
       }))
 
     it.scopedLive("layerConfig turns a configuration error into EmbedError config", () =>

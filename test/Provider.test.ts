@@ -140,6 +140,8 @@ describe("Ingest against an HTTP provider with injected faults", () => {
         yield* serverSocketsClosed(server)
         return yield* server.stats
       }))
+      // the run's concurrency (4) was reached and never exceeded
+      assert.strictEqual(stats.maxConcurrency, 4)
       assert.strictEqual(stats.openSockets, 0)
       assert.isAtLeast(stats.clientAborts, 4)
       assert.strictEqual((yield* ledger.snapshot).total.open, 0)
@@ -174,6 +176,8 @@ describe("Ingest against an HTTP provider with injected faults", () => {
             "2s",
             "--batch-size",
             "8",
+            "--concurrency",
+            "3",
             "--json"
           ], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RAGPIPE_API_KEY: "sk-test-secret" } })
           let stdout = ""
@@ -194,7 +198,39 @@ describe("Ingest against an HTTP provider with injected faults", () => {
       assert.notInclude(result.run.stderr + result.run.stdout, "sk-test-secret")
       assert.strictEqual(result.stats.openSockets, 0)
       assert.isAbove(result.stats.outcomes.error500, 0)
+      // --concurrency 3: the server never saw more than 3 requests at once
+      assert.isAtMost(result.stats.maxConcurrency, 3)
+      assert.isAtLeast(result.stats.maxConcurrency, 1)
     }), 120_000)
+
+  it.scopedLive("a 429 with Retry-After: 1 is honoured: the retry arrives no sooner than 1 s after the 429", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const server = yield* FaultServer.start({ dimensions: 64, faultPlan: ["rateLimit"], retryAfterSeconds: 1 })
+      // without Retry-After the backoff would wait at most 20 ms
+      const summary = yield* Ingest.ingestStream(
+        Stream.fromIterable([doc("a.txt", "alpha beta gamma delta")].map(Either.right)),
+        {
+          chunker,
+          concurrency: 1,
+          retry: {
+            maxRetries: 3,
+            base: "10 millis",
+            cap: "20 millis",
+            jitter: "full",
+            attemptTimeout: "10 seconds",
+            retryAfterCap: "5 seconds"
+          }
+        }
+      ).pipe(Effect.provide(Layer.merge(data(), openAi(server))), Effect.provide(ResourceLedger.layer()))
+      assert.strictEqual(summary.chunks.written, 1)
+      assert.strictEqual(summary.chunks.failed, 0)
+      // the server's own timestamps: when the 429 was sent, when the retry arrived
+      const log = yield* server.requests
+      assert.deepStrictEqual(log.map((r) => r.outcome), ["rateLimit", "ok"])
+      const waited = log[1]!.arrivedAt - log[0]!.endedAt!
+      assert.isAtLeast(waited, 990, `the retry came ${waited} ms after the 429`)
+    }), 60_000)
 
   it.scopedLive("a request rejected for one bad input is split until only that input fails", () =>
     Effect.gen(function*() {

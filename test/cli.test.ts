@@ -12,6 +12,7 @@ import { vi } from "vitest"
 import { ExitRequest, layerShutdown, makeRun, type ProviderSettings, type StopSignal } from "../src/cli/Cli.js"
 import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
+import * as FaultServer from "../src/FaultServer.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
@@ -70,6 +71,32 @@ const run = (file: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv):
 const ragpipe = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}): Promise<Result> => run(main, args, env)
 
 const lastJson = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!)
+
+/** {@link ragpipe} as an Effect, for tests that run a fault server in a scope. */
+const ragpipeE = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}) => Effect.promise(() => ragpipe(args, env))
+
+/** A small corpus: `short-<i>.txt` files and one `long.txt` whose single chunk is 900 characters long. */
+const providerCorpus = (name: string): string => {
+  const work = NodePath.join(scratch, name)
+  NodeFs.mkdirSync(work)
+  for (let i = 0; i < 5; i++) {
+    NodeFs.writeFileSync(NodePath.join(work, `short-${i}.txt`), `short document number ${i} about ${["otters", "herons", "voles", "newts", "stoats"][i]}\n`)
+  }
+  NodeFs.writeFileSync(NodePath.join(work, "long.txt"), "Overlong paragraph. ".repeat(45))
+  return work
+}
+
+/** The flags that point the CLI at a fault server. */
+const openAiFlags = (server: FaultServer.FaultServer) => [
+  "--embedder",
+  "openai",
+  "--base-url",
+  server.url,
+  "--model",
+  "fault-model",
+  "--dimensions",
+  "64"
+]
 
 const assertNoStack = (text: string) => assert.notMatch(text, /\n\s+at .+:\d+:\d+/)
 
@@ -161,7 +188,203 @@ describe("ragpipe CLI", () => {
     const badEnv = await ragpipe(["ingest", corpusDir], { RAGPIPE_CHUNK_SIZE: "ten" })
     assert.notStrictEqual(badEnv.code, 0)
     assertNoStack(badEnv.stderr)
+
+    const badSearchTimeout = await ragpipe(["search", "anything", "--timeout", "0s"])
+    assert.strictEqual(badSearchTimeout.code, 1)
+    assert.match(badSearchTimeout.stderr, /--timeout must be a positive duration/)
+    const badSearchTimeoutEnv = await ragpipe(["search", "anything"], { RAGPIPE_TIMEOUT: "soon" })
+    assert.strictEqual(badSearchTimeoutEnv.code, 1)
+    assert.match(badSearchTimeoutEnv.stderr, /--timeout must be a positive duration .*got soon/)
   })
+
+  it("a boolean variable with an invalid value is a usage error naming it; valid spellings work", async () => {
+    const cases: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
+      [["stats"], "RAGPIPE_JSON"],
+      [["stats"], "RAGPIPE_CHECKSUM"],
+      [["ingest", corpusDir], "RAGPIPE_QUIET"],
+      [["ingest", corpusDir], "RAGPIPE_INCLUDE_HIDDEN"],
+      [["ingest", corpusDir], "RAGPIPE_INDEX"]
+    ]
+    const data = NodePath.join(scratch, "never-created")
+    for (const [args, variable] of cases) {
+      const result = await ragpipe([...args, "--data-dir", data], { [variable]: "maybe" })
+      assert.strictEqual(result.code, 2, `${variable}: ${result.stderr}`)
+      assert.include(result.stderr, variable)
+      assert.include(result.stderr, "maybe")
+      assertNoStack(result.stderr)
+    }
+    const level = await ragpipe(["stats", "--data-dir", data], { RAGPIPE_LOG_LEVEL: "loud" })
+    assert.strictEqual(level.code, 2, level.stderr)
+    assert.match(level.stderr, /RAGPIPE_LOG_LEVEL must be one of .*warn.* \(got "loud"\)/)
+    assertNoStack(level.stderr)
+    assert.isFalse(NodeFs.existsSync(data))
+    // a directory that is not there: refused before any store is created
+    const missing = await ragpipe(["ingest", NodePath.join(scratch, "no-such-dir"), "--data-dir", data])
+    assert.strictEqual(missing.code, 1, missing.stderr)
+    assert.match(missing.stderr, /no such directory/)
+    assert.isFalse(NodeFs.existsSync(data), "no store is created for a run that cannot start")
+    // the flag itself wins over the variable
+    const flagged = await ragpipe(["stats", "--json", "--data-dir", data], { RAGPIPE_JSON: "maybe" })
+    assert.strictEqual(flagged.code, 1, flagged.stderr)
+    assert.match(flagged.stderr, /no ragpipe store/)
+
+    const store = dataDir("booleans")
+    const work = NodePath.join(scratch, "booleans-corpus")
+    NodeFs.mkdirSync(work)
+    NodeFs.writeFileSync(NodePath.join(work, "a.md"), "# A\n\nSome words about aardvarks.\n")
+    assert.strictEqual((await ragpipe(["ingest", work, "--data-dir", store], { RAGPIPE_QUIET: "1" })).code, 0)
+    const yes = await ragpipe(["stats", "--data-dir", store], { RAGPIPE_JSON: "yes", RAGPIPE_CHECKSUM: "on" })
+    assert.strictEqual(yes.code, 0, yes.stderr)
+    const stats = JSON.parse(yes.stdout)
+    assert.strictEqual(stats.documents, 1)
+    assert.isString(stats.checksum)
+    const no = await ragpipe(["stats", "--data-dir", store], { RAGPIPE_JSON: "false" })
+    assert.strictEqual(no.code, 0, no.stderr)
+    assert.match(no.stdout, /documents\s+1/)
+  })
+
+  it.scopedLive("ragpipe failures and failures --json list the chunks a provider rejected", () =>
+    Effect.gen(function*() {
+      const server = yield* FaultServer.start({ dimensions: 64, maxInputChars: 600 })
+      const work = providerCorpus("failures-corpus")
+      const data = dataDir("failures")
+      const ingest = yield* ragpipeE([
+        "ingest",
+        work,
+        "--data-dir",
+        data,
+        ...openAiFlags(server),
+        "--chunk-size",
+        "1000",
+        "--chunk-overlap",
+        "0",
+        "--max-error-rate",
+        "1",
+        "--json"
+      ])
+      assert.strictEqual(ingest.code, 0, ingest.stderr)
+      const summary = lastJson(ingest.stdout)
+      assert.strictEqual(summary.chunks.written, 5)
+      assert.strictEqual(summary.chunks.failed, 1)
+
+      const table = yield* ragpipeE(["failures", "--data-dir", data])
+      assert.strictEqual(table.code, 0, table.stderr)
+      assert.match(table.stdout, /^long\.txt#0 {2}invalid-input {2}1 attempt\(s\), last \S+\n {3}.*HTTP 400.*input/)
+      assert.strictEqual(table.stdout.trim().split("\n").length, 2)
+
+      const json = yield* ragpipeE(["failures", "--json"], { RAGPIPE_DATA_DIR: data })
+      assert.strictEqual(json.code, 0, json.stderr)
+      const rows = JSON.parse(json.stdout)
+      assert.strictEqual(rows.length, 1)
+      assert.deepStrictEqual(Object.keys(rows[0]).sort(), [
+        "attempts",
+        "chunkIndex",
+        "firstSeen",
+        "kind",
+        "lastSeen",
+        "message",
+        "path"
+      ])
+      assert.deepStrictEqual([rows[0].path, rows[0].chunkIndex, rows[0].kind, rows[0].attempts], [
+        "long.txt",
+        0,
+        "invalid-input",
+        1
+      ])
+      assert.include(rows[0].message, "input")
+
+      const limited = yield* ragpipeE(["failures", "--json", "--limit", "0", "--data-dir", data])
+      assert.strictEqual(limited.code, 1)
+      assert.match(limited.stderr, /--limit must be at least 1/)
+
+      const clean = dataDir("failures-none")
+      assert.strictEqual((yield* ragpipeE(["ingest", work, "--data-dir", clean, "--quiet"])).code, 0)
+      const none = yield* ragpipeE(["failures", "--data-dir", clean])
+      assert.strictEqual(none.code, 0, none.stderr)
+      assert.strictEqual(none.stdout.trim(), "No failures recorded.")
+      assert.deepStrictEqual(JSON.parse((yield* ragpipeE(["failures", "--json", "--data-dir", clean])).stdout), [])
+    }), 120_000)
+
+  it.scopedLive("search --embedder openai: the query's request has --timeout and is retried", () =>
+    Effect.gen(function*() {
+      const work = providerCorpus("search-corpus")
+      const data = dataDir("search-openai")
+      const ingestServer = yield* FaultServer.start({ dimensions: 64 })
+      const ingest = yield* ragpipeE(["ingest", work, "--data-dir", data, ...openAiFlags(ingestServer), "--quiet"])
+      assert.strictEqual(ingest.code, 0, ingest.stderr)
+
+      // the first request hangs far longer than the test may run: only the timeout and a retry get an answer
+      const server = yield* FaultServer.start({ dimensions: 64, faultPlan: ["hang"], hangMillis: 600_000 })
+      const search = yield* ragpipeE([
+        "search",
+        "herons",
+        "--data-dir",
+        data,
+        ...openAiFlags(server),
+        "--timeout",
+        "1s",
+        "--json"
+      ])
+      assert.strictEqual(search.code, 0, search.stderr)
+      const hits = JSON.parse(search.stdout)
+      assert.strictEqual(hits[0].path, "short-1.txt")
+      const log = yield* server.requests
+      assert.deepStrictEqual(log.map((r) => [r.outcome, r.model, r.inputs]), [
+        ["hang", "fault-model", 1],
+        ["ok", "fault-model", 1]
+      ])
+      // abandoned by the 1 s timeout, not by the default of 60 s (the client's clock starts before the server's)
+      assert.isBelow(log[0]!.endedAt! - log[0]!.arrivedAt, 20_000)
+      assert.strictEqual((yield* server.stats).clientAborts, 1)
+
+      // RAGPIPE_TIMEOUT is read by search too
+      const viaEnv = yield* FaultServer.start({ dimensions: 64, faultPlan: ["hang"], hangMillis: 600_000 })
+      const envSearch = yield* ragpipeE(["search", "otters", "--data-dir", data, ...openAiFlags(viaEnv), "--json"], {
+        RAGPIPE_TIMEOUT: "1s"
+      })
+      assert.strictEqual(envSearch.code, 0, envSearch.stderr)
+      assert.strictEqual(JSON.parse(envSearch.stdout)[0].path, "short-0.txt")
+      assert.deepStrictEqual((yield* viaEnv.requests).map((r) => r.outcome), ["hang", "ok"])
+    }), 120_000)
+
+  it.scopedLive("provider options come from RAGPIPE_* variables, as the server sees them", () =>
+    Effect.gen(function*() {
+      const server = yield* FaultServer.start({
+        dimensions: 64,
+        latencyMillis: 150,
+        faultPlan: ["hang"],
+        hangMillis: 600_000
+      })
+      const data = dataDir("provider-env")
+      const ingest = yield* ragpipeE(["ingest", corpusDir, "--data-dir", data, "--json"], {
+        RAGPIPE_EMBEDDER: "openai",
+        RAGPIPE_BASE_URL: server.url,
+        RAGPIPE_MODEL: "env-model",
+        RAGPIPE_DIMENSIONS: "64",
+        RAGPIPE_BATCH_SIZE: "3",
+        RAGPIPE_CONCURRENCY: "12",
+        // short enough to tell from the default (60s), long enough for the embedded database's pauses
+        RAGPIPE_TIMEOUT: "5s"
+      })
+      assert.strictEqual(ingest.code, 0, ingest.stderr)
+      const summary = lastJson(ingest.stdout)
+      assert.strictEqual(summary.chunks.failed, 0)
+      const log = yield* server.requests
+      const stats = yield* server.stats
+      // RAGPIPE_EMBEDDER, RAGPIPE_BASE_URL and RAGPIPE_MODEL: every chunk was embedded by the server, with that model
+      assert.strictEqual(stats.outcomes.ok, log.length - 1)
+      assert.deepStrictEqual([...new Set(log.map((r) => r.model))], ["env-model"])
+      const embedded = log.filter((r) => r.outcome === "ok").reduce((n, r) => n + r.inputs!, 0)
+      assert.strictEqual(embedded, summary.chunks.written)
+      // RAGPIPE_BATCH_SIZE: no request had more than 3 inputs
+      assert.strictEqual(Math.max(...log.map((r) => r.inputs!)), 3)
+      // RAGPIPE_CONCURRENCY: 12 requests at once, never more (and the socket pool did not hold any back)
+      assert.strictEqual(stats.maxConcurrency, 12)
+      // RAGPIPE_TIMEOUT: the hanging first request was abandoned after about 5 s (not 60 s), then retried
+      const hung = log.find((r) => r.outcome === "hang")!
+      assert.isBelow(hung.endedAt! - hung.arrivedAt, 30_000)
+      assert.strictEqual(stats.clientAborts, 1)
+    }), 120_000)
 
   it("a different --dimensions than the store's is refused with what to do", async () => {
     const data = dataDir("dims")
@@ -209,9 +432,13 @@ describe("ragpipe CLI", () => {
       await started
       // let it write some documents first
       await new Promise((resolve) => setTimeout(resolve, 300))
+      const signalled = performance.now()
       child.kill(signal)
       const exitCode = await exited
+      const exitMillis = performance.now() - signalled
       assert.strictEqual(exitCode, code, stderr)
+      // documents in flight get 5 s to commit; the whole stop stays well inside a generous bound
+      assert.isBelow(exitMillis, 10_000, `exited ${Math.round(exitMillis)} ms after ${signal}`)
       const summary = lastJson(stdout)
       assert.strictEqual(summary.resources.open, 0)
       assert.isBelow(summary.files.seen, 2500 + countFiles(corpusDir))

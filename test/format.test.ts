@@ -17,6 +17,31 @@ describe("CLI formatting", () => {
     assert.strictEqual(Format.rate(count, millis), expected)
   })
 
+  const progress = (filesSeen: number, filesIngested: number, filesUnchanged: number, filesSkipped: number, chunksWritten: number) => ({
+    filesSeen,
+    filesIngested,
+    filesUnchanged,
+    filesSkipped,
+    chunksWritten
+  })
+
+  it.each([
+    [progress(0, 0, 0, 0, 0), 0, "files 0 (ingested 0, unchanged 0, skipped 0) · chunks 0 · - chunks/s"],
+    [progress(0, 0, 0, 0, 0), 1500, "files 0 (ingested 0, unchanged 0, skipped 0) · chunks 0 · 0.0 chunks/s"],
+    [progress(38, 30, 5, 3, 321), 2000, "files 38 (ingested 30, unchanged 5, skipped 3) · chunks 321 · 160.5 chunks/s"],
+    [progress(7, 0, 7, 0, 0), 250, "files 7 (ingested 0, unchanged 7, skipped 0) · chunks 0 · 0.0 chunks/s"],
+    [progress(1, 1, 0, 0, 1), 3000, "files 1 (ingested 1, unchanged 0, skipped 0) · chunks 1 · 0.3 chunks/s"],
+    [
+      progress(120_000, 119_000, 900, 100, 1_234_567),
+      600_000,
+      "files 120000 (ingested 119000, unchanged 900, skipped 100) · chunks 1234567 · 2057.6 chunks/s"
+    ]
+  ])("progressLine %#", (p, elapsed, expected) => {
+    const line = Format.progressLine(p, elapsed)
+    assert.strictEqual(line, expected)
+    assert.notInclude(line, "\n")
+  })
+
   it("the breaker in words names the rate, the counts, the limit and the last error", () => {
     const words = Format.breakerWords({
       reason: "error rate 0.40 exceeded 0.20 after 8 of 20 items failed",

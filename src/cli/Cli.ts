@@ -82,13 +82,14 @@ const listOption = (name: string, env: string, description: string) =>
     Options.withDescription(`${description}; repeatable (env ${env}, comma-separated)`)
   )
 
-/** Boolean flags: the flag, or the variable set to true. */
+/**
+ * Boolean flags: the flag, or the variable (true/false, yes/no, on/off, 1/0).
+ * A variable with another value is a usage error, as for every other option.
+ */
 const flag = (name: string, env: string, description: string) =>
-  Options.boolean(name).pipe(Options.withDescription(`${description} (env ${env}=true)`))
-const flagValue = (value: boolean, env: string) =>
-  value
-    ? Effect.succeed(true)
-    : Config.boolean(env).pipe(Config.withDefault(false), Effect.orElseSucceed(() => false))
+  withEnv(Options.boolean(name), Config.boolean(env)).pipe(
+    Options.withDescription(`${description} (env ${env}=true)`)
+  )
 
 const json = flag("json", "RAGPIPE_JSON", "print machine-readable JSON")
 
@@ -102,6 +103,22 @@ const durationOption = (name: string, env: string, fallback: string, description
     Options.withDefault(fallback),
     Options.withDescription(`${description}, e.g. 30s, 500ms, 10m (env ${env}; default ${fallback})`)
   )
+
+/** The time limit of one embedding request (ingest and search). */
+const timeoutOption = withEnv(Options.text("timeout"), Config.string("RAGPIPE_TIMEOUT")).pipe(
+  Options.withDefault("60s"),
+  Options.withDescription("time limit of one embedding request, e.g. 30s or 500ms (env RAGPIPE_TIMEOUT; default 60s)")
+)
+
+/** The retry policy of embedding requests, each attempt limited to `--timeout`. */
+const retryPolicy = (timeout: string) =>
+  Effect.gen(function*() {
+    const parsed = parseDuration(timeout)
+    if (Option.isNone(parsed) || Duration.toMillis(parsed.value) <= 0) {
+      return yield* invalid(`--timeout must be a positive duration such as 30s or 500ms (got ${timeout})`)
+    }
+    return { ...Retry.defaultPolicy, attemptTimeout: parsed.value } satisfies Retry.Policy
+  })
 
 /** Where the store lives: the embedded database in a directory, or a server. */
 const store = {
@@ -204,6 +221,8 @@ export interface ProviderSettings {
   readonly model: string
   /** undefined: the default of the provider (hashing 384, openai the model's native length) */
   readonly dimensions: number | undefined
+  /** embedding requests in flight at once: the provider's socket pool is at least this large */
+  readonly concurrency: number
 }
 
 const provider = {
@@ -232,27 +251,13 @@ const providerSettings = (o: {
   readonly baseUrl: string
   readonly model: string
   readonly dimensions: Option.Option<number>
-}): ProviderSettings => ({
+}, concurrency: number): ProviderSettings => ({
   embedder: o.embedder,
   baseUrl: o.baseUrl,
   model: o.model,
-  dimensions: Option.getOrUndefined(o.dimensions)
+  dimensions: Option.getOrUndefined(o.dimensions),
+  concurrency
 })
-
-/** The API key: RAGPIPE_API_KEY, or OPENAI_API_KEY when talking to OpenAI itself. */
-const apiKey = (baseUrl: string) =>
-  Effect.gen(function*() {
-    const own = yield* Config.option(Config.redacted("RAGPIPE_API_KEY"))
-    if (Option.isSome(own)) return own
-    const isOpenAi = (() => {
-      try {
-        return new URL(baseUrl).hostname === "api.openai.com"
-      } catch {
-        return false
-      }
-    })()
-    return isOpenAi ? yield* Config.option(Config.redacted("OPENAI_API_KEY")) : Option.none()
-  }).pipe(Effect.orElseSucceed(() => Option.none<Redacted.Redacted>()))
 
 /** The embedder layer for the settings. */
 export const providerLayer = (settings: ProviderSettings): Layer.Layer<Embedder.Embedder, EmbedError> => {
@@ -267,12 +272,19 @@ export const providerLayer = (settings: ProviderSettings): Layer.Layer<Embedder.
         message: `the dimensions of model ${settings.model} are not known; pass --dimensions (RAGPIPE_DIMENSIONS)`
       })
     }
-    const key = yield* apiKey(settings.baseUrl)
+    // RAGPIPE_API_KEY, or OPENAI_API_KEY for api.openai.com only: the rule of OpenAiEmbedder.configFromEnv
+    const key = yield* OpenAiEmbedder.apiKeyConfig(settings.baseUrl).pipe(
+      Effect.mapError((error) =>
+        new EmbedError({ reason: "config", message: `cannot read the API key: ${String(error)}` })
+      )
+    )
     return Embedder.layerOpenAi({
       baseUrl: settings.baseUrl,
       model: settings.model,
       dimensions,
-      ...(Option.isSome(key) ? { apiKey: key.value as Redacted.Redacted<string> } : {})
+      // one socket per request in flight, so no request waits for a socket while its timeout runs
+      maxSockets: Math.max(settings.concurrency, OpenAiEmbedder.defaultMaxSockets),
+      ...(Option.isSome(key) ? { apiKey: key.value } : {})
     })
   }))
 }
@@ -312,10 +324,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
     concurrency: integerOption("concurrency", "RAGPIPE_CONCURRENCY", 4, "embedding requests in flight at once"),
     rpm: optionalInteger("rpm", "RAGPIPE_RPM", "embedding requests per minute at most"),
     tpm: optionalInteger("tpm", "RAGPIPE_TPM", "estimated tokens per minute at most"),
-    timeout: withEnv(Options.text("timeout"), Config.string("RAGPIPE_TIMEOUT")).pipe(
-      Options.withDefault("60s"),
-      Options.withDescription("time limit of one embedding request, e.g. 30s or 500ms (env RAGPIPE_TIMEOUT; default 60s)")
-    ),
+    timeout: timeoutOption,
     include: listOption("include", "RAGPIPE_INCLUDE", "only files whose path matches this glob"),
     exclude: listOption("exclude", "RAGPIPE_EXCLUDE", "skip files and directories matching this glob"),
     extension: listOption("extension", "RAGPIPE_EXTENSION", "also read files with this extension (e.g. .log)"),
@@ -345,7 +354,12 @@ const ingestCommand = (deps: Dependencies) => Command.make(
     ),
     json,
     quiet: flag("quiet", "RAGPIPE_QUIET", "no live progress"),
-    index: flag("index", "RAGPIPE_INDEX", "build the HNSW vector index after a completed run (see ragpipe index)")
+    index: flag("index", "RAGPIPE_INDEX", "build the HNSW vector index after a completed run (see ragpipe index)"),
+    rehash: flag(
+      "rehash",
+      "RAGPIPE_REHASH",
+      "read and hash every file, even those whose size, times and inode are unchanged since they were stored"
+    )
   },
   (o) =>
     Effect.gen(function*() {
@@ -358,10 +372,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
         return yield* invalid(`--max-error-rate must be between 0 and 1 (got ${o.maxErrorRate})`)
       }
       if (o.minSamples < 1) return yield* invalid(`--min-samples must be at least 1 (got ${o.minSamples})`)
-      const timeout = parseDuration(o.timeout)
-      if (Option.isNone(timeout) || Duration.toMillis(timeout.value) <= 0) {
-        return yield* invalid(`--timeout must be a positive duration such as 30s or 500ms (got ${o.timeout})`)
-      }
+      const retry = yield* retryPolicy(o.timeout)
       if (o.concurrency < 1) return yield* invalid(`--concurrency must be at least 1 (got ${o.concurrency})`)
       for (const [name, value] of [["--batch-size", o.batchSize], ["--rpm", o.rpm], ["--tpm", o.tpm]] as const) {
         if (Option.isSome(value) && value.value < 1) {
@@ -371,10 +382,12 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       if (Option.isSome(o.breakerWindow) && o.breakerWindow.value < 1) {
         return yield* invalid(`--breaker-window must be at least 1 (got ${o.breakerWindow.value})`)
       }
-      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
-      const quiet = yield* flagValue(o.quiet, "RAGPIPE_QUIET")
-      const includeHidden = yield* flagValue(o.includeHidden, "RAGPIPE_INCLUDE_HIDDEN")
-      const buildIndex = yield* flagValue(o.index, "RAGPIPE_INDEX")
+      // a directory that cannot be walked is reported before any store is opened (or created)
+      yield* Loader.checkRoot(o.dir)
+      const asJson = o.json
+      const quiet = o.quiet
+      const includeHidden = o.includeHidden
+      const buildIndex = o.index
       const ledger = yield* ResourceLedger.ResourceLedger
       const shutdown = yield* Shutdown
       const signal = yield* Ref.make<Option.Option<StopSignal>>(Option.none())
@@ -396,7 +409,8 @@ const ingestCommand = (deps: Dependencies) => Command.make(
           maxErrorRate: o.maxErrorRate,
           minSamples: o.minSamples,
           concurrency: o.concurrency,
-          retry: { ...Retry.defaultPolicy, attemptTimeout: timeout.value },
+          rehash: o.rehash,
+          retry,
           ...(o.embedder === "openai" ? { cache: { maxBytes: 64 * 1024 * 1024 } } : {}),
           ...Option.match(o.batchSize, { onNone: () => ({}), onSome: (batchSize) => ({ batchSize }) }),
           ...Option.match(o.rpm, { onNone: () => ({}), onSome: (rpm) => ({ rpm }) }),
@@ -422,7 +436,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
             )
             : Effect.succeed({ index: Either.right<Format.IndexReport>(null), summary })
         ),
-        Effect.provide(Layer.merge(storeLayer(o, false), deps.embedder(providerSettings(o))))
+        Effect.provide(Layer.merge(storeLayer(o, false), deps.embedder(providerSettings(o, o.concurrency))))
       )
 
       const indexReport = Either.getOrNull(index)
@@ -466,24 +480,25 @@ const searchCommand = (deps: Dependencies) => Command.make(
     ...store,
     limit: integerOption("limit", "RAGPIPE_LIMIT", Search.defaultLimit, "number of results"),
     ...provider,
+    timeout: timeoutOption,
     json
   },
   (o) =>
     Effect.gen(function*() {
       yield* checkStoreOptions(o)
-      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const retry = yield* retryPolicy(o.timeout)
       const hits = yield* Effect.gen(function*() {
         const store = yield* VectorStore.VectorStore
         const stats = yield* store.stats
-        const settings = providerSettings(o)
-        return yield* Search.search(o.query, { limit: o.limit }).pipe(
+        const settings = providerSettings(o, 1)
+        return yield* Search.search(o.query, { limit: o.limit, retry }).pipe(
           Effect.provide(deps.embedder({
             ...settings,
             dimensions: settings.dimensions ?? stats.dimensions ?? undefined
           }))
         )
       }).pipe(Effect.provide(storeLayer(o, true)), interruptOnSignal)
-      yield* Console.log(asJson ? JSON.stringify(hits) : Format.searchTable(hits))
+      yield* Console.log(o.json ? JSON.stringify(hits) : Format.searchTable(hits))
     })
 ).pipe(Command.withDescription("search the store; prints rank, score, path, heading and a snippet"))
 
@@ -504,8 +519,8 @@ const statsCommand = Command.make(
   (o) =>
     Effect.gen(function*() {
       yield* checkStoreOptions(o)
-      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
-      const withChecksum = yield* flagValue(o.checksum, "RAGPIPE_CHECKSUM")
+      const asJson = o.json
+      const withChecksum = o.checksum
       const { checksum, stats } = yield* Effect.gen(function*() {
         const store = yield* VectorStore.VectorStore
         const stats = yield* store.stats
@@ -529,7 +544,7 @@ const indexCommand = Command.make(
   (o) =>
     Effect.gen(function*() {
       yield* checkStoreOptions(o)
-      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const asJson = o.json
       const build = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.createIndex).pipe(
         Effect.provide(storeLayer(o, true)),
         interruptOnSignal
@@ -554,7 +569,7 @@ const failuresCommand = Command.make(
     Effect.gen(function*() {
       yield* checkStoreOptions(o)
       if (o.limit < 1) return yield* invalid(`--limit must be at least 1 (got ${o.limit})`)
-      const asJson = yield* flagValue(o.json, "RAGPIPE_JSON")
+      const asJson = o.json
       const rows = yield* Effect.flatMap(VectorStore.VectorStore, (s) => s.failures(o.limit)).pipe(
         Effect.provide(storeLayer(o, true)),
         interruptOnSignal

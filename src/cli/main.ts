@@ -38,14 +38,44 @@ const onSigterm = onSignal("SIGTERM")
 process.on("SIGINT", onSigint)
 process.on("SIGTERM", onSigterm)
 
-const logLevel = Config.logLevel("RAGPIPE_LOG_LEVEL").pipe(Config.withDefault(LogLevel.Warning))
+/** Log levels by the names a person may write (any case). */
+const logLevels: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warn: LogLevel.Warning,
+  warning: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None,
+  off: LogLevel.None
+}
+
+/** RAGPIPE_LOG_LEVEL (default warn); a malformed value is a usage error, reported like any other variable's. */
+const minimumLogLevel = Effect.flatMap(
+  Effect.orDie(Config.option(Config.string("RAGPIPE_LOG_LEVEL"))),
+  (raw) => {
+    if (Option.isNone(raw)) return Effect.succeed(LogLevel.Warning)
+    const level = logLevels[raw.value.trim().toLowerCase()]
+    if (level !== undefined) return Effect.succeed(level)
+    return Effect.zipRight(
+      Effect.sync(() =>
+        process.stderr.write(
+          `ragpipe: RAGPIPE_LOG_LEVEL must be one of ${Object.keys(logLevels).join(", ")} (got "${raw.value}")\n`
+        )
+      ),
+      Effect.fail(new ExitRequest({ code: ExitCode.usage }))
+    )
+  }
+)
 
 const MainLive = Layer.mergeAll(
   NodeContext.layer,
   ResourceLedger.layer(),
   layerShutdown(stopRequested),
   Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)),
-  Layer.unwrapEffect(Effect.map(Effect.orDie(logLevel), Logger.minimumLogLevel))
+  Layer.unwrapEffect(Effect.map(minimumLogLevel, Logger.minimumLogLevel))
 )
 
 const messageOf = (error: unknown): string =>
