@@ -1,19 +1,28 @@
 #!/usr/bin/env node
-// Benchmarks (not tests): `npm run bench` builds first, then runs each case
-// and prints one line per case plus a JSON summary as the last line.
+// Benchmarks (not tests): `npm run bench` builds first, then runs each case,
+// prints what it measured and how it compares with its target, and ends
+// with a JSON summary as the last line.
 //
-//   node scripts/bench.mjs [--files N] [--only provider|hashing]
+//   node scripts/bench.mjs [--files N] [--only provider|ingest]
 //        [--latency MS] [--concurrency C] [--batch B]
 //
-// provider: the fault server with zero faults, a fixed latency L and a
-//   concurrency cap C; ingest with batch B and concurrency C. The physical
-//   ceiling is C × B / L chunks/s; the ratio to it is printed.
-// hashing: the hashing embedder into the store: chunks/s and the process's
-//   peak RSS.
-// Each case runs on the embedded PGlite store, and also on a PostgreSQL
-// server when one answers (RAGPIPE_BENCH_DATABASE_URL, DATABASE_URL, or the
-// local postgres://postgres@127.0.0.1:5432/postgres) and offers pgvector;
-// server runs use a schema of their own, dropped afterwards.
+// provider: the fault server (its own process) with zero faults, a fixed
+//   latency L and a concurrency cap C; an ingest with batch B and
+//   concurrency C. The physical ceiling is C × B / L chunks/s; target: at
+//   least 90% of it.
+// ingest: the hashing embedder through the real CLI (`ragpipe ingest`, each
+//   run in a process of its own), on a generated corpus of N files (default
+//   10,000: about 53,000 chunks) and on one of N/10 files. Per store: chunks/s
+//   and peak RSS of the first run, an unchanged re-run, and on the server the
+//   raw binary COPY rate of the same rows into a table of the same shape, as
+//   the physical reference. Targets (server): ≥ 20,000 chunks/s; peak RSS
+//   ≤ 200 MiB and within ±15% between the two corpus sizes; the unchanged
+//   re-run ≥ 20× faster than the first run.
+//
+// Each case runs on the embedded PGlite store, and on a PostgreSQL server
+// when one answers (RAGPIPE_BENCH_DATABASE_URL, DATABASE_URL, or the local
+// postgres://postgres@127.0.0.1:5432/postgres) and offers pgvector; every
+// server run uses a database of its own, dropped afterwards.
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -24,7 +33,7 @@ import { parseArgs } from "node:util"
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const { values } = parseArgs({
   options: {
-    files: { type: "string", default: "1500" },
+    files: { type: "string", default: "10000" },
     only: { type: "string" },
     latency: { type: "string", default: "200" },
     concurrency: { type: "string", default: "4" },
@@ -32,11 +41,16 @@ const { values } = parseArgs({
   }
 })
 
-const { Effect, Layer, Redacted } = await import("effect")
+const { Effect, Layer, Redacted, Stream, Either } = await import("effect")
 const { default: Pg } = await import("pg")
-const { Database, Embedder, Ingest, ResourceLedger, VectorStore } = await import(
+const { from: copyFrom } = await import("pg-copy-streams")
+const { Chunker, Database, Embedder, Ingest, Loader, ResourceLedger, VectorStore } = await import(
   path.join(root, "dist", "index.js")
 )
+const { makeHashingEmbedder } = await import(path.join(root, "dist", "internal", "hashingEmbedder.js"))
+const { encodeChunkRows, copyHeader, copyTrailer } = await import(path.join(root, "dist", "internal", "copyBinary.js"))
+
+const targets = { serverChunksPerSecond: 20_000, peakRssMiB: 200, rssFlatness: 0.15, rerunSpeedup: 20, providerRatio: 0.9 }
 
 /** The server to benchmark against too: configured, or the local one when it answers and has pgvector. */
 const findServer = async () => {
@@ -54,29 +68,39 @@ const findServer = async () => {
   }
 }
 const serverUrl = await findServer()
-let schemas = 0
-const stores = [
-  { name: "PGlite", layer: (dir) => VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: dir }))) },
-  ...(serverUrl === undefined ? [] : [{
-    name: "server",
-    layer: () =>
-      VectorStore.layer.pipe(Layer.provide(Database.layerServer({
-        url: Redacted.make(serverUrl),
-        schema: `bench_${process.pid}_${++schemas}`
-      })))
-  }])
-]
-const dropSchemas = async () => {
-  if (serverUrl === undefined) return
+
+/** Run one statement on the server's maintenance connection. */
+const admin = async (statement) => {
   const client = new Pg.Client({ connectionString: serverUrl })
   await client.connect()
-  for (let i = 1; i <= schemas; i++) await client.query(`DROP SCHEMA IF EXISTS bench_${process.pid}_${i} CASCADE`)
-  await client.end()
+  try {
+    return await client.query(statement)
+  } finally {
+    await client.end()
+  }
+}
+const databases = []
+/** A fresh database on the server; its URL. */
+const freshDatabase = async () => {
+  const name = `ragpipe_bench_${process.pid}_${databases.length + 1}`
+  databases.push(name)
+  await admin(`CREATE DATABASE ${name}`)
+  const url = new URL(serverUrl)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+const dropDatabases = async () => {
+  for (const name of databases) await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {})
 }
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "ragpipe-bench-"))
+const makeCorpus = (dir, files) =>
+  execFileSync(process.execPath, [path.join(root, "scripts", "make-corpus.mjs"), dir, "--files", String(files), "--seed", "1"])
+const files = Number(values.files)
 const corpus = path.join(scratch, "corpus")
-execFileSync(process.execPath, [path.join(root, "scripts", "make-corpus.mjs"), corpus, "--files", values.files, "--seed", "1"])
+const smallCorpus = path.join(scratch, "corpus-small")
+makeCorpus(corpus, files)
+makeCorpus(smallCorpus, Math.max(1, Math.round(files / 10)))
 
 /** Start scripts/fault-server.mjs; resolves once it listens. */
 const startFaultServer = (args) =>
@@ -105,16 +129,111 @@ const startFaultServer = (args) =>
     child.once("close", (code) => reject(new Error(`fault server exited with ${code}`)))
   })
 
+/** `ragpipe ingest` in a process of its own: its JSON summary and peak RSS. */
+const cliIngest = (dir, storeArgs) =>
+  new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [path.join(root, "scripts", "measure-cli.mjs"), "ingest", dir, ...storeArgs, "--json"],
+      { stdio: ["ignore", "pipe", "pipe"] }
+    )
+    let out = ""
+    let err = ""
+    child.stdout.on("data", (d) => (out += d))
+    child.stderr.on("data", (d) => (err += d))
+    child.once("error", reject)
+    child.once("close", (code) => {
+      const lastLine = (text) => text.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)
+      if (code !== 0) return reject(new Error(`ragpipe ingest exited with ${code}: ${err.trim()}`))
+      const summary = JSON.parse(lastLine(out))
+      const { maxRssKiB } = JSON.parse(lastLine(err))
+      resolve({ summary, peakRssMiB: Math.round(maxRssKiB / 1024) })
+    })
+  })
+
+const rate = (chunks, ms) => Math.round(chunks / (ms / 1000))
+const verdict = (ok) => (ok ? "meets" : "MISSES")
+
+/** The rows an ingest of `dir` writes, chunked and embedded as the pipeline does. */
+const rowsOf = async (dir) => {
+  const docs = await Effect.runPromise(
+    Stream.runCollect(Loader.walk({ root: dir })).pipe(Effect.provide(ResourceLedger.layer()))
+  )
+  const embedder = makeHashingEmbedder({ dimensions: 384 })
+  const rows = []
+  let documentId = 0
+  for (const item of docs) {
+    if (Either.isLeft(item)) continue
+    documentId++
+    const chunks = Chunker.chunkDocument(item.right, Chunker.defaults)
+    const vectors = Effect.runSync(embedder.embedBatch(chunks.map((c) => c.text)))
+    chunks.forEach((c, i) =>
+      rows.push({
+        id: c.id,
+        documentId: String(documentId),
+        chunkIndex: c.index,
+        text: c.text,
+        headingPath: c.headingPath,
+        tokenEstimate: c.tokenEstimate,
+        embedding: vectors[i]
+      })
+    )
+  }
+  return rows
+}
+
+/** Binary COPY of `rows` into a table shaped like `chunks`, 2,000 rows per transaction; rows/s (encoding included). */
+const rawCopyRate = async (url, rows) => {
+  const client = new Pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    await client.query(`CREATE TABLE raw_chunks (LIKE chunks INCLUDING ALL) WITH (toast_tuple_target = 8160)`)
+    const copy = (part) =>
+      new Promise((resolve, reject) => {
+        const stream = client.query(copyFrom(
+          "COPY raw_chunks (id, document_id, chunk_index, text, heading_path, token_estimate, embedding) " +
+            "FROM STDIN (FORMAT binary)"
+        ))
+        stream.on("error", reject)
+        stream.on("finish", resolve)
+        stream.write(copyHeader)
+        for (let i = 0; i < part.length; i += 1000) stream.write(encodeChunkRows(part.slice(i, i + 1000)))
+        stream.end(copyTrailer)
+      })
+    const start = performance.now()
+    for (let i = 0; i < rows.length; i += 2000) {
+      await client.query("BEGIN")
+      await copy(rows.slice(i, i + 2000))
+      await client.query("COMMIT")
+    }
+    return rate(rows.length, performance.now() - start)
+  } finally {
+    await client.query("DROP TABLE IF EXISTS raw_chunks").catch(() => {})
+    await client.end()
+  }
+}
+
 const results = {}
 const chunker = { chunkSize: 1000, chunkOverlap: 200 }
-
-const runIngest = (layers, options) =>
-  Effect.runPromise(
-    Ingest.ingestDirectory({ root: corpus }, { chunker, ...options }).pipe(
-      Effect.provide(layers),
-      Effect.provide(ResourceLedger.layer())
-    )
-  )
+const stores = [
+  ...(serverUrl === undefined ? [] : [{
+    name: "server",
+    library: async () => {
+      const url = await freshDatabase()
+      return VectorStore.layer.pipe(Layer.provide(Database.layerServer({ url: Redacted.make(url) })))
+    },
+    cli: async () => {
+      const url = await freshDatabase()
+      return { url, args: ["--database-url", url] }
+    }
+  }]),
+  {
+    name: "PGlite",
+    library: async () =>
+      VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: fs.mkdtempSync(path.join(scratch, "db-")) }))),
+    cli: async () => ({ args: ["--data-dir", fs.mkdtempSync(path.join(scratch, "db-"))] })
+  }
+]
 
 try {
   for (const store of stores) {
@@ -127,52 +246,82 @@ try {
       let summary
       try {
         const embedder = Embedder.layerOpenAi({ baseUrl: server.url, model: "bench", dimensions: 384, maxSockets: C })
-        summary = await runIngest(Layer.merge(store.layer(path.join(scratch, `provider-${store.name}`)), embedder), {
-          batchSize: B,
-          concurrency: C,
-          batchWindow: "20 millis"
-        })
+        summary = await Effect.runPromise(
+          Ingest.ingestDirectory({ root: smallCorpus }, { chunker, batchSize: B, concurrency: C})
+            .pipe(Effect.provide(Layer.merge(await store.library(), embedder)), Effect.provide(ResourceLedger.layer()))
+        )
       } finally {
         await server.stop()
       }
-      const rate = summary.chunks.written / (summary.durationMs / 1000)
+      const chunksPerSecond = rate(summary.chunks.written, summary.durationMs)
       const ceiling = (C * B) / (L / 1000)
-      results[`provider-${store.name}`] = {
-        chunks: summary.chunks.written,
-        durationMs: summary.durationMs,
-        chunksPerSecond: Math.round(rate),
-        ceiling,
-        ratio: Number((rate / ceiling).toFixed(3))
-      }
+      const ratio = Number((chunksPerSecond / ceiling).toFixed(3))
+      results[`provider-${store.name}`] = { chunks: summary.chunks.written, durationMs: summary.durationMs, chunksPerSecond, ceiling, ratio }
       console.log(
-        `provider → ${store.name}: ${summary.chunks.written} chunks in ${summary.durationMs} ms = ` +
-          `${rate.toFixed(0)} chunks/s; ceiling C×B/L = ${C}×${B}/${L}ms = ${ceiling.toFixed(0)} chunks/s; ` +
-          `ratio ${(rate / ceiling).toFixed(3)}`
+        `provider → ${store.name}: ${summary.chunks.written} chunks in ${summary.durationMs} ms = ${chunksPerSecond} ` +
+          `chunks/s; ceiling C×B/L = ${C}×${B}/${L}ms = ${ceiling} chunks/s; ratio ${ratio} ` +
+          `(${verdict(ratio >= targets.providerRatio)} ≥ ${targets.providerRatio})`
       )
     }
 
-    if (values.only === undefined || values.only === "hashing") {
-      const summary = await runIngest(
-        Layer.merge(store.layer(path.join(scratch, `hashing-${store.name}`)), Embedder.layerHashing()),
-        {}
-      )
-      const rate = summary.chunks.written / (summary.durationMs / 1000)
-      const peakRssMiB = Math.round(process.resourceUsage().maxRSS / 1024)
-      results[`hashing-${store.name}`] = {
-        files: summary.files.ingested,
-        chunks: summary.chunks.written,
-        durationMs: summary.durationMs,
-        chunksPerSecond: Math.round(rate),
-        peakRssMiB
+    if (values.only === undefined || values.only === "ingest") {
+      const small = await cliIngest(smallCorpus, (await store.cli()).args)
+      const target = await store.cli()
+      const first = await cliIngest(corpus, target.args)
+      const rerun = await cliIngest(corpus, target.args)
+      const chunksPerSecond = rate(first.summary.chunks.written, first.summary.durationMs)
+      const rssGrowth = Number((first.peakRssMiB / small.peakRssMiB - 1).toFixed(3))
+      const speedup = Number((first.summary.durationMs / Math.max(1, rerun.summary.durationMs)).toFixed(1))
+      const entry = {
+        files: first.summary.files.ingested,
+        chunks: first.summary.chunks.written,
+        durationMs: first.summary.durationMs,
+        chunksPerSecond,
+        peakRssMiB: first.peakRssMiB,
+        small: {
+          chunks: small.summary.chunks.written,
+          chunksPerSecond: rate(small.summary.chunks.written, small.summary.durationMs),
+          peakRssMiB: small.peakRssMiB
+        },
+        rssGrowth,
+        rerun: { unchanged: rerun.summary.files.unchanged, durationMs: rerun.summary.durationMs, peakRssMiB: rerun.peakRssMiB },
+        rerunSpeedup: speedup
       }
       console.log(
-        `hashing → ${store.name}: ${summary.files.ingested} files, ${summary.chunks.written} chunks in ` +
-          `${summary.durationMs} ms = ${rate.toFixed(0)} chunks/s; peak RSS of the process so far ${peakRssMiB} MiB`
+        `ingest → ${store.name}: ${entry.files} files, ${entry.chunks} chunks in ${entry.durationMs} ms = ` +
+          `${chunksPerSecond} chunks/s` +
+          (store.name === "server"
+            ? ` (${verdict(chunksPerSecond >= targets.serverChunksPerSecond)} ≥ ${targets.serverChunksPerSecond})`
+            : "")
       )
+      console.log(
+        `  peak RSS ${first.peakRssMiB} MiB for ${entry.chunks} chunks, ${small.peakRssMiB} MiB for ` +
+          `${entry.small.chunks}: ${rssGrowth >= 0 ? "+" : ""}${(rssGrowth * 100).toFixed(1)}%` +
+          (store.name === "server"
+            ? ` (${verdict(first.peakRssMiB <= targets.peakRssMiB)} ≤ ${targets.peakRssMiB} MiB; ` +
+              `${verdict(Math.abs(rssGrowth) <= targets.rssFlatness)} ±${targets.rssFlatness * 100}%)`
+            : "")
+      )
+      console.log(
+        `  unchanged re-run: ${rerun.summary.files.unchanged} files in ${rerun.summary.durationMs} ms, ` +
+          `${speedup}× faster than the first run` +
+          (store.name === "server" ? ` (${verdict(speedup >= targets.rerunSpeedup)} ≥ ${targets.rerunSpeedup}×)` : "")
+      )
+      if (store.name === "server") {
+        const rows = await rowsOf(corpus)
+        const copyRate = await rawCopyRate(target.url, rows)
+        entry.rawCopyRowsPerSecond = copyRate
+        entry.ratioToRawCopy = Number((chunksPerSecond / copyRate).toFixed(3))
+        console.log(
+          `  raw binary COPY of the same ${rows.length} rows (encoding included, 2,000 per transaction): ` +
+            `${copyRate} rows/s; the ingest runs at ${entry.ratioToRawCopy} of it`
+        )
+      }
+      results[`ingest-${store.name}`] = entry
     }
   }
 } finally {
   fs.rmSync(scratch, { recursive: true, force: true })
-  await dropSchemas()
+  if (serverUrl !== undefined) await dropDatabases()
 }
 console.log(JSON.stringify(results))
