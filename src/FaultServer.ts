@@ -47,9 +47,11 @@
  * 400 instead. Every embeddings response carries an `x-fault-outcome` header
  * naming the outcome, which clients can ignore and tests can read.
  *
- * Load shaping. `latencyMillis` delays every 200 response (`ok`, `malformed`,
- * `wrongDimensions`, and `hang` after its wait); error responses are
- * immediate. `concurrency` caps the requests being served at once (default
+ * Load shaping. `latencyMillis` is the service time of every 200 response
+ * (`ok`, `malformed`, `wrongDimensions`, and `hang` after its wait): it is
+ * sent that long after serving it began, the embedding work included, so
+ * that C requests at a time of B inputs take exactly the time C × B / L
+ * predicts; error responses are immediate. `concurrency` caps the requests being served at once (default
  * 256): requests beyond the cap wait, after their body has been read, in a
  * FIFO queue; a hanging request holds its slot.
  *
@@ -720,6 +722,7 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
       const request = pending.request
       if (request === undefined) return
       if (isApiError(request)) return sendError(pending, "badRequest", request)
+      const started = performance.now()
       const embedder = embedderFor(request.dimensions + extraDimensions)
       const vectors = Effect.runSync(embedder.embedBatch(request.inputs))
       let tokens = 0
@@ -735,7 +738,8 @@ export const start = (options: Options = {}): Effect.Effect<FaultServer, FaultSe
         usage: { prompt_tokens: tokens, total_tokens: tokens }
       })
       const outcome = extraDimensions === 0 ? "ok" : "wrongDimensions"
-      later(pending, config.latencyMillis, () => {
+      // the work above is part of the latency, not added to it
+      later(pending, Math.round(config.latencyMillis - (performance.now() - started)), () => {
         count(pending, outcome)
         send(pending.res, 200, body, { "x-fault-outcome": pending.outcome ?? outcome })
       })

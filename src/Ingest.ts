@@ -190,6 +190,8 @@ export interface Options {
   readonly batchSize?: number
   /** estimated tokens per embedding request at most (default 100,000) */
   readonly batchTokens?: number
+  /** how long a partly filled batch waits for more chunks (default 50 ms) */
+  readonly batchWindow?: Duration.DurationInput
   /** embedding requests in flight at once, shared by the whole run (default 4) */
   readonly concurrency?: number
   /** embedding requests per minute at most, shared by the whole run */
@@ -731,8 +733,11 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     Stream.groupedWithin(options.lookupBatchSize ?? 256, Duration.millis(200)),
     Stream.mapEffect(prepareGroup),
     untilStopped,
-    // batches across the documents of a group, by count and tokens
-    Stream.mapConcat((pending) => toBatches(pending, batchSize, batchTokens)),
+    // batches across documents and groups, by count and tokens; a partly
+    // filled batch waits for more chunks at most `batchWindow`
+    Stream.flattenIterables,
+    Stream.groupedWithin(batchSize, options.batchWindow ?? Duration.millis(50)),
+    Stream.mapConcat((batch) => toBatches(Chunk.toReadonlyArray(batch), batchSize, batchTokens)),
     // unordered: a slow request never holds back the next ones
     Stream.mapEffect(embedBatch, { concurrency: options.concurrency ?? 4, unordered: true }),
     Stream.flattenIterables,
