@@ -85,7 +85,7 @@ describe("binary COPY encoding", () => {
   })
 })
 
-describe.skipIf(server === undefined)("binary COPY on the PostgreSQL server", () => {
+describe.skipIf(server === undefined)("binary COPY on the PostgreSQL server (runs when RAGPIPE_TEST_DATABASE_URL is set)", () => {
   it.live("the encoder round-trips every column through COPY ... FROM STDIN (FORMAT binary)", () =>
     Effect.promise(async () => {
       const { from: copyFrom } = await import("pg-copy-streams")

@@ -312,7 +312,7 @@ describe("crash safety", () => {
   }, 110_000)
 
   it.skipIf(serverUrl === undefined)(
-    "server: SIGINT, SIGTERM and SIGKILL mid-ingest leave whole documents, the same checksum, and no backend behind",
+    "server (runs when RAGPIPE_TEST_DATABASE_URL is set): SIGINT, SIGTERM and SIGKILL mid-ingest leave whole documents, the same checksum, and no backend behind",
     async () => {
       const crashed = await createDatabase(serverUrl!)
       const clean = await createDatabase(serverUrl!)

@@ -9,14 +9,16 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import * as TestServices from "effect/TestServices"
 import * as fc from "fast-check"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import * as Chunker from "../src/Chunker.js"
+import * as CircuitBreaker from "../src/CircuitBreaker.js"
 import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
+import { makeHashingEmbedder } from "../src/internal/hashingEmbedder.js"
+import * as MemoryVectorStore from "../src/MemoryVectorStore.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as Retry from "../src/Retry.js"
 import * as Search from "../src/Search.js"
@@ -485,39 +487,6 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.strictEqual(summary.outcome, "completed")
     }))
 
-  it.scoped("--rpm: embedding requests wait for the shared rate limit (TestClock)", () =>
-    Effect.gen(function*() {
-      const data = yield* backend.fresh
-      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 16 }))
-      const callTimes: Array<number> = []
-      const counting = Embedder.layerTest({
-        ...hashing,
-        embedBatch: (texts) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            callTimes.push(now)
-            return hashing.embedBatch(texts)
-          })
-      })
-      const docs = Array.from({ length: 5 }, (_, i) => Either.right(doc(`r${i}.txt`, `rate limited document ${i}`)))
-      const fiber = yield* Ingest.ingestStream(Stream.fromIterable(docs), {
-        batchSize: 1,
-        concurrency: 4,
-        rpm: 2
-      }).pipe(
-        Effect.provide(Layer.mergeAll(data(), counting).pipe(Layer.provideMerge(ledgerLayer))),
-        Effect.fork
-      )
-      // advance simulated time; give the real database IO a moment between steps
-      for (let step = 0; step < 30 && callTimes.length < 5; step++) {
-        yield* TestServices.provideLive(Effect.sleep("20 millis"))
-        yield* TestClock.adjust("5 seconds")
-      }
-      const summary = yield* Fiber.join(fiber)
-      assert.strictEqual(summary.chunks.written, 5)
-      // a bucket of 2 per minute: two at once, then one every 30 s
-      assert.deepStrictEqual(callTimes.map((t) => t - callTimes[0]!), [0, 0, 30_000, 60_000, 90_000])
-    }), 60_000)
-
   it.scopedLive("an embedding cache answers repeated chunks and reports them as cached", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
@@ -559,40 +528,110 @@ describe.each(backends)("Ingest on $name", (backend) => {
       )
     }))
 
-  it.scopedLive("interrupted at random points: every resource is released and no document is partial", () =>
+  it.scopedLive("interrupted at random points of any stage: every resource is released, no document is partial", () =>
     Effect.gen(function*() {
       const work = yield* tempDir()
       const data = yield* backend.fresh
       copyCorpus(work)
       const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing())
-      // one shared store; each run gets its own ledger-tracked resources
-      const samples = fc.sample(fc.integer({ min: 1, max: 60 }), { numRuns: 8, seed: 42 })
-      for (const k of samples) {
-        const reached = yield* Deferred.make<void>()
-        let calls = 0
-        const embedder = Embedder.layerTest({
-          ...hashing,
-          embedBatch: (texts) =>
-            Effect.suspend(() => ++calls === k ? Deferred.succeed(reached, undefined) : Effect.void).pipe(
-              Effect.zipRight(hashing.embedBatch(texts))
-            )
+      // One shared store. A run is interrupted when it reaches its k-th step: a
+      // lookup, a stamp, a write (while it is in flight) or an embedding call.
+      const interruptAt = (k: number) =>
+        Effect.gen(function*() {
+          const reached = yield* Deferred.make<void>()
+          let steps = 0
+          const step = Effect.suspend(() => ++steps === k ? Deferred.succeed(reached, undefined) : Effect.void)
+          const embedder = Embedder.layerTest({
+            ...hashing,
+            embedBatch: (texts) => Effect.zipRight(step, hashing.embedBatch(texts))
+          })
+          const counted = Layer.effect(
+            VectorStore.VectorStore,
+            Effect.map(VectorStore.VectorStore, (store): VectorStore.Service => ({
+              ...store,
+              lookup: (paths) => Effect.zipRight(step, store.lookup(paths)),
+              markSeen: (runId, paths, fingerprints) => Effect.zipRight(step, store.markSeen(runId, paths, fingerprints)),
+              writeDocuments: (writes) => Effect.zipRight(step, store.writeDocuments(writes))
+            }))
+          ).pipe(Layer.provideMerge(data()))
+          const ledger = yield* ResourceLedger.make()
+          const run = Ingest.ingestDirectory({ root: work }, {
+            chunker: { chunkSize: 300, chunkOverlap: 30 },
+            batchSize: 8,
+            lookupBatchSize: 8,
+            writeGroupChunks: 40
+          }).pipe(
+            Effect.provide(Layer.merge(counted, embedder)),
+            Effect.provideService(ResourceLedger.ResourceLedger, ledger)
+          )
+          const fiber = yield* Effect.fork(run)
+          yield* Effect.raceFirst(Deferred.await(reached), Fiber.await(fiber))
+          yield* Fiber.interrupt(fiber)
+          const snapshot = yield* ledger.snapshot
+          assert.strictEqual(snapshot.total.open, 0, `open after interrupting at step ${k}`)
+          assert.isAbove(snapshot.total.acquired, 0)
+          const partial = yield* partialDocuments.pipe(
+            Effect.provide(data()),
+            Effect.provideService(ResourceLedger.ResourceLedger, ledger)
+          )
+          assert.deepStrictEqual(partial, [], `partial documents after interrupting at step ${k}`)
         })
-        const ledger = yield* ResourceLedger.make()
-        const run = Ingest.ingestDirectory({ root: work }, { chunker: { chunkSize: 300, chunkOverlap: 30 } }).pipe(
-          Effect.provide(Layer.mergeAll(data(), embedder)),
-          Effect.provideService(ResourceLedger.ResourceLedger, ledger)
+      yield* Effect.promise(() =>
+        fc.assert(
+          fc.asyncProperty(fc.integer({ min: 1, max: 120 }), (k) => Effect.runPromise(interruptAt(k))),
+          { numRuns: 10, seed: 42 }
         )
-        const fiber = yield* Effect.fork(run)
-        yield* Effect.raceFirst(Deferred.await(reached), Fiber.await(fiber))
-        yield* Fiber.interrupt(fiber)
-        const snapshot = yield* ledger.snapshot
-        assert.strictEqual(snapshot.total.open, 0, `open after interrupting at embed call ${k}`)
-        assert.isAbove(snapshot.total.acquired, 0)
-        const partial = yield* partialDocuments.pipe(
-          Effect.provide(data()),
-          Effect.provideService(ResourceLedger.ResourceLedger, ledger)
-        )
-        assert.deepStrictEqual(partial, [], `partial documents after interrupting at embed call ${k}`)
-      }
+      )
     }), 120_000)
+})
+
+describe("Ingest with in-memory services", () => {
+  it.scoped("--rpm: embedding requests wait for the shared rate limit (TestClock)", () =>
+    Effect.gen(function*() {
+      const hashing = makeHashingEmbedder({ dimensions: 16 })
+      const callTimes: Array<number> = []
+      const counting = Embedder.layerTest({
+        ...hashing,
+        embedBatch: (texts) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            callTimes.push(now)
+            return hashing.embedBatch(texts)
+          })
+      })
+      const docs = Array.from({ length: 5 }, (_, i) => Either.right(doc(`r${i}.txt`, `rate limited document ${i}`)))
+      const fiber = yield* Ingest.ingestStream(Stream.fromIterable(docs), {
+        batchSize: 1,
+        concurrency: 4,
+        rpm: 2
+      }).pipe(Effect.provide(Layer.merge(MemoryVectorStore.layer, counting)), Effect.fork)
+      // simulated time only: 5 s steps until every request was made
+      for (let step = 0; step < 30 && callTimes.length < 5; step++) yield* TestClock.adjust("5 seconds")
+      const summary = yield* Fiber.join(fiber)
+      assert.strictEqual(summary.chunks.written, 5)
+      // a bucket of 2 per minute: two at once, then one every 30 s
+      assert.deepStrictEqual(callTimes.map((t) => t - callTimes[0]!), [0, 0, 30_000, 60_000, 90_000])
+    }))
+
+  it.scoped("an ingest uses the call breaker of its context", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const counting = Embedder.layerTest({
+        ...makeHashingEmbedder({ dimensions: 16 }),
+        embedBatch: () =>
+          Effect.sync(() => {
+            calls++
+            return []
+          })
+      })
+      const summary = yield* Ingest.ingestStream(
+        Stream.make(Either.right(doc("a.txt", "alpha")), Either.right(doc("b.txt", "bravo"))),
+        { maxErrorRate: 1 }
+      ).pipe(
+        Effect.provide(Layer.mergeAll(MemoryVectorStore.layer, counting, CircuitBreaker.layerTest({ initial: "forced-open" })))
+      )
+      // the breaker given refused every call: the embedder was never reached
+      assert.strictEqual(calls, 0)
+      assert.strictEqual(summary.chunks.failed, 2)
+      assert.strictEqual(summary.chunks.written, 0)
+    }))
 })

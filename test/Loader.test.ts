@@ -607,7 +607,7 @@ describe("Loader.walk", () => {
       })
     ))
 
-  it.scoped.skipIf(!canMkfifo)("unreadable: a FIFO is not opened for reading (does not hang)", () =>
+  it.scoped.skipIf(!canMkfifo)("unreadable: a FIFO is not opened for reading (does not hang; runs where mkfifo exists)", () =>
     withDir((dir) =>
       Effect.gen(function*() {
         write(dir, { "ok.md": "ok" })
@@ -620,7 +620,7 @@ describe("Loader.walk", () => {
       })
     ))
 
-  it.scoped.skipIf(!canMkfifo)("unreadable: a symlink to a FIFO", () =>
+  it.scoped.skipIf(!canMkfifo)("unreadable: a symlink to a FIFO (runs where mkfifo exists)", () =>
     withDir((dir) =>
       Effect.gen(function*() {
         assert.strictEqual(spawnSync("mkfifo", [path.join(dir, "fifo")]).status, 0)
@@ -630,7 +630,7 @@ describe("Loader.walk", () => {
       })
     ))
 
-  it.scoped.skipIf(!chmodBlocksReads)("unreadable: chmod 000 file and directory (not as root)", () =>
+  it.scoped.skipIf(!chmodBlocksReads)("unreadable: chmod 000 file and directory (runs when permissions apply: not as root)", () =>
     withDir((dir) =>
       Effect.gen(function*() {
         write(dir, { "ok.md": "ok", "locked.md": "secret", "closed/inner.md": "inner" })

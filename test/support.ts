@@ -100,6 +100,10 @@ export const backends: ReadonlyArray<Backend> = testDatabaseUrl === undefined ||
   ? [pglite]
   : [pglite, server(testDatabaseUrl)]
 
+if (backends.length === 1) {
+  console.info("store tests run on PGlite only: set RAGPIPE_TEST_DATABASE_URL to run them on a PostgreSQL server too")
+}
+
 /** Copy the example corpus into `dir`. */
 export const copyCorpus = (dir: string) => NodeFs.cpSync(corpusDir, dir, { recursive: true })
 
