@@ -32,7 +32,7 @@ const usage = `usage: node scripts/fault-server.mjs [options]
   --malformed R          rate of 200 responses with invalid JSON
   --wrong-dimensions R   rate of 200 responses with vectors of dimensions + 1
   --fault-plan LIST      comma-separated outcomes of the first requests (ok,error500,rateLimit,...)
-  --latency-ms N         latency added to every 200 response (default 0)
+  --latency-ms N         service time of every 200 response, work included (default 0)
   --concurrency N        requests served at once; the rest wait in a FIFO queue (default 256)
   --max-connections N    connections beyond this many are dropped (default 256)
   --max-queued N         requests waiting for a slot at most; beyond, answer 503 (default 1024)

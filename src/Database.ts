@@ -144,15 +144,31 @@ export const openPglite = (options: PgliteOptions) =>
   })
 
 /**
+ * What the embedded database offers beyond its `SqlClient`: a binary `COPY`
+ * from memory (`COPY ... FROM '/dev/blob'`), run in the session of the
+ * `SqlClient` — inside the transaction it has open. The PostgreSQL store
+ * writes chunks with it, as it writes them with `COPY ... FROM STDIN` on a
+ * server ({@link ServerPool}).
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class EmbeddedCopy extends Context.Tag("ragpipe/EmbeddedCopy")<EmbeddedCopy, {
+  /** run `statement` (a `COPY ... FROM '/dev/blob'`) over `data` */
+  readonly copyFrom: (statement: string, data: Uint8Array) => Effect.Effect<void, unknown>
+}>() {}
+
+/**
  * A `SqlClient` (and `PgClient`) over an embedded PGlite database with
- * pgvector. Same SQL, same driver (node-postgres) as a real server.
+ * pgvector. Same SQL, same driver (node-postgres) as a real server; binary
+ * `COPY` through {@link EmbeddedCopy}.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerPglite = (
   options: PgliteOptions
-): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError, ResourceLedger> =>
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | EmbeddedCopy, StoreError, ResourceLedger> =>
   Layer.scopedContext(
     Effect.gen(function*() {
       const ledger = yield* ResourceLedger
@@ -170,7 +186,17 @@ export const layerPglite = (
           new StoreError({ reason: "open", message: `cannot connect to the embedded database: ${error.message}` })
         )
       )
-      return Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client))
+      const copy: EmbeddedCopy["Type"] = {
+        copyFrom: (statement, data) =>
+          Effect.tryPromise({
+            try: () => pglite.query(statement, [], { blob: new Blob([data]) }),
+            catch: (cause) => cause
+          }).pipe(Effect.asVoid)
+      }
+      return Context.make(PgClient.PgClient, client).pipe(
+        Context.add(SqlClient.SqlClient, client),
+        Context.add(EmbeddedCopy, copy)
+      )
     })
   ).pipe(Layer.provide(Reactivity.layer))
 
@@ -354,9 +380,13 @@ export const layerConfig: Layer.Layer<
     const url = yield* Config.option(Config.redacted("DATABASE_URL"))
     if (Option.isSome(url)) {
       const poolSize = yield* Config.integer("RAGPIPE_DB_POOL_SIZE").pipe(Config.withDefault(4))
-      return layerServer({ url: url.value as Redacted.Redacted<string>, poolSize })
+      return layerServer({ url: url.value as Redacted.Redacted<string>, poolSize }) as Layer.Layer<
+        PgClient.PgClient | SqlClient.SqlClient,
+        StoreError,
+        ResourceLedger
+      >
     }
     const dataDir = yield* Config.string("RAGPIPE_DATA_DIR").pipe(Config.withDefault(defaultDataDir))
-    return layerPglite({ dataDir })
+    return layerPglite({ dataDir }) as Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError, ResourceLedger>
   })
 )

@@ -19,11 +19,18 @@ import * as Option from "effect/Option"
 import * as NodeCrypto from "node:crypto"
 import type Pg from "pg"
 import { from as copyFrom } from "pg-copy-streams"
-import { ServerPool } from "./Database.js"
+import { EmbeddedCopy, ServerPool } from "./Database.js"
 import type { EmbeddedChunk, Embedding, SearchHit, SourceDocument, StoreStats } from "./Domain.js"
 import { StoreError } from "./Errors.js"
 import { batches } from "./internal/batch.js"
-import { type ChunkRow, chunkCopyStatement, copyHeader, copyTrailer, encodeChunkRows } from "./internal/copyBinary.js"
+import {
+  chunkCopyFromMemoryStatement,
+  type ChunkRow,
+  chunkCopyStatement,
+  copyHeader,
+  copyTrailer,
+  encodeChunkRows
+} from "./internal/copyBinary.js"
 import { migrations } from "./internal/migrations.js"
 import { vectorLiteral } from "./internal/vector.js"
 
@@ -462,8 +469,10 @@ const withPoolTransaction = <A>(
  */
 export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  // on a server, chunks are written with a binary COPY on a client of its pool
+  // chunks are written with a binary COPY: on a server on a client of its
+  // pool, on the embedded database from memory
   const serverPool = yield* Effect.serviceOption(ServerPool)
+  const embeddedCopy = yield* Effect.serviceOption(EmbeddedCopy)
 
   yield* PgMigrator.run({ loader: migrations, table: "ragpipe_migrations" }).pipe(
     Effect.provide(NodeContext.layer),
@@ -601,9 +610,21 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       }
     })
 
-  // Through the SqlClient (the embedded database): chunks by set-based
-  // INSERTs of `insertBatchRows` rows, 7 array parameters each.
+  // Through the SqlClient: chunks by a binary COPY from memory where the
+  // database offers one (the embedded database), else by set-based INSERTs
+  // of `insertBatchRows` rows, 7 array parameters each.
   const sqlExec = (text: string, params: ReadonlyArray<unknown>) => sql.unsafe(text, params)
+  const copyChunksFromMemory = (rows: ReadonlyArray<ChunkRow>) =>
+    Option.match(embeddedCopy, {
+      onNone: () => insertChunkBatches(rows),
+      onSome: (copy) =>
+        Effect.suspend(() =>
+          copy.copyFrom(
+            chunkCopyFromMemoryStatement,
+            Buffer.concat([copyHeader, ...[...batches(rows, copyBatchRows)].map(encodeChunkRows), copyTrailer])
+          )
+        ).pipe(Effect.mapError((cause) => statementError(cause)))
+    })
   const insertChunkBatches = (rows: ReadonlyArray<ChunkRow>) =>
     Effect.forEach(batches(rows, insertBatchRows), (batch) =>
       sqlExec(insertChunksSql, [
@@ -628,7 +649,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
           (rows) => copyChunks(client, rows),
           writes
         ))
-      : sql.withTransaction(writeAll(sqlExec, insertChunkBatches, writes))
+      : sql.withTransaction(writeAll(sqlExec, copyChunksFromMemory, writes))
     return write.pipe(
       Effect.mapError(queryError(
         writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`

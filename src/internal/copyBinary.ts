@@ -40,6 +40,13 @@ export const chunkCopyColumns = "id, document_id, chunk_index, text, heading_pat
  */
 export const chunkCopyStatement = `COPY chunks (${chunkCopyColumns}) FROM STDIN (FORMAT binary)`
 
+/**
+ * The same for the embedded database, which reads the stream from memory.
+ *
+ * @internal
+ */
+export const chunkCopyFromMemoryStatement = `COPY chunks (${chunkCopyColumns}) FROM '/dev/blob' (FORMAT binary)`
+
 const fieldCount = 7
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
