@@ -226,6 +226,19 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
 const describeOpen = (open: ReadonlyArray<TrackedResource>): string =>
   open.map((r) => `${r.kind}:${r.label}`).join(", ")
 
+/** A ledger whose scope, when it closes with resources still open, runs `onLeftovers`. */
+const layerReporting = (
+  options: Options,
+  onLeftovers: (snapshot: Snapshot) => Effect.Effect<void>
+): Layer.Layer<ResourceLedger> =>
+  Layer.scoped(
+    ResourceLedger,
+    Effect.tap(make(options), (ledger) =>
+      Effect.addFinalizer(() =>
+        Effect.flatMap(ledger.snapshot, (s) => s.open.length === 0 ? Effect.void : onLeftovers(s))
+      ))
+  )
+
 /**
  * A ledger whose scope, when it closes, logs a warning naming every resource
  * still open at that moment. The one to use in programs: a leftover is
@@ -235,20 +248,8 @@ const describeOpen = (open: ReadonlyArray<TrackedResource>): string =>
  * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<ResourceLedger> =>
-  Layer.scoped(
-    ResourceLedger,
-    Effect.tap(make(options), (ledger) =>
-      Effect.addFinalizer(() =>
-        Effect.flatMap(ledger.snapshot, (s) =>
-          s.open.length === 0
-            ? Effect.void
-            : Effect.logWarning(
-              `${s.open.length} resource(s) still open when the ledger closed: ${describeOpen(s.open)}`
-            )
-        )
-      )
-    )
-  )
+  layerReporting(options, (s) =>
+    Effect.logWarning(`${s.open.length} resource(s) still open when the ledger closed: ${describeOpen(s.open)}`))
 
 /**
  * Reads ledger {@link Options} from the environment (or any
@@ -303,19 +304,11 @@ export const layerConfig = (
  * @category layers
  */
 export const layerTest = (options: Options = {}): Layer.Layer<ResourceLedger> =>
-  Layer.scoped(
-    ResourceLedger,
-    Effect.tap(make(options), (ledger) =>
-      Effect.addFinalizer(() =>
-        Effect.flatMap(ledger.snapshot, (s) =>
-          s.open.length === 0
-            ? Effect.void
-            : Effect.dieMessage(
-              `ResourceLedger.layerTest: ${s.open.length} resource(s) still open when the ledger's scope closed ` +
-                `(acquired ${s.total.acquired}, released ${s.total.released}): ${describeOpen(s.open)}`
-            ))
-      ))
-  )
+  layerReporting(options, (s) =>
+    Effect.dieMessage(
+      `ResourceLedger.layerTest: ${s.open.length} resource(s) still open when the ledger's scope closed ` +
+        `(acquired ${s.total.acquired}, released ${s.total.released}): ${describeOpen(s.open)}`
+    ))
 
 /**
  * Acquire a resource through the ledger in the context.

@@ -41,6 +41,15 @@ const countFiles = (dir: string): number =>
 
 const corpusFileCount = countFiles(corpusDir)
 
+/** A 32-dimension hashing embedder whose every second call (counted in `calls`) fails with `error`. */
+const everySecondCallFails = (calls: { n: number }, error: EmbedError) => {
+  const hashing = makeHashingEmbedder({ dimensions: 32 })
+  return Embedder.layerTest({
+    ...hashing,
+    embedBatch: (texts) => Effect.suspend(() => ++calls.n % 2 === 0 ? Effect.fail(error) : hashing.embedBatch(texts))
+  })
+}
+
 /** The live clock, reading `millis` ahead; sleeps are real. */
 const aheadClock = (millis: number): Clock.Clock => {
   const live = Clock.make()
@@ -336,17 +345,11 @@ describe.each(backends)("Ingest on $name", (backend) => {
   it.scopedLive("an embedder failing above the error rate ends the run with a BreakInfo, releasing everything", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
-      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
       const calls = { n: 0 }
-      const flaky = Embedder.layerTest({
-        ...hashing,
-        embedBatch: (texts) =>
-          Effect.suspend(() =>
-            ++calls.n % 2 === 0
-              ? Effect.fail(new EmbedError({ reason: "invalid-input", status: 400, message: "input rejected" }))
-              : hashing.embedBatch(texts)
-          )
-      })
+      const flaky = everySecondCallFails(
+        calls,
+        new EmbedError({ reason: "invalid-input", status: 400, message: "input rejected" })
+      )
       const docs = Array.from({ length: 300 }, (_, i) => Either.right(doc(`d${i}.txt`, `document ${i} words`)))
       const ledger = yield* ResourceLedger.make()
       const summary = yield* Effect.gen(function*() {
@@ -385,17 +388,10 @@ describe.each(backends)("Ingest on $name", (backend) => {
   it.scopedLive("a break in the middle of documents: every chunk the breaker counted is stored or recorded", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
-      const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing({ dimensions: 32 }))
-      const calls = { n: 0 }
-      const flaky = Embedder.layerTest({
-        ...hashing,
-        embedBatch: (texts) =>
-          Effect.suspend(() =>
-            ++calls.n % 2 === 0
-              ? Effect.fail(new EmbedError({ reason: "http", status: 503, message: "unavailable" }))
-              : hashing.embedBatch(texts)
-          )
-      })
+      const flaky = everySecondCallFails(
+        { n: 0 },
+        new EmbedError({ reason: "http", status: 503, message: "unavailable" })
+      )
       // five chunks per document
       const text = (i: number) => Array.from({ length: 5 }, (_, k) => `doc ${i} part ${k} ${"word ".repeat(8)}`).join("\n\n")
       const docs = Array.from({ length: 40 }, (_, i) => Either.right(doc(`d${i}.txt`, text(i))))
