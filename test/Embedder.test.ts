@@ -1,12 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import { defaultDimensions, Embedder, layerConfig, layerHashing, layerOpenAiConfig } from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import { makeHashingEmbedder, model } from "../src/internal/hashingEmbedder.js"
+import * as ResourceLedger from "../src/ResourceLedger.js"
 
 const norm = (v: Float32Array): number => {
   let sum = 0
@@ -194,6 +197,56 @@ describe("layerHashing", () => {
       assert.strictEqual(error._tag, "EmbedError")
       assert.strictEqual(error.reason, "config")
       assert.include(error.message, "dimensions")
+    }))
+})
+
+describe("hashing embedder on worker threads", () => {
+  const texts = Array.from({ length: 300 }, (_, i) => `text number ${i}: naïve café ${"word ".repeat(i % 40)} 𝒜 日本語`)
+
+  it.scoped("gives the very vectors of the calling thread, and ends its workers with its scope", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const local = yield* makeHashingEmbedder({ dimensions: 64 }).embedBatch(texts)
+      const onWorkers = yield* Effect.scoped(
+        Effect.gen(function*() {
+          const service = Context.get(yield* Layer.build(layerHashing({ dimensions: 64, workers: 2 })), Embedder)
+          // a large batch goes to a worker; a small one (a query) stays on this thread
+          const vectors = yield* service.embedBatch(texts)
+          const [one] = yield* service.embedBatch([texts[7]!])
+          assert.deepStrictEqual(Array.from(one!), Array.from(local[7]!))
+          const during = yield* ledger.snapshot
+          assert.isAtLeast(during.byKind["worker"]?.acquired ?? 0, 1)
+          return vectors
+        }).pipe(Effect.provideService(ResourceLedger.ResourceLedger, ledger))
+      )
+      assert.strictEqual(onWorkers.length, texts.length)
+      for (let i = 0; i < texts.length; i++) assert.deepStrictEqual(Array.from(onWorkers[i]!), Array.from(local[i]!))
+      const after = yield* ledger.snapshot
+      assert.strictEqual(after.byKind["worker"]?.open, 0, "every worker was terminated")
+    }))
+
+  it.scoped("concurrent batches, and a caller interrupted while it waits, leave the others their answers", () =>
+    Effect.gen(function*() {
+      const service = Context.get(yield* Layer.build(layerHashing({ dimensions: 32, workers: 1 })), Embedder)
+      const local = makeHashingEmbedder({ dimensions: 32 })
+      const batches = [texts.slice(0, 100), texts.slice(100, 200), texts.slice(200)]
+      // its request is posted, then its caller goes away before the answer
+      const interrupted = yield* Effect.fork(service.embedBatch(texts))
+      yield* Effect.yieldNow()
+      const exit = yield* Fiber.interrupt(interrupted)
+      assert.isTrue(Exit.isInterrupted(exit))
+      const results = yield* Effect.all(batches.map((b) => service.embedBatch(b)), { concurrency: "unbounded" })
+      for (let b = 0; b < batches.length; b++) {
+        const expected = yield* local.embedBatch(batches[b]!)
+        assert.deepStrictEqual(results[b]!.map((v) => Array.from(v)), expected.map((v) => Array.from(v)))
+      }
+    }))
+
+  it.effect.each([-1, 1.5, 65])("rejects workers %d with a config EmbedError", (workers) =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Embedder.pipe(Effect.provide(layerHashing({ workers }))))
+      assert.strictEqual(error.reason, "config")
+      assert.include(error.message, "workers")
     }))
 })
 
