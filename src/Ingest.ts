@@ -346,17 +346,17 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   sourceOf: SourceOf<E, R>,
   options: Options
 ) {
-  const rawEmbedder = yield* Embedder
+  const embedder = yield* Embedder
   const store = yield* VectorStore
   const chunkerOptions = options.chunker ?? Chunker.defaults
   const chunkerKey = Chunker.settingsKey(chunkerOptions)
   const maxSkippedListed = options.maxSkippedListed ?? 1000
   const start = yield* Clock.currentTimeMillis
 
-  yield* store.prepare(rawEmbedder)
+  yield* store.prepare(embedder)
   const runId = yield* store.beginRun
   yield* Effect.logInfo("ingest started").pipe(
-    Effect.annotateLogs({ run: runId, model: rawEmbedder.model, chunker: chunkerKey })
+    Effect.annotateLogs({ run: runId, model: embedder.model, chunker: chunkerKey })
   )
 
   const counters: Counters = {
@@ -387,8 +387,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   /** Stored with these settings, completely: only the content can have changed. */
   const sameSettings = (stored: StoredDocument): boolean =>
     stored.chunker === chunkerKey &&
-    stored.model === rawEmbedder.model &&
-    stored.dimensions === rawEmbedder.dimensions &&
+    stored.model === embedder.model &&
+    stored.dimensions === embedder.dimensions &&
     stored.complete
 
   // Offered to the filesystem loader: files whose fingerprint is the stored
@@ -491,7 +491,6 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     sizeOf: EmbeddingCache.entrySize,
     name: options.cache.name ?? "embeddings"
   })
-  const embedder = rawEmbedder
   const requestLimit = options.rpm === undefined
     ? undefined
     : yield* RateLimiter.make({ limit: options.rpm, interval: Duration.minutes(1), algorithm: "token-bucket" })
