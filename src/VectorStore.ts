@@ -210,8 +210,9 @@ export interface Service {
 export class VectorStore extends Context.Tag("ragpipe/VectorStore")<VectorStore, Service>() {}
 
 /**
- * Rows per INSERT statement. Chunks are inserted through `unnest` over one
- * array parameter per column, so a statement binds 7 parameters whatever
+ * Rows per INSERT statement. Documents, failures — and chunks where no
+ * binary COPY is offered — are inserted through `unnest` over one array
+ * parameter per column, so a statement binds at most 11 parameters whatever
  * its row count — far below the protocol's 65,535 limit — and the row count
  * only bounds the size of one message.
  *
