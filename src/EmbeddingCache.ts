@@ -74,6 +74,18 @@ export const keyOf = (model: string, dimensions: number, text: string): string =
   `${model}:${dimensions}:${createHash("sha256").update(text, "utf8").digest("hex")}`
 
 /**
+ * The vector, owning its buffer: a view into a larger buffer (the hashing
+ * embedder's worker threads answer a batch with one buffer) is copied, so
+ * that keeping it keeps only its own bytes alive — what {@link entrySize}
+ * counts. Every cache of vectors stores them through it.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const detached = (embedding: Embedding): Embedding =>
+  embedding.byteLength === embedding.buffer.byteLength ? embedding : embedding.slice()
+
+/**
  * The approximate size of a cache entry: the vector's bytes plus the key's
  * length (map and object overhead are not counted).
  *
@@ -131,7 +143,7 @@ export const decorate = (embedder: Embedder.Service, cache: LruCache.LruCache<st
     return yield* cache.getOrComputeMany(keys, (missing) => {
       const batch = missing.map((key) => textOf.get(key) as string)
       return Effect.filterOrFail(
-        embedder.embedBatch(batch),
+        Effect.map(embedder.embedBatch(batch), (vectors) => vectors.map(detached)),
         (vectors) => vectors.length === batch.length,
         (vectors) =>
           new EmbedError({

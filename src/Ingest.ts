@@ -560,10 +560,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
       cache.getOrComputeMany(keys, (missing) => {
         requested = new Set(missing)
         const byKey = new Map(batch.map((p, i) => [keys[i]!, p]))
-        // a vector that is a view into a larger buffer is copied: kept in the
-        // cache, it would otherwise keep that whole buffer alive
-        return Effect.map(call(missing.map((key) => byKey.get(key)!)), (vectors) =>
-          vectors.map((v) => v.byteLength === v.buffer.byteLength ? v : v.slice()))
+        return Effect.map(call(missing.map((key) => byKey.get(key)!)), (vectors) => vectors.map(EmbeddingCache.detached))
       }),
       (vectors) => succeeded(batch, vectors, (i) => !requested.has(keys[i]!))
     )
@@ -726,8 +723,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const batchSize = Math.max(1, Math.min(options.batchSize ?? embedder.maxBatchSize, embedder.maxBatchSize))
   const batchTokens = options.batchTokens ?? 100_000
 
-  // Stages work on whole groups and batches, not on single documents or
-  // chunks: a stream step costs far more than chunking a document does.
+  // Lookups, empty-document writes and chunking work on whole groups, not
+  // on single documents: a stream step costs more than chunking a document.
   const pipeline = untilStopped(sourceOf(unchanged)).pipe(
     Stream.groupedWithin(options.lookupBatchSize ?? 256, Duration.millis(200)),
     Stream.mapEffect(prepareGroup),

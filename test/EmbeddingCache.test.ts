@@ -144,6 +144,32 @@ describe("EmbeddingCache", () => {
       assert.strictEqual(vectors[2], vectors[0])
     }))
 
+  it.scoped("vectors that are views into one batch buffer are kept as copies: the cache counts what it holds", () =>
+    Effect.gen(function*() {
+      const dimensions = 4
+      // an embedder answering a batch with views into one shared buffer, as the worker threads do
+      const viewing: Embedder.Service = {
+        model: "views",
+        dimensions,
+        maxBatchSize: 16,
+        embedBatch: (texts) =>
+          Effect.sync(() => {
+            const buffer = new Float32Array(texts.length * dimensions)
+            texts.forEach((text, i) => buffer.set(vectorOf(text, dimensions), i * dimensions))
+            return texts.map((_, i) => buffer.subarray(i * dimensions, (i + 1) * dimensions))
+          })
+      }
+      const { embedder, stats } = yield* EmbeddingCache.cached(viewing, { name: uniqueName() })
+      const texts = ["a", "b", "c"]
+      const vectors = yield* embedder.embedBatch(texts)
+      for (let i = 0; i < texts.length; i++) {
+        assert.strictEqual(vectors[i]!.buffer.byteLength, vectors[i]!.byteLength, "owns its buffer")
+        assert.deepStrictEqual(Array.from(vectors[i]!), Array.from(vectorOf(texts[i]!, dimensions)))
+      }
+      const keyLength = EmbeddingCache.keyOf("views", dimensions, "a").length
+      assert.strictEqual((yield* stats).bytes, texts.length * (dimensions * 4 + keyLength))
+    }))
+
   it.scoped("an empty batch makes no call", () =>
     Effect.gen(function*() {
       const fake = fakeEmbedder()

@@ -56,7 +56,7 @@ parentPort.on("message", (request) => {
 
 /**
  * One vector per text: views into the batch's buffer, which lives as long as
- * any of them (a cache that keeps vectors copies them; see `Ingest`).
+ * any of them (caches keep copies: `EmbeddingCache.detached`).
  */
 const split = (buffer: ArrayBuffer, count: number, dimensions: number): ReadonlyArray<Float32Array> => {
   const vectors = new Array<Float32Array>(count)
@@ -66,8 +66,7 @@ const split = (buffer: ArrayBuffer, count: number, dimensions: number): Readonly
 
 /**
  * The workers' heap limits: a worker holds one batch of texts and its
- * vectors at a time, so a small young generation keeps the process's
- * memory down without costing time.
+ * vectors at a time, and no more heap than that needs.
  */
 const resourceLimits = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 128 }
 
