@@ -913,7 +913,8 @@ export const walkWith = (
  * `unreadable` (open/stat/read failed, the file vanished, or it is not a
  * regular file), `symlink-outside-root`, `symlink-loop` (a directory symlink
  * to a directory on the current path, or ELOOP), `broken-symlink`,
- * `unreadable-directory`. Symlinks inside the root are followed.
+ * `unreadable-directory`, and `unchanged` (not read: see
+ * {@link Options.unchanged}). Symlinks inside the root are followed.
  *
  * Fails with a {@link LoaderError} only when the root does not exist, is not
  * a directory, or cannot be read.

@@ -29,6 +29,7 @@ import {
   chunkCopyStatement,
   copyHeader,
   copyTrailer,
+  encodeChunkCopy,
   encodeChunkRows
 } from "./internal/copyBinary.js"
 import { migrations } from "./internal/migrations.js"
@@ -325,7 +326,7 @@ const copyBatchRows = 1000
 /** How long a ROLLBACK after a failed write may take before the connection is discarded instead. */
 const rollbackTimeout = Duration.seconds(10)
 
-/** The same statements as `writeDocuments` issues through the `SqlClient`, for a checked-out `pg` client. */
+/** The statements of `writeDocuments`, run on a checked-out `pg` client or through the `SqlClient`. */
 const upsertDocumentsSql = `INSERT INTO documents
     (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete, fingerprint)
   SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[],
@@ -615,16 +616,13 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
   // database offers one (the embedded database), else by set-based INSERTs
   // of `insertBatchRows` rows, 7 array parameters each.
   const sqlExec = (text: string, params: ReadonlyArray<unknown>) => sql.unsafe(text, params)
-  const copyChunksFromMemory = (rows: ReadonlyArray<ChunkRow>) =>
+  const insertChunksThroughSql = (rows: ReadonlyArray<ChunkRow>) =>
     Option.match(embeddedCopy, {
       onNone: () => insertChunkBatches(rows),
       onSome: (copy) =>
-        Effect.suspend(() =>
-          copy.copyFrom(
-            chunkCopyFromMemoryStatement,
-            Buffer.concat([copyHeader, ...[...batches(rows, copyBatchRows)].map(encodeChunkRows), copyTrailer])
-          )
-        ).pipe(Effect.mapError((cause) => statementError(cause)))
+        Effect.suspend(() => copy.copyFrom(chunkCopyFromMemoryStatement, encodeChunkCopy(rows))).pipe(
+          Effect.mapError(statementError)
+        )
     })
   const insertChunkBatches = (rows: ReadonlyArray<ChunkRow>) =>
     Effect.forEach(batches(rows, insertBatchRows), (batch) =>
@@ -650,7 +648,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
           (rows) => copyChunks(client, rows),
           writes
         ))
-      : sql.withTransaction(writeAll(sqlExec, copyChunksFromMemory, writes))
+      : sql.withTransaction(writeAll(sqlExec, insertChunksThroughSql, writes))
     return write.pipe(
       Effect.mapError(queryError(
         writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`

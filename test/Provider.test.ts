@@ -20,7 +20,7 @@ import * as Ingest from "../src/Ingest.js"
 import * as Loader from "../src/Loader.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { backends, doc, partialDocuments, repoRoot, tempDir } from "./support.js"
+import { backends, doc, openAiFlags, partialDocuments, repoRoot, tempDir } from "./support.js"
 
 const chunker: Chunker.Options = { chunkSize: 400, chunkOverlap: 40 }
 
@@ -164,14 +164,7 @@ describe("Ingest against an HTTP provider with injected faults", () => {
             work,
             "--data-dir",
             dataDir,
-            "--embedder",
-            "openai",
-            "--base-url",
-            server.url,
-            "--model",
-            "fault-model",
-            "--dimensions",
-            "64",
+            ...openAiFlags(server),
             "--timeout",
             "2s",
             "--batch-size",

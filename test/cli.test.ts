@@ -19,7 +19,7 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { afterAll, beforeAll } from "vitest"
-import { copyCorpus, corpusDir, corpusQueries, repoRoot } from "./support.js"
+import { copyCorpus, corpusDir, corpusQueries, openAiFlags, repoRoot } from "./support.js"
 
 const main = NodePath.join(repoRoot, "dist", "cli", "main.js")
 
@@ -85,18 +85,6 @@ const providerCorpus = (name: string): string => {
   NodeFs.writeFileSync(NodePath.join(work, "long.txt"), "Overlong paragraph. ".repeat(45))
   return work
 }
-
-/** The flags that point the CLI at a fault server. */
-const openAiFlags = (server: FaultServer.FaultServer) => [
-  "--embedder",
-  "openai",
-  "--base-url",
-  server.url,
-  "--model",
-  "fault-model",
-  "--dimensions",
-  "64"
-]
 
 const assertNoStack = (text: string) => assert.notMatch(text, /\n\s+at .+:\d+:\d+/)
 

@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url"
 import * as Chunker from "../src/Chunker.js"
 import * as Database from "../src/Database.js"
 import type { SourceDocument } from "../src/Domain.js"
+import type * as FaultServer from "../src/FaultServer.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
 
@@ -145,3 +146,15 @@ export const storedPaths = Effect.gen(function*() {
 })
 
 export const ledgerLayer = ResourceLedger.layer()
+
+/** The flags that point the CLI at a fault server. */
+export const openAiFlags = (server: FaultServer.FaultServer) => [
+  "--embedder",
+  "openai",
+  "--base-url",
+  server.url,
+  "--model",
+  "fault-model",
+  "--dimensions",
+  "64"
+]
