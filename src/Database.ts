@@ -10,9 +10,7 @@
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { PGlite } from "@electric-sql/pglite"
-import { createPgConfig } from "@electric-sql/pglite/node-postgres"
-import { vector } from "@electric-sql/pglite-pgvector"
+import type { PGlite } from "@electric-sql/pglite"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -109,6 +107,21 @@ const lockDataDir = (dataDir: string) => {
 }
 
 /**
+ * PGlite and its pgvector extension, loaded when an embedded store is
+ * opened: a run against a server does not load them.
+ */
+const loadPglite = () =>
+  Promise.all([
+    import("@electric-sql/pglite"),
+    import("@electric-sql/pglite-pgvector"),
+    import("@electric-sql/pglite/node-postgres")
+  ]).then(([pglite, pgvector, nodePostgres]) => ({
+    PGlite: pglite.PGlite,
+    vector: pgvector.vector,
+    createPgConfig: nodePostgres.createPgConfig
+  }))
+
+/**
  * Open PGlite with pgvector in `dataDir` (scoped: closed when the scope
  * closes). The first open of a new directory initialises the database.
  *
@@ -130,7 +143,10 @@ export const openPglite = (options: PgliteOptions) =>
     return yield* ledger.acquireRelease(
       "pglite",
       Effect.tryPromise({
-        try: () => PGlite.create(NodePath.join(dataDir, "pgdata"), { extensions: { vector } }),
+        try: () =>
+          loadPglite().then(({ PGlite, vector }) =>
+            PGlite.create(NodePath.join(dataDir, "pgdata"), { extensions: { vector } })
+          ),
         catch: (cause) =>
           new StoreError({
             reason: "open",
@@ -172,7 +188,8 @@ export const layerPglite = (
   Layer.scopedContext(
     Effect.gen(function*() {
       const ledger = yield* ResourceLedger
-      const pglite = yield* openPglite(options)
+      const pglite: PGlite = yield* openPglite(options)
+      const { createPgConfig } = yield* Effect.promise(loadPglite)
       const client = yield* PgClient.fromPool({
         acquire: ledger.acquireRelease(
           "pg-pool",

@@ -230,6 +230,9 @@ export interface Options {
  */
 export type SourceItem = Either.Either<SourceDocument, SkippedFile>
 
+/** Unchanged paths told to the store at once (see `VectorStore.Service.markSeen`). */
+const seenFlushSize = 4096
+
 /**
  * Skip reasons that leave the stored version of a file in place: the file
  * still exists, it just could not be read this time.
@@ -427,6 +430,19 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
       return empty.length === 0 ? Effect.succeed(pending) : Effect.as(writeEmptyDocuments(empty), pending)
     })
 
+  // Paths still on disk that need no write, told to the store in large
+  // groups: the list only matters to the removal at the end of a run.
+  let seenPending: Array<string> = []
+  const flushSeen = Effect.suspend(() => {
+    const paths = seenPending
+    seenPending = []
+    return store.markSeen(runId, paths)
+  })
+  const noteSeen = (paths: ReadonlyArray<string>) => {
+    for (const path of paths) seenPending.push(path)
+    return seenPending.length >= seenFlushSize ? flushSeen : Effect.void
+  }
+
   /** Look a group of items up in the store; returns the documents to (re)write. */
   const classify = (items: Iterable<SourceItem>) =>
     Effect.gen(function*() {
@@ -466,7 +482,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
           changed.push(doc)
         }
       }
-      yield* store.markSeen(runId, keep)
+      yield* noteSeen(keep)
       yield* store.markSeen(runId, same, sameFingerprints)
       yield* publishNow
       return changed
@@ -760,7 +776,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
 
   const outcome: Outcome = breakInfo !== undefined ? "broken" : stopped ? "stopped" : "completed"
   const removed = outcome === "completed" && walkComplete && options.removeMissing !== false
-    ? yield* store.removeUnseen(runId)
+    ? yield* Effect.zipRight(flushSeen, store.removeUnseen(runId))
     : 0
   const end = yield* Clock.currentTimeMillis
   yield* publishNow

@@ -44,8 +44,11 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { DocumentFormat, SkippedFile, SkipReason, SourceDocument } from "./Domain.js"
 import { LoaderError } from "./Errors.js"
@@ -144,7 +147,7 @@ export const readAhead = 8
 export const racyWindowMillis = 2000
 
 /** Candidates offered to `Options.unchanged` per call. */
-const unchangedGroup = 256
+const unchangedGroup = 1024
 
 /** Files larger than this are read in slices, yielding to other fibers in between. */
 const readSliceBytes = 1024 * 1024
@@ -519,26 +522,6 @@ const resolveSymlink = async (
   return { _tag: "Candidate", candidate: { _tag: "File", path: rel, absolute: real, format } }
 }
 
-const symlinkStream = (
-  ctx: Context,
-  abs: string,
-  rel: string,
-  name: string,
-  lineage: ReadonlyArray<string>
-): Stream.Stream<Candidate, LoaderError, ResourceLedger.ResourceLedger> =>
-  Stream.unwrap(
-    Effect.map(Effect.promise(() => resolveSymlink(ctx, abs, rel, name, lineage)), (outcome) => {
-      switch (outcome._tag) {
-        case "Ignore":
-          return Stream.empty
-        case "Candidate":
-          return Stream.succeed(outcome.candidate)
-        case "Directory":
-          return dirStream(ctx, outcome.real, rel, lineage)
-      }
-    })
-  )
-
 const readBatch = (dir: DirLike): Array<fs.Dirent> => {
   const entries: Array<fs.Dirent> = []
   while (entries.length < dirBatchSize) {
@@ -549,121 +532,177 @@ const readBatch = (dir: DirLike): Array<fs.Dirent> => {
   return entries
 }
 
+/** A directory being listed: its handle, in a scope of its own, and the entries of its current batch. */
+interface Frame {
+  readonly rel: string
+  /** the real paths of this directory and of those above it */
+  readonly lineage: ReadonlyArray<string>
+  readonly dir: DirLike
+  readonly scope: Scope.CloseableScope
+  entries: ReadonlyArray<fs.Dirent>
+  next: number
+  /** the listing has returned its last batch */
+  listed: boolean
+}
+
+/** At most this many candidates per pull of {@link candidatesOf}. */
+const candidatesPerPull = 256
+
 /**
- * The candidates below the directory whose real path is `abs` (root-relative
- * `rel`, `""` for the root). `ancestors` are the real paths of the
- * directories above it on the current path.
+ * The candidates below the root, depth first, in listing order. One pull
+ * lists on until it has {@link candidatesPerPull} candidates, the walk
+ * would enter or leave a directory, or the walk ends. The open directories
+ * form a stack, each in a scope of its own inside the stream's, so an early
+ * end closes them innermost first.
  */
-const dirStream = (
-  ctx: Context,
-  abs: string,
-  rel: string,
-  ancestors: ReadonlyArray<string>
-): Stream.Stream<Candidate, LoaderError, ResourceLedger.ResourceLedger> =>
-  Stream.unwrapScoped(
-    Effect.map(
-      Effect.either(
+const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
+  Stream.unwrapScoped(Effect.map(Effect.scope, (walkScope) => {
+    const stack: Array<Frame> = []
+    let started = false
+    let failure: LoaderError | undefined
+    let out: Array<Candidate> = []
+
+    /** Open a directory and push it, or report why it cannot be listed. */
+    const enter = (abs: string, rel: string, above: ReadonlyArray<string>): Effect.Effect<void, LoaderError> =>
+      Effect.flatMap(Scope.fork(walkScope, ExecutionStrategy.sequential), (scope) =>
         ctx.ledger.acquireRelease(
           "dir",
           Effect.try({ try: () => ctx.io.openDir(abs), catch: (error) => error }),
           (dir) => Effect.sync(() => dir.close()),
           rel === "" ? "." : rel
-        )
-      ),
-      (opened): Stream.Stream<Candidate, LoaderError, ResourceLedger.ResourceLedger> => {
-        if (Either.isLeft(opened)) {
-          return rel === ""
-            ? Stream.fail(
-              new LoaderError({
-                reason: "root-unreadable",
-                path: ctx.rootDisplay,
-                message: `cannot open directory ${ctx.rootDisplay}: ${
-                  describeError(opened.left)
-                } — check its permissions`
-              })
-            )
-            : Stream.succeed(
-              skippedCandidate(rel, "unreadable-directory", `cannot open directory: ${describeError(opened.left)}`)
-            )
-        }
-        const dir = opened.right
-        const lineage = [...ancestors, abs]
-        let finished = false
-
-        const classify = (entries: ReadonlyArray<fs.Dirent>) => {
-          const streams: Array<Stream.Stream<Candidate, LoaderError, ResourceLedger.ResourceLedger>> = []
-          let pending: Array<Candidate> = []
-          const flush = () => {
-            if (pending.length > 0) {
-              streams.push(Stream.fromIterable(pending))
-              pending = []
-            }
-          }
-          for (const entry of entries) {
-            const name = entry.name
-            if (name === ".git" || name === "node_modules") continue
-            if (!ctx.includeHidden && name.startsWith(".")) continue
-            const childRel = rel === "" ? name : `${rel}/${name}`
-            const childAbs = nodePath.join(abs, name)
-            if (entry.isFile()) {
-              const format = accept(ctx, childRel, name)
-              if (format !== undefined) pending.push({ _tag: "File", path: childRel, absolute: childAbs, format })
-            } else if (entry.isDirectory()) {
-              if (!ctx.exclude.isEmpty && ctx.exclude.matches(childRel, true)) continue
-              flush()
-              streams.push(dirStream(ctx, childAbs, childRel, lineage))
-            } else if (entry.isSymbolicLink()) {
-              flush()
-              streams.push(symlinkStream(ctx, childAbs, childRel, name, lineage))
-            } else if (accept(ctx, childRel, name) !== undefined) {
-              pending.push({ _tag: "Skipped", skipped: notRegular(childRel, kindOfStats(entry)) })
-            }
-          }
-          flush()
-          return streams.length === 1 ? streams[0]! : Stream.concatAll(Chunk.unsafeFromArray(streams))
-        }
-
-        const next: Effect.Effect<
-          Stream.Stream<Candidate, LoaderError, ResourceLedger.ResourceLedger>,
-          Option.Option<never>
-        > = Effect.suspend(() => {
-          if (finished) return Effect.fail(Option.none())
-          return Effect.flatMap(
-            Effect.either(Effect.try({ try: () => readBatch(dir), catch: (error) => error })),
-            (read) => {
-              if (Either.isLeft(read)) {
-                finished = true
-                return Effect.succeed(
-                  rel === ""
-                    ? Stream.fail(
-                      new LoaderError({
-                        reason: "walk-failed",
-                        path: ctx.rootDisplay,
-                        message: `reading directory ${ctx.rootDisplay} failed: ${describeError(read.left)}`
-                      })
+        ).pipe(
+          Scope.extend(scope),
+          Effect.matchEffect({
+            onSuccess: (dir) =>
+              Effect.sync(() =>
+                void stack.push({ rel, lineage: [...above, abs], dir, scope, entries: [], next: 0, listed: false })
+              ),
+            onFailure: (error) =>
+              Effect.zipRight(
+                Scope.close(scope, Exit.void),
+                rel === ""
+                  ? Effect.fail(
+                    new LoaderError({
+                      reason: "root-unreadable",
+                      path: ctx.rootDisplay,
+                      message: `cannot open directory ${ctx.rootDisplay}: ${describeError(error)} — check its permissions`
+                    })
+                  )
+                  : Effect.sync(() =>
+                    void out.push(
+                      skippedCandidate(rel, "unreadable-directory", `cannot open directory: ${describeError(error)}`)
                     )
-                    : Stream.succeed(
-                      skippedCandidate(
-                        rel,
-                        "unreadable-directory",
-                        `reading the directory failed: ${describeError(read.left)}`
-                      )
+                  )
+              )
+          })
+        ))
+
+    const emit = (): Chunk.Chunk<Candidate> => {
+      const chunk = Chunk.unsafeFromArray(out)
+      out = []
+      return chunk
+    }
+
+    const step = (): Effect.Effect<Chunk.Chunk<Candidate>, Option.Option<LoaderError>> => {
+      while (out.length < candidatesPerPull) {
+        const top = stack[stack.length - 1]
+        if (top === undefined) {
+          if (!started) {
+            started = true
+            return Effect.flatMap(Effect.mapError(enter(ctx.rootReal, "", []), Option.some), step)
+          }
+          break
+        }
+        if (top.next < top.entries.length) {
+          const entry = top.entries[top.next]!
+          const name = entry.name
+          const descends = entry.isDirectory() || entry.isSymbolicLink()
+          // a pull ends where the walk enters or leaves a directory: what a
+          // consumer takes first opens no directory it does not need
+          if (descends && out.length > 0) break
+          top.next++
+          if (name === ".git" || name === "node_modules") continue
+          if (!ctx.includeHidden && name.startsWith(".")) continue
+          const rel = top.rel === "" ? name : `${top.rel}/${name}`
+          const abs = nodePath.join(top.lineage[top.lineage.length - 1]!, name)
+          if (entry.isFile()) {
+            const format = accept(ctx, rel, name)
+            if (format !== undefined) out.push({ _tag: "File", path: rel, absolute: abs, format })
+          } else if (entry.isDirectory()) {
+            if (!ctx.exclude.isEmpty && ctx.exclude.matches(rel, true)) continue
+            return Effect.flatMap(Effect.mapError(enter(abs, rel, top.lineage), Option.some), step)
+          } else if (entry.isSymbolicLink()) {
+            return Effect.flatMap(
+              Effect.promise(() => resolveSymlink(ctx, abs, rel, name, top.lineage)),
+              (outcome): Effect.Effect<Chunk.Chunk<Candidate>, Option.Option<LoaderError>> => {
+                switch (outcome._tag) {
+                  case "Ignore":
+                    return step()
+                  case "Candidate":
+                    out.push(outcome.candidate)
+                    return step()
+                  case "Directory":
+                    return Effect.flatMap(
+                      Effect.mapError(enter(outcome.real, rel, top.lineage), Option.some),
+                      step
                     )
-                )
+                }
               }
-              if (read.right.length < dirBatchSize) finished = true
-              if (read.right.length === 0) return Effect.fail(Option.none())
-              return Effect.succeed(classify(read.right))
+            )
+          } else if (accept(ctx, rel, name) !== undefined) {
+            out.push({ _tag: "Skipped", skipped: notRegular(rel, kindOfStats(entry)) })
+          }
+          continue
+        }
+        if (!top.listed) {
+          try {
+            top.entries = readBatch(top.dir)
+          } catch (error) {
+            top.entries = []
+            top.listed = true
+            if (top.rel === "") {
+              failure = new LoaderError({
+                reason: "walk-failed",
+                path: ctx.rootDisplay,
+                message: `reading directory ${ctx.rootDisplay} failed: ${describeError(error)}`
+              })
+            } else {
+              out.push(
+                skippedCandidate(top.rel, "unreadable-directory", `reading the directory failed: ${describeError(error)}`)
+              )
             }
-          )
-        })
-
-        return Stream.flatten(Stream.repeatEffectOption(next))
+          }
+          top.next = 0
+          if (top.entries.length < dirBatchSize) top.listed = true
+          continue
+        }
+        if (out.length > 0) break
+        // listed: closed now, before the walk goes on
+        stack.pop()
+        return Effect.flatMap(Scope.close(top.scope, Exit.void), step)
       }
-    )
-  )
+      if (out.length > 0) return Effect.succeed(emit())
+      return Effect.fail(failure === undefined ? Option.none() : Option.some(failure))
+    }
+
+    return Stream.repeatEffectChunkOption(Effect.suspend(step))
+  }))
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+/** Why an opened file is not read, from its stats: not a regular file, too large, or empty. */
+const checkStats = (ctx: Context, path: string, st: StatsLike): LoadResult | undefined => {
+  if (!st.isFile()) return Either.left(notRegular(path, kindOfStats(st)))
+  if (st.size > ctx.maxFileBytes) {
+    return Either.left(skip(
+      path,
+      "too-large",
+      `${formatBytes(st.size)} exceeds the ${formatBytes(ctx.maxFileBytes)} limit; raise --max-file-size`
+    ))
+  }
+  if (st.size === 0) return Either.left(skip(path, "empty", "the file is empty (0 bytes)"))
+  return undefined
+}
 
 /** The candidate's bytes: stat, size checks, then the read; a `SkippedFile` when any of it fails. Throws nothing. */
 const readOpen = (
@@ -676,19 +715,12 @@ const readOpen = (
   let st: StatsLike
   try {
     st = handle.stat()
-    if (!st.isFile()) return Effect.succeed(Either.left(notRegular(path, kindOfStats(st))))
   } catch (error) {
     return Effect.succeed(Either.left(unreadableFor(path, error, "stat")))
   }
+  const checked = checkStats(ctx, path, st)
+  if (checked !== undefined) return Effect.succeed(checked)
   const size = st.size
-  if (size > ctx.maxFileBytes) {
-    return Effect.succeed(Either.left(skip(
-      path,
-      "too-large",
-      `${formatBytes(size)} exceeds the ${formatBytes(ctx.maxFileBytes)} limit; raise --max-file-size`
-    )))
-  }
-  if (size === 0) return Effect.succeed(Either.left(skip(path, "empty", "the file is empty (0 bytes)")))
   const fingerprint = trustedFingerprint(st, nowMillis)
   const buffer = Buffer.allocUnsafe(size)
   let offset = 0
@@ -747,14 +779,57 @@ const toResult = (candidate: FileCandidate, bytes: Buffer, fingerprint: string |
   return Either.right(document)
 }
 
+
 type Mutable<A> = { -readonly [K in keyof A]: A[K] }
 
 type FileCandidate = Candidate & { readonly _tag: "File" }
 
-/** Open, read and close one candidate (through the ledger); never fails. */
-const load = (ctx: Context, nowMillis: number) => (candidate: Candidate): Effect.Effect<LoadResult> => {
-  if (candidate._tag === "Skipped") return Effect.succeed(Either.left(candidate.skipped))
-  return Effect.catchAll(
+/**
+ * Open, stat, read and close a file of at most one slice in one
+ * synchronous step, through the ledger: the handle never outlives the
+ * call. `undefined` when the file is larger (see {@link loadLarge}). Never
+ * throws.
+ */
+const loadSmall = (ctx: Context, candidate: FileCandidate, nowMillis: number): LoadResult | undefined => {
+  const path = candidate.path
+  let handle: FileHandleLike | undefined
+  try {
+    return ctx.ledger.useSync("file", () => (handle = ctx.io.openFile(candidate.absolute)), (opened) => {
+      let st: StatsLike
+      try {
+        st = opened.stat()
+      } catch (error) {
+        return Either.left(unreadableFor(path, error, "stat"))
+      }
+      const checked = checkStats(ctx, path, st)
+      if (checked !== undefined) return checked
+      if (st.size > readSliceBytes) return undefined
+      const buffer = Buffer.allocUnsafe(st.size)
+      let offset = 0
+      try {
+        while (offset < st.size) {
+          const bytesRead = opened.read(buffer, offset, st.size - offset, offset)
+          if (bytesRead === 0) break
+          offset += bytesRead
+        }
+      } catch (error) {
+        return Either.left(unreadableFor(path, error, "read"))
+      }
+      return toResult(
+        candidate,
+        offset < st.size ? buffer.subarray(0, offset) : buffer,
+        trustedFingerprint(st, nowMillis)
+      )
+    }, (opened) => opened.close(), path)
+  } catch (error) {
+    // only the open can throw here: everything after it is caught above
+    return Either.left(unreadableFor(path, error, handle === undefined ? "open" : "read"))
+  }
+}
+
+/** Open, read (slice by slice, yielding in between) and close a large candidate through the ledger; never fails. */
+const loadLarge = (ctx: Context, candidate: FileCandidate, nowMillis: number): Effect.Effect<LoadResult> =>
+  Effect.catchAll(
     ctx.ledger.acquireUseRelease(
       "file",
       Effect.try({ try: () => ctx.io.openFile(candidate.absolute), catch: (error) => error }),
@@ -764,6 +839,26 @@ const load = (ctx: Context, nowMillis: number) => (candidate: Candidate): Effect
     ),
     (error) => Effect.succeed(Either.left(unreadableFor(candidate.path, error, "open")))
   )
+
+/**
+ * Split a chunk of candidates into groups of at most {@link readAhead}
+ * files to read; candidates already skipped cost nothing and ride along.
+ */
+const readGroups = (candidates: Chunk.Chunk<Candidate>): Chunk.Chunk<ReadonlyArray<Candidate>> => {
+  const groups: Array<ReadonlyArray<Candidate>> = []
+  let group: Array<Candidate> = []
+  let files = 0
+  for (const candidate of candidates) {
+    if (candidate._tag === "File" && files === readAhead) {
+      groups.push(group)
+      group = []
+      files = 0
+    }
+    group.push(candidate)
+    if (candidate._tag === "File") files++
+  }
+  if (group.length > 0) groups.push(group)
+  return Chunk.unsafeFromArray(groups)
 }
 
 /**
@@ -771,11 +866,29 @@ const load = (ctx: Context, nowMillis: number) => (candidate: Candidate): Effect
  * synchronous), then let other fibers run: a stop or an interruption is
  * noticed between groups.
  */
-const loadGroup = (ctx: Context) => (group: Chunk.Chunk<Candidate>): Effect.Effect<Chunk.Chunk<LoadResult>> =>
-  Effect.flatMap(
-    Clock.currentTimeMillis,
-    (now) => Effect.map(Effect.zipLeft(Effect.forEach(group, load(ctx, now)), Effect.yieldNow()), Chunk.unsafeFromArray)
-  )
+const loadGroup = (ctx: Context) => (group: ReadonlyArray<Candidate>): Effect.Effect<ReadonlyArray<LoadResult>> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const results: Array<LoadResult> = new Array(group.length)
+    const large: Array<number> = []
+    for (let i = 0; i < group.length; i++) {
+      const candidate = group[i]!
+      if (candidate._tag === "Skipped") {
+        results[i] = Either.left(candidate.skipped)
+        continue
+      }
+      const result = loadSmall(ctx, candidate, now)
+      if (result === undefined) large.push(i)
+      else results[i] = result
+    }
+    const done = Effect.zipLeft(Effect.succeed(results), Effect.yieldNow())
+    return large.length === 0 ? done : Effect.zipRight(
+      Effect.forEach(large, (i) =>
+        Effect.map(loadLarge(ctx, group[i] as FileCandidate, now), (result) => {
+          results[i] = result
+        }), { discard: true }),
+      done
+    )
+  })
 
 /**
  * Ask `unchanged` about a group of candidates: those it confirms become
@@ -891,7 +1004,7 @@ export const walkWith = (
         includeHidden: options.includeHidden === true,
         ledger
       }
-      const candidates = dirStream(ctx, root.real, "", [])
+      const candidates = candidatesOf(ctx)
       const unchanged = options.unchanged
       const toRead = unchanged === undefined ? candidates : candidates.pipe(
         Stream.rechunk(unchangedGroup),
@@ -899,7 +1012,11 @@ export const walkWith = (
       )
       // Reads run in small groups, one after the other: a group costs one
       // step of the stream, and an early stop opens few files.
-      return toRead.pipe(Stream.rechunk(readAhead), Stream.mapChunksEffect(loadGroup(ctx)))
+      return toRead.pipe(
+        Stream.mapChunks(readGroups),
+        Stream.mapEffect(loadGroup(ctx)),
+        Stream.flattenIterables
+      )
     })
   )
 

@@ -107,6 +107,22 @@ export interface Service {
     release: (a: A, exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown>,
     label?: string | ((a: A) => string)
   ) => Effect.Effect<B, E | E2, R | R2>
+  /**
+   * Acquire, use and release a resource within one synchronous step, with
+   * the same accounting: for a resource that never outlives the call (a
+   * small file opened, read and closed by synchronous calls). No fiber can
+   * be interrupted in between, and `release` runs in a `finally`, so the
+   * resource cannot leak. What `acquire` or `use` throws is rethrown after
+   * the release; a `release` that throws counts as a release failure. Call
+   * it from inside an effect (`Effect.sync`, `Effect.try`).
+   */
+  readonly useSync: <A, B>(
+    kind: string,
+    acquire: () => A,
+    use: (a: A) => B,
+    release: (a: A) => void,
+    label?: string
+  ) => B
   /** The current counters, open resources and release history. */
   readonly snapshot: Effect.Effect<Snapshot>
 }
@@ -122,9 +138,22 @@ export interface Service {
  */
 export class ResourceLedger extends Context.Tag("ragpipe/ResourceLedger")<ResourceLedger, Service>() {}
 
-const pushBounded = <A>(buffer: Array<A>, item: A, limit: number): void => {
-  buffer.push(item)
-  if (buffer.length > limit) buffer.splice(0, buffer.length - limit)
+/** The last `limit` items pushed, oldest first: a ring, so a push costs the same however full it is. */
+class History<A> {
+  private readonly items: Array<A> = []
+  private next = 0
+  constructor(private readonly limit: number) {}
+  push(item: A): void {
+    if (this.items.length < this.limit) {
+      this.items.push(item)
+      return
+    }
+    this.items[this.next] = item
+    this.next = (this.next + 1) % this.limit
+  }
+  toArray(): Array<A> {
+    return [...this.items.slice(this.next), ...this.items.slice(0, this.next)]
+  }
 }
 
 /**
@@ -135,15 +164,15 @@ const pushBounded = <A>(buffer: Array<A>, item: A, limit: number): void => {
  * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<Service> =>
-  Effect.sync(() => {
-    const historyLimit = options.historyLimit ?? 1024
+  Effect.map(Effect.clock, (clock) => {
+    const historyLimit = Math.max(1, options.historyLimit ?? 1024)
     const slowMillis = options.slowReleaseMillis ?? 500
     let nextId = 0
     let releaseFailures = 0
     const byKind = new Map<string, { acquired: number; released: number }>()
     const open = new Map<number, TrackedResource>()
-    const releaseOrder: Array<TrackedResource> = []
-    const slowReleases: Array<SlowRelease> = []
+    const releaseOrder = new History<TrackedResource>(historyLimit)
+    const slowReleases = new History<SlowRelease>(historyLimit)
 
     const counts = (kind: string) => {
       let entry = byKind.get(kind)
@@ -176,17 +205,17 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
             )
           ),
           Effect.zipRight(Clock.currentTimeMillis),
-          Effect.map((end) => {
-            const tracked = open.get(id)
-            if (tracked === undefined) return
-            open.delete(id)
-            counts(kind).released++
-            pushBounded(releaseOrder, tracked, historyLimit)
-            if (end - start > slowMillis) {
-              pushBounded(slowReleases, { ...tracked, millis: end - start }, historyLimit)
-            }
-          })
+          Effect.map((end) => recordRelease(kind, id, end - start))
         ))
+
+    const recordRelease = (kind: string, id: number, millis: number): void => {
+      const tracked = open.get(id)
+      if (tracked === undefined) return
+      open.delete(id)
+      counts(kind).released++
+      releaseOrder.push(tracked)
+      if (millis > slowMillis) slowReleases.push({ ...tracked, millis })
+    }
 
     const acquireRelease: Service["acquireRelease"] = (kind, acquire, release, label) =>
       Effect.acquireRelease(Effect.map(acquire, record(kind, label)), releaseRecorded(kind, release)).pipe(
@@ -200,6 +229,22 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
         releaseRecorded(kind, release)
       )
 
+    const useSync: Service["useSync"] = (kind, acquire, use, release, label) => {
+      const a = acquire()
+      const [, id] = record(kind, label)(a)
+      try {
+        return use(a)
+      } finally {
+        const start = clock.unsafeCurrentTimeMillis()
+        try {
+          release(a)
+        } catch {
+          releaseFailures++
+        }
+        recordRelease(kind, id, clock.unsafeCurrentTimeMillis() - start)
+      }
+    }
+
     const snapshot = Effect.sync((): Snapshot => {
       let acquired = 0
       let released = 0
@@ -212,14 +257,14 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
       return {
         total: { acquired, released, open: acquired - released },
         byKind: kinds,
-        releaseOrder: [...releaseOrder],
+        releaseOrder: releaseOrder.toArray(),
         open: [...open.values()],
         releaseFailures,
-        slowReleases: [...slowReleases]
+        slowReleases: slowReleases.toArray()
       }
     })
 
-    return { acquireRelease, acquireUseRelease, snapshot }
+    return { acquireRelease, acquireUseRelease, useSync, snapshot }
   })
 
 /** `kind:label` of each resource, for messages */

@@ -159,7 +159,9 @@ export interface Service {
   /** The stored state of the given paths (absent paths are not in the map). */
   readonly lookup: (paths: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, StoredDocument>, StoreError>
   /**
-   * Stamp documents that are still on disk but need no rewrite. With
+   * Record documents that are still on disk but need no rewrite as seen by
+   * the run, so that `removeUnseen` keeps them (the PostgreSQL store lists
+   * them in a table of their own rather than rewriting their rows). With
    * `fingerprints` (one per path; `null` clears it), their stored
    * fingerprints are replaced too: a file whose times changed but whose
    * content did not.
@@ -535,8 +537,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
   const markSeen: Service["markSeen"] = (runId, paths, fingerprints) =>
     paths.length === 0 ? Effect.void : (fingerprints === undefined
       ? sql`
-      UPDATE documents SET seen_run = ${runId}::bigint
-      WHERE path = ANY(${paths as Array<string>}::text[])`
+      INSERT INTO ragpipe_seen (run_id, path) SELECT ${runId}::bigint, unnest(${paths as Array<string>}::text[])`
       : sql`
       UPDATE documents d SET seen_run = ${runId}::bigint, fingerprint = n.fingerprint
       FROM unnest(${paths as Array<string>}::text[], ${fingerprints as Array<string | null>}::text[])
@@ -658,8 +659,13 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
 
   const removeUnseen: Service["removeUnseen"] = (runId) =>
     sql<{ n: number }>`
-      WITH removed AS (DELETE FROM documents WHERE seen_run <> ${runId}::bigint RETURNING id),
-        gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed))
+      WITH removed AS (
+          DELETE FROM documents d WHERE d.seen_run <> ${runId}::bigint
+            AND NOT EXISTS (SELECT 1 FROM ragpipe_seen s WHERE s.run_id = ${runId}::bigint AND s.path = d.path)
+          RETURNING id),
+        gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed)),
+        -- this run's list, and any left by runs that ended before removal
+        forgotten AS (DELETE FROM ragpipe_seen WHERE run_id <= ${runId}::bigint)
       SELECT count(*)::int AS n FROM removed`.pipe(
       Effect.map((rows) => rows[0]?.n ?? 0),
       Effect.mapError(queryError("removing deleted documents"))

@@ -79,5 +79,14 @@ export const migrations = Migrator.fromRecord({
     yield* sql`ALTER TABLE chunks DROP CONSTRAINT IF EXISTS chunks_pkey`
     yield* sql`ALTER TABLE chunks DROP CONSTRAINT IF EXISTS chunks_document_id_chunk_index_key`
     yield* sql`ALTER TABLE chunks ADD PRIMARY KEY (document_id, chunk_index)`
+  }),
+  "4_seen_list": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    // The paths a run found unchanged, appended as it walks: removal keeps
+    // what the run wrote or listed here. Stamping every unchanged document
+    // instead rewrote its row (a new tuple and its WAL) on every run.
+    // Unlogged: the list only matters while its run is alive, and a server
+    // crash ends the run anyway.
+    yield* sql`CREATE UNLOGGED TABLE ragpipe_seen (run_id bigint NOT NULL, path text NOT NULL)`
   })
 })
