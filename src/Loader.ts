@@ -348,6 +348,8 @@ interface Context {
   readonly maxFileBytes: number
   readonly includeHidden: boolean
   readonly ledger: ResourceLedger.Service
+  /** the walk's buffer for small files, grown as needed (see {@link loadSmall}) */
+  scratch: Buffer
 }
 
 const normalizeExtension = (extension: string): string => {
@@ -804,7 +806,10 @@ const loadSmall = (ctx: Context, candidate: FileCandidate, nowMillis: number): L
       const checked = checkStats(ctx, path, st)
       if (checked !== undefined) return checked
       if (st.size > readSliceBytes) return undefined
-      const buffer = Buffer.allocUnsafe(st.size)
+      // read into the walk's buffer: nothing keeps the bytes once the text
+      // is decoded and hashed, and a buffer per file only made garbage
+      if (ctx.scratch.length < st.size) ctx.scratch = Buffer.allocUnsafe(Math.max(st.size, ctx.scratch.length * 2))
+      const buffer = ctx.scratch.subarray(0, st.size)
       let offset = 0
       try {
         while (offset < st.size) {
@@ -1002,7 +1007,8 @@ export const walkWith = (
           ? options.maxFileBytes
           : defaultMaxFileBytes,
         includeHidden: options.includeHidden === true,
-        ledger
+        ledger,
+        scratch: Buffer.allocUnsafe(64 * 1024)
       }
       const candidates = candidatesOf(ctx)
       const unchanged = options.unchanged

@@ -519,8 +519,12 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`
     })).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e))))
 
+  // A run's seen list is dropped when the next run begins (one ingest at a
+  // time per store): removal stays repeatable until then, and the list of a
+  // run that never got to its removal (stopped, killed) does not linger.
   const beginRun = sql<{ id: string }>`SELECT nextval('ragpipe_run_seq')::text AS id`.pipe(
     Effect.map((rows) => rows[0]!.id),
+    Effect.tap((id) => sql`DELETE FROM ragpipe_seen WHERE run_id < ${id}::bigint`),
     Effect.mapError(queryError("starting a run"))
   )
 
@@ -663,9 +667,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
           DELETE FROM documents d WHERE d.seen_run <> ${runId}::bigint
             AND NOT EXISTS (SELECT 1 FROM ragpipe_seen s WHERE s.run_id = ${runId}::bigint AND s.path = d.path)
           RETURNING id),
-        gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed)),
-        -- this run's list, and any left by runs that ended before removal
-        forgotten AS (DELETE FROM ragpipe_seen WHERE run_id <= ${runId}::bigint)
+        gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed))
       SELECT count(*)::int AS n FROM removed`.pipe(
       Effect.map((rows) => rows[0]?.n ?? 0),
       Effect.mapError(queryError("removing deleted documents"))

@@ -232,6 +232,47 @@ describe.each(backends)("Ingest on $name", (backend) => {
       )
     }))
 
+  it.scopedLive("unchanged files are kept by removal without their rows being rewritten; a deleted one is removed", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      const hourAgo = new Date(Date.now() - 3_600_000)
+      const names = ["a.md", "b.md", "c.md", "d.md"]
+      writeFiles(work, Object.fromEntries(names.map((name) => [name, `# ${name}\n\ntext of ${name}\n`])))
+      for (const name of names) NodeFs.utimesSync(NodePath.join(work, name), hourAgo, hourAgo)
+      const sql = SqlClient.SqlClient
+      /** each document's row version: a rewritten row gets a new one */
+      const versions = Effect.flatMap(sql, (sql) =>
+        sql<{ path: string; version: string }>`SELECT path, xmin::text AS version FROM documents ORDER BY path`)
+      const seenRows = Effect.flatMap(sql, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM ragpipe_seen`)
+      yield* Effect.gen(function*() {
+        const first = yield* Ingest.ingestDirectory({ root: work })
+        assert.strictEqual(first.files.ingested, 4)
+        const before = yield* versions
+
+        const again = yield* Ingest.ingestDirectory({ root: work })
+        assert.deepStrictEqual(again.files, { seen: 4, ingested: 0, unchanged: 4, skipped: 0, removed: 0 })
+        assert.deepStrictEqual(yield* versions, before, "no document row was rewritten")
+        assert.strictEqual((yield* seenRows)[0]!.n, 4, "the run listed the four unchanged paths")
+
+        // one file deleted: the run removes it and keeps the three it only listed
+        NodeFs.rmSync(NodePath.join(work, "c.md"))
+        const third = yield* Ingest.ingestDirectory({ root: work })
+        assert.deepStrictEqual(third.files, { seen: 3, ingested: 0, unchanged: 3, skipped: 0, removed: 1 })
+        assert.deepStrictEqual(yield* storedPaths, ["a.md", "b.md", "d.md"])
+        assert.deepStrictEqual(yield* partialDocuments, [])
+        // the next run starts by dropping the lists of earlier runs
+        const fourth = yield* Ingest.ingestDirectory({ root: work })
+        assert.strictEqual(fourth.files.removed, 0)
+        assert.strictEqual((yield* seenRows)[0]!.n, 3)
+        assert.deepStrictEqual(yield* storedPaths, ["a.md", "b.md", "d.md"])
+      }).pipe(
+        // a minute from now the files' change times are old enough to be trusted
+        Effect.withClock(aheadClock(60_000)),
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
+    }))
+
   it.scopedLive("a walk that reports an unreadable directory removes nothing; a clean walk does", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh

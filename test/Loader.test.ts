@@ -320,6 +320,31 @@ describe("Loader.walk", () => {
       })
     ))
 
+  it.scoped("files of every size in one walk: each document has exactly its own text, size and hash", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        // sizes around the walk's read buffer (64 KiB, doubled as needed) and the
+        // 1 MiB slice, in an order where a small file follows a larger one
+        const sizes = [70_000, 3, 5_000, 200_000, 17, 65_536, 1_048_576, 1_048_577, 2_500_000, 40, 140_000, 1]
+        const files: Record<string, string> = {}
+        sizes.forEach((size, i) => {
+          const line = `file ${i} of ${size} bytes; `
+          files[`f${String(i).padStart(2, "0")}.txt`] = line.repeat(Math.ceil(size / line.length)).slice(0, size)
+        })
+        write(dir, files)
+        const result = yield* collect({ root: dir })
+        assert.deepStrictEqual(result.skipped, [])
+        assert.deepStrictEqual(result.docPaths, Object.keys(files).sort())
+        for (const doc of result.docs) {
+          const expected = files[doc.path]!
+          assert.strictEqual(doc.size, expected.length, doc.path)
+          assert.strictEqual(doc.contentHash, sha256(expected), doc.path)
+          assert.isTrue(doc.text === expected, `${doc.path}: text differs`)
+        }
+        yield* assertAllReleased
+      })
+    ))
+
   it.scoped("strips a UTF-8 BOM but hashes the raw bytes", () =>
     withDir((dir) =>
       Effect.gen(function*() {

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -92,6 +93,51 @@ describe("ResourceLedger", () => {
       const after = yield* ledger.snapshot
       assert.deepStrictEqual(after.byKind, { file: { acquired: 4, released: 4, open: 0 } })
       assert.deepStrictEqual(after.releaseOrder.map((r) => r.label), ["ok.md", "bad.md", "die.md", "hang.md"])
+    }))
+
+  it.effect("useSync releases in a finally: after a result, a throw in use, and records a failing release", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const released: Array<string> = []
+      const release = (a: string) => void released.push(a)
+      const value = ledger.useSync("file", () => "a.md", (a) => {
+        // open while in use
+        assert.deepStrictEqual(Effect.runSync(ledger.snapshot).open.map((r) => r.label), ["a.md"])
+        return a.length
+      }, release, "a.md")
+      assert.strictEqual(value, 4)
+      assert.throws(() =>
+        ledger.useSync("file", () => "b.md", () => {
+          throw new Error("read failed")
+        }, release, "b.md"), "read failed")
+      // an acquire that throws acquired nothing: nothing to release
+      assert.throws(() =>
+        ledger.useSync("file", (): string => {
+          throw new Error("ENOENT")
+        }, () => 0, release, "c.md"), "ENOENT")
+      const failing = ledger.useSync("file", () => "d.md", () => "ok", () => {
+        throw new Error("EBADF")
+      }, "d.md")
+      assert.strictEqual(failing, "ok")
+      assert.deepStrictEqual(released, ["a.md", "b.md"])
+      const after = yield* ledger.snapshot
+      assert.deepStrictEqual(after.byKind, { file: { acquired: 3, released: 3, open: 0 } })
+      assert.deepStrictEqual(after.releaseOrder.map((r) => r.label), ["a.md", "b.md", "d.md"])
+      assert.strictEqual(after.releaseFailures, 1)
+    }))
+
+  it.effect("useSync: a release slower than the threshold is recorded (the ledger's clock)", () =>
+    Effect.gen(function*() {
+      // a clock that only moves when told to
+      let now = 1_000
+      const clock: Clock.Clock = Object.assign(Object.create(Clock.make()), {
+        unsafeCurrentTimeMillis: () => now,
+        currentTimeMillis: Effect.sync(() => now)
+      })
+      const ledger = yield* Effect.withClock(ResourceLedger.make({ slowReleaseMillis: 100 }), clock)
+      ledger.useSync("file", () => "slow.md", () => undefined, () => void (now += 250), "slow.md")
+      ledger.useSync("file", () => "fast.md", () => undefined, () => void (now += 50), "fast.md")
+      assert.deepStrictEqual((yield* ledger.snapshot).slowReleases.map((r) => [r.label, r.millis]), [["slow.md", 250]])
     }))
 
   it.effect("open lists the resources not yet released, with their labels", () =>
@@ -234,6 +280,9 @@ describe("ResourceLedger", () => {
       const snapshot = yield* ledger.snapshot
       assert.deepStrictEqual(snapshot.releaseOrder.map((r) => r.label), ["f2", "f3", "f4"])
       assert.deepStrictEqual(snapshot.total, { acquired: 5, released: 5, open: 0 })
+      // the history keeps rolling, oldest first, past any number of wraps
+      for (let i = 5; i < 11; i++) yield* Effect.scoped(track(ledger, "file", `f${i}`))
+      assert.deepStrictEqual((yield* ledger.snapshot).releaseOrder.map((r) => r.label), ["f8", "f9", "f10"])
     }))
 
   describe("layer", () => {
