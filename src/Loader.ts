@@ -1012,9 +1012,13 @@ export const walkWith = (
       }
       const candidates = candidatesOf(ctx)
       const unchanged = options.unchanged
+      // the next group is listed and stat'ed while the store answers about
+      // this one (in order)
       const toRead = unchanged === undefined ? candidates : candidates.pipe(
         Stream.rechunk(unchangedGroup),
-        Stream.mapChunksEffect(filterUnchanged(ctx, unchanged))
+        Stream.chunks,
+        Stream.mapEffect(filterUnchanged(ctx, unchanged), { concurrency: 2 }),
+        Stream.flattenChunks
       )
       // Reads run in small groups, one after the other: a group costs one
       // step of the stream, and an early stop opens few files.
