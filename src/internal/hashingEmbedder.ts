@@ -405,7 +405,6 @@ export function hashingKernel(settings: KernelSettings): (text: string, out: Flo
     if (features.size === 0) return
     accumulator.fill(0)
     const { counts, keys, size, used, weights } = features
-    const scaleToDimensions = dimensions / 4294967296
     for (let i = 0; i < size; i++) {
       const slot = used[i]
       const key = keys[slot]
@@ -413,8 +412,14 @@ export function hashingKernel(settings: KernelSettings): (text: string, out: Flo
       const weight = count === 1 ? weights[slot] : weights[slot] * (1 + Math.log(count))
       for (let probe = 1; probe <= probeCount; probe++) {
         const g = fmix32(key + Math.imul(probe, 0x9e3779b9))
-        // bucket from the high bits (multiply-shift range reduction), sign from the lowest bit
-        accumulator[Math.floor((g >>> 0) * scaleToDimensions)] += (g & 1) === 0 ? weight : -weight
+        // Bucket from the high bits: floor(g × dimensions / 2^32) (multiply-shift
+        // range reduction), in 32-bit integer steps — g's halves times
+        // `dimensions` (< 2^14) stay below 2^31, and carrying the low
+        // half's product down loses nothing to the floor. Sign from the
+        // lowest bit, without a branch (it is random: a branch would be
+        // mispredicted half the time).
+        const bucket = ((g >>> 16) * dimensions + (((g & 0xffff) * dimensions) >>> 16)) >>> 16
+        accumulator[bucket] += weight * (1 - ((g & 1) << 1))
       }
     }
     let sumOfSquares = 0
