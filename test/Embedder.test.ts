@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import { createHash } from "node:crypto"
 import { defaultDimensions, Embedder, layerConfig, layerHashing, layerOpenAiConfig } from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import { makeHashingEmbedder, model } from "../src/internal/hashingEmbedder.js"
@@ -52,6 +53,33 @@ describe("hashing embedder", () => {
     // batching does not change a text's vector
     const batch = embed(...docs)
     assert.deepStrictEqual(Array.from(batch[0]), Array.from(a))
+  })
+
+  // hashing-v1 is a stored model: its vectors must never change, or stores
+  // would mix two embeddings under one name. Digests of the vectors of these
+  // texts, as the first release of the kernel computed them.
+  it.each([
+    [7, "0689d242276c80e1ed34eb2ed005dfafd85d70c55a3cca6e97ab0bd7f36a9619"],
+    [384, "44914573ff1e3656c799e0e6cd0bca115656c01d8807ba7795ab5c1ceb8bff7f"],
+    [16000, "1decefbf155bdc04aa1529a1e5d485bcc3acd0a59f0449cdc74af4b6417df99f"]
+  ] as const)("hashing-v1 vectors of %d dimensions are the same, bit for bit", (dimensions, expected) => {
+    const texts = [
+      ...docs,
+      "",
+      "x",
+      "Ünïcödé façade naïve — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, emoji 😀, CJK 漢字テスト; running stopped nations statement classes flies",
+      "the the the and of running running runs ".repeat(40)
+    ]
+    const digest = createHash("sha256")
+    for (const v of Effect.runSync(makeHashingEmbedder({ dimensions }).embedBatch(texts))) {
+      digest.update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength))
+    }
+    assert.strictEqual(digest.digest("hex"), expected)
+  })
+
+  it("refuses dimensions its arithmetic cannot hold", () => {
+    assert.throws(() => makeHashingEmbedder({ dimensions: 16385 }), /from 1 to 16384/)
+    assert.throws(() => makeHashingEmbedder({ dimensions: 0 }), /from 1 to 16384/)
   })
 
   it.each([1, 2, 7, 64, 384, 1536])("returns Float32Arrays of %d dimensions", (dimensions) => {

@@ -104,6 +104,10 @@ export interface KernelSettings {
  */
 export function hashingKernel(settings: KernelSettings): (text: string, out: Float32Array, offset: number) => void {
   const dimensions = settings.dimensions
+  // the bucket arithmetic below stays exact in 32-bit integers up to 2^14 dimensions
+  if (!Number.isInteger(dimensions) || dimensions < 1 || dimensions > 16384) {
+    throw new RangeError(`hashingKernel: dimensions must be an integer from 1 to 16384, got ${dimensions}`)
+  }
   const probeCount = settings.probes
   const bigramWeightSetting = settings.bigramWeight
   const stopwordWeightSetting = settings.stopwordWeight
