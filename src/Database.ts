@@ -71,10 +71,20 @@ const lockDataDir = (dataDir: string) => {
   const lockPath = NodePath.join(dataDir, "ragpipe.lock")
   const take = Effect.try({
     try: () => {
+      // a lock file naming this process is one this process holds — unless
+      // it is not in `heldHere`: then a dead process with the same pid left it
+      if (heldHere.has(lockPath)) {
+        throw new StoreError({
+          reason: "locked",
+          message: `the data directory ${dataDir} is already open in this process; ` +
+            `share one store layer instead of opening the directory twice`
+        })
+      }
       NodeFs.mkdirSync(dataDir, { recursive: true })
       for (let attempt = 0; attempt < 2; attempt++) {
         try {
           NodeFs.writeFileSync(lockPath, String(process.pid), { flag: "wx" })
+          heldHere.add(lockPath)
           return lockPath
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
@@ -101,10 +111,17 @@ const lockDataDir = (dataDir: string) => {
     ledger.acquireRelease(
       "lock",
       take,
-      (path) => Effect.sync(() => NodeFs.rmSync(path, { force: true })),
+      (path) =>
+        Effect.sync(() => {
+          heldHere.delete(path)
+          NodeFs.rmSync(path, { force: true })
+        }),
       lockPath
     ))
 }
+
+/** The lock files of the data directories this process has open. */
+const heldHere = new Set<string>()
 
 /**
  * PGlite and its pgvector extension, loaded when an embedded store is

@@ -21,6 +21,7 @@ import * as Layer from "effect/Layer"
 import * as NodeCrypto from "node:crypto"
 import type { EmbeddedChunk, SearchHit, SourceDocument } from "./Domain.js"
 import { StoreError } from "./Errors.js"
+import { makeRunFlag } from "./internal/runLock.js"
 import {
   type DocumentWrite,
   type FailureRow,
@@ -141,7 +142,8 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
       return Effect.void
     })
 
-  const beginRun: Service["beginRun"] = Effect.sync(() => String(++lastRun))
+  const runFlag = makeRunFlag()
+  const beginRun: Service["beginRun"] = Effect.zipRight(runFlag.hold, Effect.sync(() => String(++lastRun)))
 
   const lookup: Service["lookup"] = (paths) =>
     Effect.sync(() => {

@@ -16,8 +16,9 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import * as NodeCrypto from "node:crypto"
-import type Pg from "pg"
+import Pg from "pg"
 import { from as copyFrom } from "pg-copy-streams"
 import { EmbeddedCopy, ServerPool } from "./Database.js"
 import type { EmbeddedChunk, Embedding, SearchHit, SourceDocument, StoreStats } from "./Domain.js"
@@ -33,6 +34,7 @@ import {
   encodeChunkRows
 } from "./internal/copyBinary.js"
 import { migrations } from "./internal/migrations.js"
+import { makeRunFlag, storeBusy } from "./internal/runLock.js"
 import { vectorLiteral } from "./internal/vector.js"
 
 /**
@@ -154,8 +156,13 @@ export interface Service {
     void,
     StoreError
   >
-  /** Start a run; the returned id stamps every document the run sees. */
-  readonly beginRun: Effect.Effect<RunId, StoreError>
+  /**
+   * Start a run; the returned id stamps every document the run sees. The
+   * run holds the store until its scope closes: another run that begins
+   * meanwhile — in this process or, on a server, in any other — fails with
+   * a `StoreError` of reason `locked`.
+   */
+  readonly beginRun: Effect.Effect<RunId, StoreError, Scope.Scope>
   /** The stored state of the given paths (absent paths are not in the map). */
   readonly lookup: (paths: ReadonlyArray<string>) => Effect.Effect<ReadonlyMap<string, StoredDocument>, StoreError>
   /**
@@ -519,13 +526,48 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`
     })).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e))))
 
-  // A run's seen list is dropped when the next run begins (one ingest at a
-  // time per store): removal stays repeatable until then, and the list of a
-  // run that never got to its removal (stopped, killed) does not linger.
-  const beginRun = sql<{ id: string }>`SELECT nextval('ragpipe_run_seq')::text AS id`.pipe(
-    Effect.map((rows) => rows[0]!.id),
-    Effect.tap((id) => sql`DELETE FROM ragpipe_seen WHERE run_id < ${id}::bigint`),
-    Effect.mapError(queryError("starting a run"))
+  // One run at a time: in this process by a flag; across processes, on a
+  // server, by a session advisory lock (per schema) on a connection of its
+  // own, held until the run's scope closes — a killed process's connection
+  // takes its lock with it. An embedded store is one process's already (its
+  // directory lock).
+  const runFlag = makeRunFlag()
+  const serverRunLock = Option.match(serverPool, {
+    onNone: () => Effect.void,
+    onSome: (pool) =>
+      Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const client = new Pg.Client(pool.options)
+            try {
+              await client.connect()
+              const { rows } = await client.query<{ locked: boolean }>(
+                "SELECT pg_try_advisory_lock(hashtextextended('ragpipe-run:' || current_schema(), 0)) AS locked"
+              )
+              if (rows[0]?.locked === true) return client
+            } catch (cause) {
+              await client.end().catch(() => undefined)
+              throw cause
+            }
+            await client.end().catch(() => undefined)
+            return undefined
+          },
+          catch: (cause) => queryError("locking the store for a run")(statementError(cause))
+        }),
+        (client) => client === undefined ? Effect.void : Effect.promise(() => client.end().catch(() => undefined))
+      ).pipe(Effect.flatMap((client) => client === undefined ? Effect.fail(storeBusy("another process")) : Effect.void))
+  })
+
+  // A run's seen list is dropped when the next run begins: removal stays
+  // repeatable until then, and the list of a run that never got to its
+  // removal (stopped, killed) does not linger.
+  const beginRun: Service["beginRun"] = Effect.zipRight(
+    Effect.zipRight(runFlag.hold, serverRunLock),
+    sql<{ id: string }>`SELECT nextval('ragpipe_run_seq')::text AS id`.pipe(
+      Effect.map((rows) => rows[0]!.id),
+      Effect.tap((id) => sql`DELETE FROM ragpipe_seen WHERE run_id < ${id}::bigint`),
+      Effect.mapError(queryError("starting a run"))
+    )
   )
 
   const lookup: Service["lookup"] = (paths) =>

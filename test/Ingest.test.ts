@@ -7,6 +7,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as fc from "fast-check"
@@ -15,7 +16,7 @@ import * as NodePath from "node:path"
 import * as Chunker from "../src/Chunker.js"
 import * as CircuitBreaker from "../src/CircuitBreaker.js"
 import * as Embedder from "../src/Embedder.js"
-import { EmbedError } from "../src/Errors.js"
+import { EmbedError, type StoreError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
 import { makeHashingEmbedder } from "../src/internal/hashingEmbedder.js"
 import * as MemoryVectorStore from "../src/MemoryVectorStore.js"
@@ -271,6 +272,38 @@ describe.each(backends)("Ingest on $name", (backend) => {
         Effect.withClock(aheadClock(60_000)),
         Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
       )
+    }))
+
+  it.scopedLive("one run at a time: while a run holds the store, another is refused; then runs go on", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      writeFiles(work, { "a.md": "# A\n\nalpha\n" })
+      const beginRun = Effect.flatMap(VectorStore.VectorStore, (store) => store.beginRun)
+      // a run that holds the store: its store and its scope stay open
+      const held = yield* Scope.make()
+      const first = yield* Layer.buildWithScope(data().pipe(Layer.provideMerge(ledgerLayer)), held)
+      yield* Scope.extend(beginRun, held).pipe(Effect.provide(first))
+      // in this process, on the same store object
+      const sameStore = yield* Effect.flip(Effect.scoped(beginRun).pipe(Effect.provide(first)))
+      assert.strictEqual(sameStore.reason, "locked")
+      // through a store of its own (another connection; embedded, the same directory)
+      const other = yield* Effect.flip(
+        Effect.scoped(Ingest.ingestDirectory({ root: work })).pipe(
+          Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        )
+      )
+      assert.strictEqual(other._tag, "StoreError")
+      assert.strictEqual((other as StoreError).reason, "locked")
+      assert.match(
+        (other as StoreError).message,
+        backend.name === "PGlite" ? /already open in this process/ : /another ingest is running on this store/
+      )
+      yield* Scope.close(held, Exit.void)
+      const after = yield* Ingest.ingestDirectory({ root: work }).pipe(
+        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+      )
+      assert.strictEqual(after.files.ingested, 1)
     }))
 
   it.scopedLive("a walk that reports an unreadable directory removes nothing; a clean walk does", () =>

@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Chunker from "../src/Chunker.js"
@@ -223,7 +225,7 @@ describe("MemoryVectorStore with Ingest", () => {
 })
 
 describe("MemoryVectorStore directly", () => {
-  it.effect("writes are all or nothing, and the last write of a path wins", () =>
+  it.scoped("writes are all or nothing, and the last write of a path wins", () =>
     Effect.gen(function*() {
       const store = yield* MemoryVectorStore.make
       yield* store.prepare({ model: "test-model", dimensions: 3 })
@@ -246,7 +248,7 @@ describe("MemoryVectorStore directly", () => {
       assert.strictEqual((yield* store.stats).chunks, 2)
     }))
 
-  it.effect("search orders by similarity, then path, then chunk index", () =>
+  it.scoped("search orders by similarity, then path, then chunk index", () =>
     Effect.gen(function*() {
       const store = yield* MemoryVectorStore.make
       yield* store.prepare({ model: "test-model", dimensions: 3 })
@@ -269,10 +271,11 @@ describe("MemoryVectorStore directly", () => {
       assert.strictEqual((yield* store.search(new Float32Array([1, 0, 0]), 2)).length, 2)
     }))
 
-  it.effect("failures are listed by path and chunk index, up to the limit; removal drops them with the document", () =>
+  it.scoped("failures are listed by path and chunk index, up to the limit; removal drops them with the document", () =>
     Effect.gen(function*() {
       const store = yield* MemoryVectorStore.make
-      const run = yield* store.beginRun
+      const firstRun = yield* Scope.make()
+      const run = yield* Scope.extend(store.beginRun, firstRun)
       const failure = (chunkIndex: number): VectorStore.FailureWrite => ({
         chunkIndex,
         kind: "timeout",
@@ -290,6 +293,10 @@ describe("MemoryVectorStore directly", () => {
       ])
       assert.strictEqual((yield* store.failures(2)).length, 2)
 
+      // a second run cannot begin while the first holds the store
+      const refused = yield* Effect.flip(Effect.scoped(store.beginRun))
+      assert.strictEqual(refused.reason, "locked")
+      yield* Scope.close(firstRun, Exit.void)
       const next = yield* store.beginRun
       assert.notStrictEqual(next, run)
       yield* store.markSeen(next, ["m.txt"])
