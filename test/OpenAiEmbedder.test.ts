@@ -326,7 +326,7 @@ describe("OpenAiEmbedder", () => {
           model: "text-embedding-3-small",
           input: ["t0", "t1", "t2"],
           dimensions: DIMS,
-          encoding_format: "float"
+          encoding_format: "base64"
         })
         assert.strictEqual(request.headers.authorization, `Bearer ${KEY}`)
         assert.match(String(request.headers["content-type"]), /^application\/json/)
@@ -700,7 +700,7 @@ describe("OpenAiEmbedder", () => {
         assert.strictEqual(c.sendDimensions, true)
         assert.strictEqual(c.maxBatchSize, 256)
         assert.strictEqual(c.maxSockets, 8)
-        assert.strictEqual(c.encodingFormat, "float")
+        assert.strictEqual(c.encodingFormat, "base64")
         assert.isUndefined(c.apiKey)
         const withKey = yield* load({ OPENAI_API_KEY: "sk-openai" })
         assert.strictEqual(Redacted.value(withKey.apiKey!), "sk-openai")
