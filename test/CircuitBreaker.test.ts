@@ -2,7 +2,6 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
-import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -17,6 +16,7 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as CircuitBreaker from "../src/CircuitBreaker.js"
+import { failsNaming, withEnv } from "./config.js"
 
 /** let every forked fiber run until it blocks (TestClock waits for them to suspend) */
 const settle = TestClock.adjust(0)
@@ -542,9 +542,6 @@ describe("CircuitBreaker", () => {
     ))
 
   describe("layerConfig", () => {
-    const withEnv = (entries: Record<string, string>) =>
-      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries))))
-
     it.scoped("reads the policy, open durations and permits from RAGPIPE_CALL_BREAKER_* variables", () =>
       Effect.gen(function*() {
         const breaker = yield* CircuitBreaker.Breaker
@@ -616,13 +613,7 @@ describe("CircuitBreaker", () => {
       [{ RAGPIPE_CALL_BREAKER_OPEN_DURATION: "0 millis" }, "RAGPIPE_CALL_BREAKER_OPEN_DURATION"],
       [{ RAGPIPE_CALL_BREAKER_POLICY: "sometimes" }, "RAGPIPE_CALL_BREAKER_POLICY"]
     ] as const)("a value the breaker refuses is a ConfigError naming %j", ([entries, variable]) =>
-      Effect.gen(function*() {
-        const result = yield* Effect.either(
-          Effect.provide(CircuitBreaker.Breaker, CircuitBreaker.layerConfig()).pipe(withEnv(entries))
-        )
-        assert.isTrue(Either.isLeft(result))
-        if (Either.isLeft(result)) assert.include(String(result.left), variable)
-      }))
+      failsNaming(Effect.provide(CircuitBreaker.Breaker, CircuitBreaker.layerConfig()).pipe(withEnv(entries)), variable))
 
     it.scoped("isFailure is added by mapping the config", () =>
       Effect.gen(function*() {

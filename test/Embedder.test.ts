@@ -1,6 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Config from "effect/Config"
-import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -11,6 +10,7 @@ import { defaultDimensions, Embedder, layerConfig, layerHashing, layerOpenAiConf
 import { EmbedError } from "../src/Errors.js"
 import { makeHashingEmbedder, model } from "../src/internal/hashingEmbedder.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
+import { withEnv } from "./config.js"
 
 const norm = (v: Float32Array): number => {
   let sum = 0
@@ -197,16 +197,19 @@ describe("hashing embedder", () => {
   })
 })
 
+/** The Embedder in the context is the hashing embedder of the default dimensions. */
+const providesDefaultHashing = Effect.gen(function*() {
+  const service = yield* Embedder
+  assert.strictEqual(service.model, "hashing-v1")
+  assert.strictEqual(service.dimensions, defaultDimensions)
+  const [vector] = yield* service.embedBatch(["hello world"])
+  assert.strictEqual(vector.length, defaultDimensions)
+  assert.closeTo(norm(vector), 1, 1e-5)
+})
+
 describe("layerHashing", () => {
   it.effect("provides the hashing embedder with the default dimensions", () =>
-    Effect.gen(function*() {
-      const service = yield* Embedder
-      assert.strictEqual(service.model, "hashing-v1")
-      assert.strictEqual(service.dimensions, defaultDimensions)
-      const [vector] = yield* service.embedBatch(["hello world"])
-      assert.strictEqual(vector.length, defaultDimensions)
-      assert.closeTo(norm(vector), 1, 1e-5)
-    }).pipe(Effect.provide(layerHashing())))
+    providesDefaultHashing.pipe(Effect.provide(layerHashing())))
 
   it.effect("accepts custom dimensions", () =>
     Effect.gen(function*() {
@@ -279,18 +282,10 @@ describe("hashing embedder on worker threads", () => {
 })
 
 describe("layerConfig", () => {
-  const withEnv = (entries: Record<string, string>) =>
-    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries))))
   const described = Effect.map(Embedder, ({ dimensions, maxBatchSize, model }) => ({ model, dimensions, maxBatchSize }))
 
   it.effect("defaults to the offline hashing embedder", () =>
-    Effect.gen(function*() {
-      const service = yield* Embedder
-      assert.strictEqual(service.model, "hashing-v1")
-      assert.strictEqual(service.dimensions, defaultDimensions)
-      const [vector] = yield* service.embedBatch(["hello world"])
-      assert.strictEqual(vector.length, defaultDimensions)
-    }).pipe(Effect.provide(layerConfig), withEnv({})))
+    providesDefaultHashing.pipe(Effect.provide(layerConfig), withEnv({})))
 
   it.effect("RAGPIPE_EMBEDDER=hashing with RAGPIPE_DIMENSIONS", () =>
     Effect.gen(function*() {

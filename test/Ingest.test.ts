@@ -33,6 +33,7 @@ import {
   ledgerLayer,
   partialDocuments,
   storedPaths,
+  type StoreLayer,
   tempDir,
   writeFiles
 } from "./support.js"
@@ -50,6 +51,10 @@ const everySecondCallFails = (calls: { n: number }, error: EmbedError) => {
     embedBatch: (texts) => Effect.suspend(() => ++calls.n % 2 === 0 ? Effect.fail(error) : hashing.embedBatch(texts))
   })
 }
+
+/** A store of `data` with the hashing embedder and the ledger. */
+const withHashing = (data: () => StoreLayer) =>
+  Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer))
 
 /** The live clock, reading `millis` ahead; sleeps are real. */
 const aheadClock = (millis: number): Clock.Clock => {
@@ -139,7 +144,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.isAbove(rechunked.chunks.written, first.chunks.written)
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
     }))
 
@@ -229,7 +234,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.strictEqual(rechunked.summary.files.ingested, 4)
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
     }))
 
@@ -270,7 +275,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
       }).pipe(
         // a minute from now the files' change times are old enough to be trusted
         Effect.withClock(aheadClock(60_000)),
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
     }))
 
@@ -290,7 +295,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
       // through a store of its own (another connection; embedded, the same directory)
       const other = yield* Effect.flip(
         Effect.scoped(Ingest.ingestDirectory({ root: work })).pipe(
-          Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+          Effect.provide(withHashing(data))
         )
       )
       assert.strictEqual(other._tag, "StoreError")
@@ -301,7 +306,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
       )
       yield* Scope.close(held, Exit.void)
       const after = yield* Ingest.ingestDirectory({ root: work }).pipe(
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
       assert.strictEqual(after.files.ingested, 1)
     }))
@@ -338,7 +343,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.include(yield* storedPaths, "a.txt")
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
     }))
 
@@ -356,7 +361,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.deepStrictEqual(hits.map((h) => h.text), ["second version about beavers"])
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
     }))
 
@@ -375,7 +380,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.strictEqual(row!.n, summary.chunks.written)
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
     }))
 
@@ -567,7 +572,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
           Either.right(doc("c.txt", "different words"))
         ),
         { cache: { maxEntries: 100 }, batchSize: 1, concurrency: 1 }
-      ).pipe(Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer))))
+      ).pipe(Effect.provide(withHashing(data)))
       assert.strictEqual(summary.chunks.written, 3)
       assert.strictEqual(summary.chunks.cached, 1)
     }))
@@ -594,7 +599,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.strictEqual(paths.length, summary.files.ingested + 1)
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
-        Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
+        Effect.provide(withHashing(data))
       )
     }))
 

@@ -2,7 +2,6 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
-import * as ConfigProvider from "effect/ConfigProvider"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -14,6 +13,7 @@ import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as ResourceLedger from "../src/ResourceLedger.js"
+import { failsNaming, withEnv } from "./config.js"
 
 const noop = () => Effect.void
 
@@ -397,9 +397,6 @@ describe("ResourceLedger", () => {
   })
 
   describe("layerConfig", () => {
-    const withEnv = (entries: Record<string, string>) =>
-      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries))))
-
     it.effect("reads the history limit and slow-release threshold from RAGPIPE_LEDGER_*", () =>
       Effect.gen(function*() {
         const snapshot = yield* Effect.gen(function*() {
@@ -427,12 +424,6 @@ describe("ResourceLedger", () => {
       [{ RAGPIPE_LEDGER_HISTORY_LIMIT: "many" }, "RAGPIPE_LEDGER_HISTORY_LIMIT"],
       [{ RAGPIPE_LEDGER_SLOW_RELEASE: "soon" }, "RAGPIPE_LEDGER_SLOW_RELEASE"]
     ] as const)("an invalid value is a ConfigError naming %j", ([entries, variable]) =>
-      Effect.gen(function*() {
-        const result = yield* Effect.either(
-          Effect.provide(ResourceLedger.snapshot, ResourceLedger.layerConfig()).pipe(withEnv(entries))
-        )
-        assert.isTrue(Either.isLeft(result))
-        if (Either.isLeft(result)) assert.include(String(result.left), variable)
-      }))
+      failsNaming(Effect.provide(ResourceLedger.snapshot, ResourceLedger.layerConfig()).pipe(withEnv(entries)), variable))
   })
 })

@@ -49,7 +49,8 @@ export const freshDataDir = Effect.tap(tempDir("ragpipe-data-"), (dir) =>
     }
   }))
 
-type StoreLayer = Layer.Layer<
+/** A test store: the store and its SqlClient. */
+export type StoreLayer = Layer.Layer<
   VectorStore.VectorStore | SqlClient.SqlClient,
   import("../src/Errors.js").StoreError,
   ResourceLedger.ResourceLedger
