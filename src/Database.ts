@@ -123,12 +123,21 @@ const lockDataDir = (dataDir: string) => {
 /** The lock files of the data directories this process has open. */
 const heldHere = new Set<string>()
 
+/** The modules of the embedded database. */
+interface PgliteModules {
+  readonly PGlite: typeof import("@electric-sql/pglite").PGlite
+  readonly vector: typeof import("@electric-sql/pglite-pgvector").vector
+  readonly createPgConfig: typeof import("@electric-sql/pglite/node-postgres").createPgConfig
+}
+
+let pgliteModules: Promise<PgliteModules> | undefined
+
 /**
- * PGlite and its pgvector extension, loaded when an embedded store is
- * opened: a run against a server does not load them.
+ * PGlite and its pgvector extension, loaded (once) when an embedded store
+ * is first opened: a run against a server does not load them.
  */
-const loadPglite = () =>
-  Promise.all([
+const loadPglite = (): Promise<PgliteModules> =>
+  pgliteModules ??= Promise.all([
     import("@electric-sql/pglite"),
     import("@electric-sql/pglite-pgvector"),
     import("@electric-sql/pglite/node-postgres")

@@ -827,7 +827,8 @@ const loadSmall = (ctx: Context, candidate: FileCandidate, nowMillis: number): L
       )
     }, (opened) => opened.close(), path)
   } catch (error) {
-    // only the open can throw here: everything after it is caught above
+    // the open failed (the stat and the reads are caught above), or
+    // something after them did
     return Either.left(unreadableFor(path, error, handle === undefined ? "open" : "read"))
   }
 }
