@@ -737,6 +737,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     Option.match(stopSignal, { onNone: () => stream, onSome: (signal) => Stream.interruptWhen(stream, signal) })
 
   const batchSize = Math.max(1, Math.min(options.batchSize ?? embedder.maxBatchSize, embedder.maxBatchSize))
+  const concurrency = options.concurrency ?? 4
   const batchTokens = options.batchTokens ?? 100_000
 
   // Lookups, empty-document writes and chunking work on whole groups, not
@@ -750,8 +751,12 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     Stream.flattenIterables,
     Stream.groupedWithin(batchSize, options.batchWindow ?? Duration.millis(50)),
     Stream.mapConcat((batch) => toBatches(Chunk.toReadonlyArray(batch), batchSize, batchTokens)),
-    // unordered: a slow request never holds back the next ones
-    Stream.mapEffect(embedBatch, { concurrency: options.concurrency ?? 4, unordered: true }),
+    // unordered: a slow request never holds back the next ones. At most as
+    // many finished batches wait for the writer as there are requests in
+    // flight (Stream.mapEffect's unordered mode buffers 16), so that
+    // embedded chunks do not pile up in memory when writing is the slower
+    // side.
+    Stream.flatMap((batch) => Stream.fromEffect(embedBatch(batch)), { concurrency, bufferSize: Math.max(1, concurrency) }),
     Stream.flattenIterables,
     CircuitBreaker.breakOnErrorRate({
       maxRate: options.maxErrorRate ?? resilienceDefaults.maxErrorRate,

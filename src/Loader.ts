@@ -129,12 +129,14 @@ export const defaultMaxFileBytes = 10 * 1024 * 1024
 
 /**
  * How many files are read per pull: an early stop opens at most this many
- * files beyond what it consumed.
+ * files beyond what it consumed. Each pull costs the consumer a stream step
+ * (and, with a stop signal, a race against it), so smaller groups cost more
+ * per file: with 8 the ingest of 10,000 small files took about 8% longer.
  *
  * @since 0.1.0
  * @category constants
  */
-export const readAhead = 8
+export const readAhead = 64
 
 /**
  * A file modified less than this long before it is read gets no
