@@ -29,6 +29,7 @@ import {
   type ChunkRow,
   chunkCopyStatement,
   copyHeader,
+  CopyArena,
   copyTrailer,
   encodeChunkCopy,
   encodeChunkRows
@@ -379,12 +380,34 @@ const clientQuery = <R extends Pg.QueryResultRow = Pg.QueryResultRow>(
 /**
  * `COPY chunks ... FROM STDIN (FORMAT binary)` of the rows on a checked-out
  * client, honouring the socket's backpressure; succeeds with the row count
- * once the server has confirmed the COPY. Interruptible: the caller then
+ * once the server has confirmed the COPY. The rows are encoded into the
+ * arena's buffers when it is free, given back once the server has read them
+ * (dropped when the COPY did not complete). Interruptible: the caller then
  * discards the client (closing its connection ends the COPY).
  */
-const copyChunks = (client: Pg.PoolClient, rows: ReadonlyArray<ChunkRow>): Effect.Effect<number, SqlError> =>
+const copyChunks = (
+  client: Pg.PoolClient,
+  rows: ReadonlyArray<ChunkRow>,
+  arena: CopyArena
+): Effect.Effect<number, SqlError> =>
+  Effect.suspend(() => {
+    const lease = arena.lease()
+    return copyEncoded(client, rows, lease?.allocate).pipe(
+      Effect.onExit((exit) => Effect.sync(() => Exit.isSuccess(exit) ? lease?.done() : lease?.discard()))
+    )
+  })
+
+const copyEncoded = (
+  client: Pg.PoolClient,
+  rows: ReadonlyArray<ChunkRow>,
+  allocate: ((size: number) => Buffer) | undefined
+): Effect.Effect<number, SqlError> =>
   Effect.try({
-    try: () => [copyHeader, ...[...batches(rows, copyBatchRows)].map(encodeChunkRows), copyTrailer],
+    try: () => [
+      copyHeader,
+      ...batches(rows, copyBatchRows).map((batch) => encodeChunkRows(batch, allocate)),
+      copyTrailer
+    ],
     catch: (cause) => new SqlError({ cause, message: "Failed to encode rows for COPY" })
   }).pipe(Effect.flatMap((buffers) =>
     Effect.async<number, SqlError>((resume) => {
@@ -483,6 +506,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
   // chunks are written with a binary COPY: on a server on a client of its
   // pool, on the embedded database from memory
   const serverPool = yield* Effect.serviceOption(ServerPool)
+  const copyArena = new CopyArena()
   const embeddedCopy = yield* Effect.serviceOption(EmbeddedCopy)
 
   yield* PgMigrator.run({ loader: migrations, table: "ragpipe_migrations" }).pipe(
@@ -692,7 +716,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       ? withPoolTransaction(serverPool.value, (client) =>
         writeAll(
           (text, params) => Effect.map(clientQuery(client, text, params), (result) => result.rows),
-          (rows) => copyChunks(client, rows),
+          (rows) => copyChunks(client, rows, copyArena),
           writes
         ))
       : sql.withTransaction(writeAll(sqlExec, insertChunksThroughSql, writes))

@@ -11,7 +11,7 @@ import * as Option from "effect/Option"
 import Pg from "pg"
 import * as Database from "../src/Database.js"
 import type { ChunkId, EmbeddedChunk } from "../src/Domain.js"
-import { type ChunkRow, encodeChunkCopy } from "../src/internal/copyBinary.js"
+import { type ChunkRow, CopyArena, encodeChunkCopy, encodeChunkRows } from "../src/internal/copyBinary.js"
 import * as VectorStore from "../src/VectorStore.js"
 import { backends, doc, ledgerLayer, partialDocuments, testDatabaseUrl } from "./support.js"
 
@@ -82,6 +82,69 @@ describe("binary COPY encoding", () => {
       for (let i = 0; i < dimensions; i++) assert.strictEqual(vector.readFloatBE(4 * i), view[i])
       assert.strictEqual(bytes.readInt16BE(bytes.length - 2 - 4 * dimensions - 4), dimensions)
     }
+  })
+})
+
+describe("COPY arena", () => {
+  const rows = (count: number, seed: number): Array<ChunkRow> =>
+    chunksOf(`doc-${seed}.md`, Array.from({ length: count }, (_, i) => `text ${seed}/${i} `.repeat(20)), seed).map((c) => ({
+      id: c.chunk.id,
+      documentId: String(seed),
+      chunkIndex: c.chunk.index,
+      text: c.chunk.text,
+      headingPath: c.chunk.headingPath,
+      tokenEstimate: c.chunk.tokenEstimate,
+      embedding: c.embedding
+    }))
+
+  it("encodes the same bytes into its buffers as into fresh ones", () => {
+    const arena = new CopyArena(16, 1 << 20)
+    for (const seed of [1, 2, 3]) {
+      const lease = arena.lease()!
+      const fresh = encodeChunkRows(rows(5 + seed, seed))
+      const reused = encodeChunkRows(rows(5 + seed, seed), lease.allocate)
+      assert.isTrue(reused.equals(fresh))
+      lease.done()
+    }
+  })
+
+  it("a buffer is handed out again only after done; a discarded lease's buffers are never reused", () => {
+    const arena = new CopyArena(8192, 1 << 20)
+    const first = arena.lease()!
+    const a = first.allocate(100)
+    const b = first.allocate(10)
+    // held by a COPY: no second lease
+    assert.isUndefined(arena.lease())
+    first.done()
+    const second = arena.lease()!
+    const a2 = second.allocate(80)
+    const b2 = second.allocate(64)
+    assert.strictEqual(a2.buffer, a.buffer)
+    assert.strictEqual(a2.byteOffset, a.byteOffset)
+    assert.strictEqual(a2.length, 80)
+    assert.strictEqual(b2.buffer, b.buffer)
+    // larger than what is held: a new buffer, kept in its place
+    const c = second.allocate(50_000)
+    second.discard()
+    // discarded: the bytes may still be queued on a socket, so nothing is reused
+    assert.strictEqual(arena.retained, 0)
+    const third = arena.lease()!
+    const a3 = third.allocate(80)
+    assert.notStrictEqual(a3.buffer, a.buffer)
+    assert.notStrictEqual(third.allocate(50_000).buffer, c.buffer)
+    third.done()
+    // settling twice changes nothing
+    third.discard()
+    assert.isAbove(arena.retained, 0)
+  })
+
+  it("keeps no buffer above its retention limit", () => {
+    const arena = new CopyArena(16, 1000)
+    const lease = arena.lease()!
+    lease.allocate(500)
+    lease.allocate(5000)
+    lease.done()
+    assert.strictEqual(arena.retained, 500)
   })
 })
 

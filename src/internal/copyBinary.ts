@@ -78,7 +78,10 @@ export const copyTrailer: Buffer = Buffer.from([0xff, 0xff])
  *
  * @internal
  */
-export const encodeChunkRows = (rows: ReadonlyArray<ChunkRow>): Buffer => {
+export const encodeChunkRows = (
+  rows: ReadonlyArray<ChunkRow>,
+  allocate: (size: number) => Buffer = Buffer.allocUnsafe
+): Buffer => {
   const headings = new Array<string>(rows.length)
   let size = 0
   for (let r = 0; r < rows.length; r++) {
@@ -96,7 +99,7 @@ export const encodeChunkRows = (rows: ReadonlyArray<ChunkRow>): Buffer => {
       4 + 4 +
       4 + 4 + 4 * dimensions
   }
-  const buf = Buffer.allocUnsafe(size)
+  const buf = allocate(size)
   let o = 0
   const writeText = (text: string) => {
     const length = buf.write(text, o + 4, "utf8")
@@ -137,6 +140,70 @@ export const encodeChunkRows = (rows: ReadonlyArray<ChunkRow>): Buffer => {
   }
   if (o !== size) throw new Error(`binary COPY encoding wrote ${o} bytes, expected ${size}`)
   return buf
+}
+
+/**
+ * One COPY's use of a {@link CopyArena}: `allocate` hands out its buffers in
+ * turn; `done` once the server has confirmed the COPY (it has read every
+ * byte, so they may be overwritten); `discard` when the COPY failed or was
+ * abandoned (its bytes may still sit in a socket's queue: the buffers are
+ * dropped, never reused).
+ *
+ * @internal
+ */
+export interface CopyLease {
+  readonly allocate: (size: number) => Buffer
+  readonly done: () => void
+  readonly discard: () => void
+}
+
+/**
+ * Buffers for encoding COPY data, reused from one COPY to the next: encoding
+ * a write group into fresh buffers made megabytes of garbage per group,
+ * outside the JavaScript heap, that only a full collection returns. One
+ * COPY holds the arena at a time; another one meanwhile gets no lease and
+ * allocates. A buffer above `retainBytes` is used once and not kept.
+ *
+ * @internal
+ */
+export class CopyArena {
+  private buffers: Array<Buffer> = []
+  private leased = false
+  constructor(
+    private readonly minBytes = 1024 * 1024,
+    private readonly retainBytes = 16 * 1024 * 1024
+  ) {}
+
+  /** The arena for one COPY, or undefined while another COPY holds it. */
+  lease(): CopyLease | undefined {
+    if (this.leased) return undefined
+    this.leased = true
+    let next = 0
+    let settled = false
+    const settle = (keep: boolean) => {
+      if (settled) return
+      settled = true
+      if (!keep) this.buffers = []
+      this.leased = false
+    }
+    return {
+      allocate: (size) => {
+        const index = next++
+        const held = this.buffers[index]
+        if (held !== undefined && held.length >= size) return held.subarray(0, size)
+        const fresh = Buffer.allocUnsafeSlow(Math.max(size, this.minBytes))
+        if (fresh.length <= this.retainBytes) this.buffers[index] = fresh
+        return fresh.subarray(0, size)
+      },
+      done: () => settle(true),
+      discard: () => settle(false)
+    }
+  }
+
+  /** Bytes held for reuse. */
+  get retained(): number {
+    return this.buffers.reduce((n, b) => n + b.length, 0)
+  }
 }
 
 /**
