@@ -315,6 +315,8 @@ describe("crash safety", () => {
   it.skipIf(serverUrl === undefined)(
     "server (runs when RAGPIPE_TEST_DATABASE_URL is set): SIGINT, SIGTERM and SIGKILL mid-ingest leave whole documents, the same checksum, and no backend behind",
     async () => {
+      // signals and kills on databases of their own: the kills' delays assume a run that starts empty
+      const signalled = await createDatabase(serverUrl!)
       const crashed = await createDatabase(serverUrl!)
       const clean = await createDatabase(serverUrl!)
       const monitor = new Pg.Client({ connectionString: serverUrl! })
@@ -347,12 +349,12 @@ describe("crash safety", () => {
         const cleanMillis: number = lastJson(cleanRun.stdout).durationMs
         for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
           const delay = Math.round(cleanMillis * signalPercent / 100)
-          const r = await run(main, ["ingest", corpus, ...store, "--json"], { signal, delay })
+          const r = await run(main, ["ingest", corpus, "--database-url", signalled.url, "--json"], { signal, delay })
           assert.isTrue(r.signalled)
           assert.strictEqual(r.code, code, show(r))
           assert.strictEqual(lastJson(r.stdout).resources.open, 0)
-          timings.push({ run: signal, goneAfterMs: await backendsGoneAfter(monitor, crashed.name, r.exitedAt, 1000) })
-          const { documents, partial } = await serverCheck(crashed.url)
+          timings.push({ run: signal, goneAfterMs: await backendsGoneAfter(monitor, signalled.name, r.exitedAt, 1000) })
+          const { documents, partial } = await serverCheck(signalled.url)
           signals.push({ signal, delay, documents })
           assert.deepStrictEqual(partial, [])
         }
@@ -412,6 +414,7 @@ describe("crash safety", () => {
         if (other !== undefined) assert.strictEqual(expected.checksum, other, "the backends' checksums differ")
       } finally {
         await monitor.end()
+        await signalled.drop()
         await crashed.drop()
         await clean.drop()
       }
