@@ -3,7 +3,7 @@
 // prints what it measured and how it compares with its target, and ends
 // with a JSON summary as the last line.
 //
-//   node scripts/bench.mjs [--files N] [--only provider|ingest]
+//   node scripts/bench.mjs [--files N] [--only provider|ingest] [--repeat R]
 //        [--latency MS] [--concurrency C] [--batch B]
 //
 // provider: the fault server (its own process) with zero faults, a fixed
@@ -18,7 +18,9 @@
 //   raw binary COPY rate of the same rows into a table of the same shape, as
 //   the physical reference. Targets (server): ≥ 20,000 chunks/s; peak RSS
 //   ≤ 200 MiB and within ±15% between the two corpus sizes; the unchanged
-//   re-run ≥ 20× faster than the first run.
+//   re-run ≥ 20× faster than the first run. Each of these runs is repeated R
+//   times (default 3, each first run into an empty store): the figures are
+//   medians, with the range of the R runs next to them.
 //
 // Each case runs on the embedded PGlite store, and on a PostgreSQL server
 // when one answers (RAGPIPE_BENCH_DATABASE_URL, DATABASE_URL, or the local
@@ -38,7 +40,8 @@ const { values } = parseArgs({
     only: { type: "string" },
     latency: { type: "string", default: "200" },
     concurrency: { type: "string", default: "4" },
-    batch: { type: "string", default: "32" }
+    batch: { type: "string", default: "32" },
+    repeat: { type: "string", default: "3" }
   }
 })
 
@@ -156,6 +159,17 @@ const cliIngest = (dir, storeArgs) =>
 
 const rate = (chunks, ms) => Math.round(chunks / (ms / 1000))
 const verdict = (ok) => (ok ? "meets" : "MISSES")
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+/** "median unit (min–max over R runs)" */
+const spread = (values, unit, format = String) =>
+  values.length === 1
+    ? `${format(values[0])}${unit}`
+    : `${format(median(values))}${unit} (${format(Math.min(...values))}–${format(Math.max(...values))} over ` +
+      `${values.length} runs)`
 
 /** The rows an ingest of `dir` writes, chunked and embedded as the pipeline does. */
 const rowsOf = async (dir) => {
@@ -268,46 +282,75 @@ try {
     }
 
     if (values.only === undefined || values.only === "ingest") {
-      const small = await cliIngest(smallCorpus, (await store.cli()).args)
-      const target = await store.cli()
-      const first = await cliIngest(corpus, target.args)
-      const rerun = await cliIngest(corpus, target.args)
-      const chunksPerSecond = rate(first.summary.chunks.written, first.summary.durationMs)
-      const rssGrowth = Number((first.peakRssMiB / small.peakRssMiB - 1).toFixed(3))
-      const speedup = Number((first.summary.durationMs / Math.max(1, rerun.summary.durationMs)).toFixed(1))
+      const repeat = Math.max(1, Number(values.repeat))
+      const smalls = []
+      const firsts = []
+      const reruns = []
+      let target
+      for (let i = 0; i < repeat; i++) {
+        smalls.push(await cliIngest(smallCorpus, (await store.cli()).args))
+        target = await store.cli()
+        firsts.push(await cliIngest(corpus, target.args))
+        reruns.push(await cliIngest(corpus, target.args))
+      }
+      const first = firsts[0]
+      const rates = firsts.map((r) => rate(r.summary.chunks.written, r.summary.durationMs))
+      const durations = firsts.map((r) => r.summary.durationMs)
+      const peaks = firsts.map((r) => r.peakRssMiB)
+      const smallPeaks = smalls.map((r) => r.peakRssMiB)
+      const rerunDurations = reruns.map((r) => r.summary.durationMs)
+      const speedups = firsts.map((r, i) =>
+        Number((r.summary.durationMs / Math.max(1, reruns[i].summary.durationMs)).toFixed(1))
+      )
+      const chunksPerSecond = median(rates)
+      const peakRssMiB = median(peaks)
+      const smallPeakRssMiB = median(smallPeaks)
+      const rssGrowth = Number((peakRssMiB / smallPeakRssMiB - 1).toFixed(3))
+      const speedup = median(speedups)
       const entry = {
+        runs: repeat,
         files: first.summary.files.ingested,
         chunks: first.summary.chunks.written,
-        durationMs: first.summary.durationMs,
+        durationMs: median(durations),
         chunksPerSecond,
-        peakRssMiB: first.peakRssMiB,
+        chunksPerSecondRange: [Math.min(...rates), Math.max(...rates)],
+        peakRssMiB,
+        peakRssMiBRange: [Math.min(...peaks), Math.max(...peaks)],
         small: {
-          chunks: small.summary.chunks.written,
-          chunksPerSecond: rate(small.summary.chunks.written, small.summary.durationMs),
-          peakRssMiB: small.peakRssMiB
+          chunks: smalls[0].summary.chunks.written,
+          chunksPerSecond: median(smalls.map((r) => rate(r.summary.chunks.written, r.summary.durationMs))),
+          peakRssMiB: smallPeakRssMiB,
+          peakRssMiBRange: [Math.min(...smallPeaks), Math.max(...smallPeaks)]
         },
         rssGrowth,
-        rerun: { unchanged: rerun.summary.files.unchanged, durationMs: rerun.summary.durationMs, peakRssMiB: rerun.peakRssMiB },
-        rerunSpeedup: speedup
+        rerun: {
+          unchanged: reruns[0].summary.files.unchanged,
+          durationMs: median(rerunDurations),
+          durationMsRange: [Math.min(...rerunDurations), Math.max(...rerunDurations)],
+          peakRssMiB: median(reruns.map((r) => r.peakRssMiB))
+        },
+        rerunSpeedup: speedup,
+        rerunSpeedupRange: [Math.min(...speedups), Math.max(...speedups)]
       }
+      const thousands = (n) => Math.round(n).toLocaleString("en-US")
       console.log(
-        `ingest → ${store.name}: ${entry.files} files, ${entry.chunks} chunks in ${entry.durationMs} ms = ` +
-          `${chunksPerSecond} chunks/s` +
+        `ingest → ${store.name}: ${entry.files} files, ${entry.chunks} chunks in ${spread(durations, " ms", thousands)} = ` +
+          `${spread(rates, " chunks/s", thousands)}` +
           (store.name === "server"
             ? ` (${verdict(chunksPerSecond >= targets.serverChunksPerSecond)} ≥ ${targets.serverChunksPerSecond})`
             : "")
       )
       console.log(
-        `  peak RSS ${first.peakRssMiB} MiB for ${entry.chunks} chunks, ${small.peakRssMiB} MiB for ` +
-          `${entry.small.chunks}: ${rssGrowth >= 0 ? "+" : ""}${(rssGrowth * 100).toFixed(1)}%` +
+        `  peak RSS ${spread(peaks, " MiB")} for ${entry.chunks} chunks, ${spread(smallPeaks, " MiB")} for ` +
+          `${entry.small.chunks}: ${rssGrowth >= 0 ? "+" : ""}${(rssGrowth * 100).toFixed(1)}% (medians)` +
           (store.name === "server"
-            ? ` (${verdict(first.peakRssMiB <= targets.peakRssMiB)} ≤ ${targets.peakRssMiB} MiB; ` +
+            ? ` (${verdict(peakRssMiB <= targets.peakRssMiB)} ≤ ${targets.peakRssMiB} MiB; ` +
               `${verdict(Math.abs(rssGrowth) <= targets.rssFlatness)} ±${targets.rssFlatness * 100}%)`
             : "")
       )
       console.log(
-        `  unchanged re-run: ${rerun.summary.files.unchanged} files in ${rerun.summary.durationMs} ms, ` +
-          `${speedup}× faster than the first run` +
+        `  unchanged re-run: ${entry.rerun.unchanged} files in ${spread(rerunDurations, " ms")}, ` +
+          `${spread(speedups, "×")} faster than the first run` +
           (store.name === "server" ? ` (${verdict(speedup >= targets.rerunSpeedup)} ≥ ${targets.rerunSpeedup}×)` : "")
       )
       if (store.name === "server") {
@@ -317,7 +360,7 @@ try {
         entry.ratioToRawCopy = Number((chunksPerSecond / copyRate).toFixed(3))
         console.log(
           `  raw binary COPY of the same ${rows.length} rows (encoding included, 2,000 per transaction): ` +
-            `${copyRate} rows/s; the ingest runs at ${entry.ratioToRawCopy} of it`
+            `${copyRate} rows/s; the ingest (median) runs at ${entry.ratioToRawCopy} of it`
         )
       }
       results[`ingest-${store.name}`] = entry
