@@ -43,6 +43,21 @@ describe("Chunker", () => {
       assert.deepStrictEqual(chunks, [{ text: "Hello, world.\n\nSecond paragraph.", start: 2, end: 34 }])
     })
 
+    it("a text's chunks do not depend on the texts chunked before it, however long", () => {
+      const paragraphs = Array.from({ length: 40 }, (_, i) => sentence(i).repeat(1 + (i % 5)))
+      const text = paragraphs.join("\n\n")
+      const options = opts(300, 60)
+      const alone = Chunker.chunkText(text, options)
+      // 100,000 paragraphs: far more atoms than the chunker keeps room for between texts
+      const huge = Array.from({ length: 100_000 }, (_, i) => `p${i}.`).join("\n\n")
+      assert.isAbove(Chunker.chunkText(huge, options).length, 1000)
+      assert.deepStrictEqual(Chunker.chunkText(text, options), alone)
+      // and after a text of a few atoms
+      assert.strictEqual(Chunker.chunkText("one.\n\ntwo.", opts(4, 0)).length, 2)
+      assert.deepStrictEqual(Chunker.chunkText(text, options), alone)
+      assertWellFormed(text, alone, options)
+    })
+
     it.each(["", " ", "\n\n\t  \r\n", "\u00a0\u3000"])("returns no chunk for blank text %j", (text) => {
       assert.deepStrictEqual(Chunker.chunkText(text, Chunker.defaults), [])
     })
