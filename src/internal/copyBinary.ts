@@ -162,7 +162,8 @@ export interface CopyLease {
  * a write group into fresh buffers made megabytes of garbage per group,
  * outside the JavaScript heap, that only a full collection returns. One
  * COPY holds the arena at a time; another one meanwhile gets no lease and
- * allocates. A buffer above `retainBytes` is used once and not kept.
+ * allocates. At most `retainBytes` are kept in all: a buffer beyond that is
+ * used once.
  *
  * @internal
  */
@@ -192,7 +193,7 @@ export class CopyArena {
         const held = this.buffers[index]
         if (held !== undefined && held.length >= size) return held.subarray(0, size)
         const fresh = Buffer.allocUnsafeSlow(Math.max(size, this.minBytes))
-        if (fresh.length <= this.retainBytes) this.buffers[index] = fresh
+        if (this.retained - (held?.length ?? 0) + fresh.length <= this.retainBytes) this.buffers[index] = fresh
         return fresh.subarray(0, size)
       },
       done: () => settle(true),
