@@ -783,7 +783,6 @@ const toResult = (candidate: FileCandidate, bytes: Buffer, fingerprint: string |
   return Either.right(document)
 }
 
-
 type Mutable<A> = { -readonly [K in keyof A]: A[K] }
 
 type FileCandidate = Candidate & { readonly _tag: "File" }
@@ -1023,8 +1022,9 @@ export const walkWith = (
         Stream.mapEffect(filterUnchanged(ctx, unchanged), { concurrency: 2 }),
         Stream.flattenChunks
       )
-      // Reads run in small groups, one after the other: a group costs one
-      // step of the stream, and an early stop opens few files.
+      // Reads run in groups of at most `readAhead` files, one after the
+      // other: a group costs one step of the stream, and an early stop
+      // opens at most one group's files beyond what it consumed.
       return toRead.pipe(
         Stream.mapChunks(readGroups),
         Stream.mapEffect(loadGroup(ctx)),
