@@ -44,11 +44,8 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { DocumentFormat, SkippedFile, SkipReason, SourceDocument } from "./Domain.js"
 import { LoaderError } from "./Errors.js"
@@ -536,13 +533,12 @@ const readBatch = (dir: DirLike): Array<fs.Dirent> => {
   return entries
 }
 
-/** A directory being listed: its handle, in a scope of its own, and the entries of its current batch. */
+/** A directory being listed: its handle (on the walk's stack of open directories) and the entries of its current batch. */
 interface Frame {
   readonly rel: string
   /** the real paths of this directory and of those above it */
   readonly lineage: ReadonlyArray<string>
   readonly dir: DirLike
-  readonly scope: Scope.CloseableScope
   entries: ReadonlyArray<fs.Dirent>
   next: number
   /** the listing has returned its last batch */
@@ -556,50 +552,39 @@ const candidatesPerPull = 256
  * The candidates below the root, depth first, in listing order. One pull
  * lists on until it has {@link candidatesPerPull} candidates, the walk
  * would enter or leave a directory, or the walk ends. The open directories
- * form a stack, each in a scope of its own inside the stream's, so an early
- * end closes them innermost first.
+ * form a stack in the ledger, in the stream's scope: entering and leaving a
+ * directory are synchronous calls, and an early end closes the directories
+ * still open innermost first.
  */
 const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
-  Stream.unwrapScoped(Effect.map(Effect.scope, (walkScope) => {
+  Stream.unwrapScoped(Effect.map(ctx.ledger.stack<DirLike>("dir", (dir) => dir.close()), (dirs) => {
     const stack: Array<Frame> = []
     let started = false
     let failure: LoaderError | undefined
     let out: Array<Candidate> = []
 
-    /** Open a directory and push it, or report why it cannot be listed. */
-    const enter = (abs: string, rel: string, above: ReadonlyArray<string>): Effect.Effect<void, LoaderError> =>
-      Effect.flatMap(Scope.fork(walkScope, ExecutionStrategy.sequential), (scope) =>
-        ctx.ledger.acquireRelease(
-          "dir",
-          Effect.try({ try: () => ctx.io.openDir(abs), catch: (error) => error }),
-          (dir) => Effect.sync(() => dir.close()),
-          rel === "" ? "." : rel
-        ).pipe(
-          Scope.extend(scope),
-          Effect.matchEffect({
-            onSuccess: (dir) =>
-              Effect.sync(() =>
-                void stack.push({ rel, lineage: [...above, abs], dir, scope, entries: [], next: 0, listed: false })
-              ),
-            onFailure: (error) =>
-              Effect.zipRight(
-                Scope.close(scope, Exit.void),
-                rel === ""
-                  ? Effect.fail(
-                    new LoaderError({
-                      reason: "root-unreadable",
-                      path: ctx.rootDisplay,
-                      message: `cannot open directory ${ctx.rootDisplay}: ${describeError(error)} — check its permissions`
-                    })
-                  )
-                  : Effect.sync(() =>
-                    void out.push(
-                      skippedCandidate(rel, "unreadable-directory", `cannot open directory: ${describeError(error)}`)
-                    )
-                  )
-              )
+    /**
+     * Open a directory and push it, or record why it cannot be listed; the
+     * error when the root itself cannot be opened.
+     */
+    const enter = (abs: string, rel: string, above: ReadonlyArray<string>): LoaderError | undefined => {
+      let dir: DirLike
+      try {
+        dir = dirs.push(() => ctx.io.openDir(abs), rel === "" ? "." : rel)
+      } catch (error) {
+        if (rel === "") {
+          return new LoaderError({
+            reason: "root-unreadable",
+            path: ctx.rootDisplay,
+            message: `cannot open directory ${ctx.rootDisplay}: ${describeError(error)} — check its permissions`
           })
-        ))
+        }
+        out.push(skippedCandidate(rel, "unreadable-directory", `cannot open directory: ${describeError(error)}`))
+        return undefined
+      }
+      stack.push({ rel, lineage: [...above, abs], dir, entries: [], next: 0, listed: false })
+      return undefined
+    }
 
     const emit = (): Chunk.Chunk<Candidate> => {
       const chunk = Chunk.unsafeFromArray(out)
@@ -613,7 +598,9 @@ const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
         if (top === undefined) {
           if (!started) {
             started = true
-            return Effect.flatMap(Effect.mapError(enter(ctx.rootReal, "", []), Option.some), step)
+            const rootError = enter(ctx.rootReal, "", [])
+            if (rootError !== undefined) return Effect.fail(Option.some(rootError))
+            continue
           }
           break
         }
@@ -634,23 +621,22 @@ const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
             if (format !== undefined) out.push({ _tag: "File", path: rel, absolute: abs, format })
           } else if (entry.isDirectory()) {
             if (!ctx.exclude.isEmpty && ctx.exclude.matches(rel, true)) continue
-            return Effect.flatMap(Effect.mapError(enter(abs, rel, top.lineage), Option.some), step)
+            enter(abs, rel, top.lineage)
           } else if (entry.isSymbolicLink()) {
             return Effect.flatMap(
               Effect.promise(() => resolveSymlink(ctx, abs, rel, name, top.lineage)),
               (outcome): Effect.Effect<Chunk.Chunk<Candidate>, Option.Option<LoaderError>> => {
                 switch (outcome._tag) {
                   case "Ignore":
-                    return step()
+                    break
                   case "Candidate":
                     out.push(outcome.candidate)
-                    return step()
+                    break
                   case "Directory":
-                    return Effect.flatMap(
-                      Effect.mapError(enter(outcome.real, rel, top.lineage), Option.some),
-                      step
-                    )
+                    enter(outcome.real, rel, top.lineage)
+                    break
                 }
+                return step()
               }
             )
           } else if (accept(ctx, rel, name) !== undefined) {
@@ -683,7 +669,7 @@ const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
         if (out.length > 0) break
         // listed: closed now, before the walk goes on
         stack.pop()
-        return Effect.flatMap(Scope.close(top.scope, Exit.void), step)
+        dirs.pop()
       }
       if (out.length > 0) return Effect.succeed(emit())
       return Effect.fail(failure === undefined ? Option.none() : Option.some(failure))

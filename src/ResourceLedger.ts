@@ -123,8 +123,39 @@ export interface Service {
     release: (a: A) => void,
     label?: string
   ) => B
+  /**
+   * A stack of resources of one kind in the current scope, pushed and
+   * popped by synchronous calls with the same accounting: for resources
+   * that nest and are acquired and released many at a time on a hot path
+   * (a walk's open directories). `pop` releases the top one; whatever is
+   * still on the stack when the scope closes is released then, on every
+   * exit path, top first. Call `push` and `pop` from inside an effect.
+   */
+  readonly stack: <A>(kind: string, release: (a: A) => void) => Effect.Effect<ResourceStack<A>, never, Scope.Scope>
   /** The current counters, open resources and release history. */
   readonly snapshot: Effect.Effect<Snapshot>
+}
+
+/**
+ * Resources acquired and released in last-in, first-out order through a
+ * ledger: see {@link Service.stack}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ResourceStack<A> {
+  /**
+   * Acquire a resource (`acquire` runs now; what it throws is rethrown and
+   * nothing is recorded), record it and put it on top.
+   */
+  readonly push: (acquire: () => A, label?: string) => A
+  /**
+   * Release the resource on top and record the release (a `release` that
+   * throws counts as a release failure). Nothing happens on an empty stack.
+   */
+  readonly pop: () => void
+  /** how many resources are on the stack */
+  readonly size: () => number
 }
 
 /**
@@ -245,6 +276,38 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
       }
     }
 
+    const stack: Service["stack"] = <A>(kind: string, release: (a: A) => void) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const held: Array<readonly [A, number]> = []
+          const pop = (): void => {
+            const top = held.pop()
+            if (top === undefined) return
+            const start = clock.unsafeCurrentTimeMillis()
+            try {
+              release(top[0])
+            } catch {
+              releaseFailures++
+            }
+            recordRelease(kind, top[1], clock.unsafeCurrentTimeMillis() - start)
+          }
+          const resources: ResourceStack<A> = {
+            push: (acquire, label) => {
+              const entry = record<A>(kind, label)(acquire())
+              held.push(entry)
+              return entry[0]
+            },
+            pop,
+            size: () => held.length
+          }
+          return { resources, held, pop }
+        }),
+        ({ held, pop }) =>
+          Effect.sync(() => {
+            while (held.length > 0) pop()
+          })
+      ).pipe(Effect.map(({ resources }) => resources))
+
     const snapshot = Effect.sync((): Snapshot => {
       let acquired = 0
       let released = 0
@@ -264,7 +327,7 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
       }
     })
 
-    return { acquireRelease, acquireUseRelease, useSync, snapshot }
+    return { acquireRelease, acquireUseRelease, useSync, stack, snapshot }
   })
 
 /** `kind:label` of each resource, for messages */

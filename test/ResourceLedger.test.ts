@@ -126,6 +126,63 @@ describe("ResourceLedger", () => {
       assert.strictEqual(after.releaseFailures, 1)
     }))
 
+  it.effect("stack: push and pop are counted; what is left is released top first when the scope closes, on every exit", () =>
+    Effect.gen(function*() {
+      const ledger = yield* ResourceLedger.make()
+      const released: Array<string> = []
+      const labels = (s: ResourceLedger.Snapshot) => s.open.map((r) => r.label)
+
+      // a normal end: pushed a, b, c; popped c; a and b left to the scope
+      yield* Effect.scoped(Effect.gen(function*() {
+        const dirs = yield* ledger.stack<string>("dir", (d) => void released.push(d))
+        for (const d of ["a", "b", "c"]) assert.strictEqual(dirs.push(() => d, d), d)
+        assert.strictEqual(dirs.size(), 3)
+        assert.deepStrictEqual(labels(yield* ledger.snapshot), ["a", "b", "c"])
+        dirs.pop()
+        assert.deepStrictEqual(released, ["c"])
+        // an acquire that throws acquired nothing
+        assert.throws(() =>
+          dirs.push((): string => {
+            throw new Error("EACCES")
+          }, "x"), "EACCES")
+        assert.strictEqual(dirs.size(), 2)
+      }))
+      assert.deepStrictEqual(released, ["c", "b", "a"])
+
+      // a failure, then an interruption, with resources left on the stack
+      const fill = (names: ReadonlyArray<string>) =>
+        Effect.flatMap(ledger.stack<string>("dir", (d) => void released.push(d)), (dirs) =>
+          Effect.sync(() => {
+            for (const d of names) dirs.push(() => d, d)
+          }))
+      released.length = 0
+      const failed = yield* Effect.exit(Effect.scoped(Effect.zipRight(fill(["d", "e"]), Effect.fail("boom"))))
+      assert.isTrue(Exit.isFailure(failed))
+      assert.deepStrictEqual(released, ["e", "d"])
+      released.length = 0
+      const filled = yield* Deferred.make<void>()
+      const fiber = yield* Effect.fork(
+        Effect.scoped(Effect.zipRight(fill(["f", "g"]), Effect.zipRight(Deferred.succeed(filled, undefined), Effect.never)))
+      )
+      yield* Deferred.await(filled)
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(released, ["g", "f"])
+
+      // a release that throws is counted, and the rest are still released
+      yield* Effect.scoped(Effect.gen(function*() {
+        const dirs = yield* ledger.stack<string>("dir", (d) => {
+          if (d === "bad") throw new Error("EBADF")
+          released.push(d)
+        })
+        dirs.push(() => "h", "h")
+        dirs.push(() => "bad", "bad")
+      }))
+      const after = yield* ledger.snapshot
+      assert.deepStrictEqual(after.byKind, { dir: { acquired: 9, released: 9, open: 0 } })
+      assert.deepStrictEqual(after.releaseOrder.map((r) => r.label), ["c", "b", "a", "e", "d", "g", "f", "bad", "h"])
+      assert.strictEqual(after.releaseFailures, 1)
+    }))
+
   it.effect("useSync: a release slower than the threshold is recorded (the ledger's clock)", () =>
     Effect.gen(function*() {
       // a clock that only moves when told to
