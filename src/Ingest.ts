@@ -15,8 +15,6 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as RateLimiter from "effect/RateLimiter"
 import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
-import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as Chunker from "./Chunker.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
@@ -24,6 +22,7 @@ import type { Chunk as TextChunk, EmbeddedChunk, Embedding, SkippedFile, SourceD
 import { Embedder } from "./Embedder.js"
 import * as EmbeddingCache from "./EmbeddingCache.js"
 import * as FairScheduler from "./internal/fairScheduler.js"
+import { groupWithin } from "./internal/groupWithin.js"
 import { EmbedError, type LoaderError, type StoreError } from "./Errors.js"
 import * as Loader from "./Loader.js"
 import * as LruCache from "./LruCache.js"
@@ -677,14 +676,6 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
       yield* publishNow
     })
 
-  const writeGroupCost = options.writeGroupChunks ?? 2000
-  const groupWrites = Sink.foldWeighted({
-    initial: Chunk.empty<DocumentOutcome>(),
-    maxCost: writeGroupCost,
-    cost: (_, outcome: DocumentOutcome) => outcome.chunks.length + 1,
-    body: (group, outcome) => Chunk.append(group, outcome)
-  })
-
   let breakInfo: CircuitBreaker.BreakInfo<ChunkItemFailure> | undefined
 
   /**
@@ -743,13 +734,13 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   // Lookups, empty-document writes and chunking work on whole groups, not
   // on single documents: a stream step costs more than chunking a document.
   const pipeline = untilStopped(sourceOf(unchanged)).pipe(
-    Stream.groupedWithin(options.lookupBatchSize ?? 256, Duration.millis(200)),
+    groupWithin({ maxCost: options.lookupBatchSize ?? 256, window: Duration.millis(200) }),
     Stream.mapEffect(prepareGroup),
     untilStopped,
     // batches across documents and groups, by count and tokens; a partly
     // filled batch waits for more chunks at most `batchWindow`
     Stream.flattenIterables,
-    Stream.groupedWithin(batchSize, options.batchWindow ?? Duration.millis(50)),
+    groupWithin({ maxCost: batchSize, window: options.batchWindow ?? Duration.millis(50) }),
     Stream.mapConcat((batch) => toBatches(Chunk.toReadonlyArray(batch), batchSize, batchTokens)),
     // unordered: a slow request never holds back the next ones. At most as
     // many finished batches wait for the writer as there are requests in
@@ -764,7 +755,11 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
       ...(options.breakerWindow === undefined ? {} : { window: options.breakerWindow })
     }),
     Stream.mapConcat(regroup),
-    Stream.aggregateWithin(groupWrites, Schedule.spaced(options.writeGroupWindow ?? Duration.millis(100))),
+    groupWithin({
+      maxCost: options.writeGroupChunks ?? 2000,
+      cost: (outcome: DocumentOutcome) => outcome.chunks.length + 1,
+      window: options.writeGroupWindow ?? Duration.millis(100)
+    }),
     Stream.mapEffect(writeGroup),
     Stream.runDrain
   )
