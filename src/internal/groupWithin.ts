@@ -8,8 +8,9 @@
  * {@link groupWithin} (`Stream.grouped`, which has no time limit: 1,287 and
  * 2). It groups whole chunks with plain array work; the next chunk is
  * pulled on a fiber of its own, ahead of need, and only a partial group
- * waits for it with a timeout. A source of one-element chunks costs about
- * as many steps either way (819,194 against 845,817 for 10,240 elements).
+ * waits for it with a timeout. A source of one-element chunks is the
+ * costly case for both: for 10,240 elements, 819,194 steps and 30,643
+ * fibers in 1.6 s here, against 845,817 steps and 209 fibers in 0.9 s.
  *
  * @internal
  */
