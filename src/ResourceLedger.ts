@@ -260,53 +260,49 @@ export const make = (options: Options = {}): Effect.Effect<Service> =>
         releaseRecorded(kind, release)
       )
 
+    /** Release `a` now and record it; a `release` that throws counts as a release failure. */
+    const releaseSync = <A>(kind: string, a: A, id: number, release: (a: A) => void): void => {
+      const start = clock.unsafeCurrentTimeMillis()
+      try {
+        release(a)
+      } catch {
+        releaseFailures++
+      }
+      recordRelease(kind, id, clock.unsafeCurrentTimeMillis() - start)
+    }
+
     const useSync: Service["useSync"] = (kind, acquire, use, release, label) => {
       const a = acquire()
       const [, id] = record(kind, label)(a)
       try {
         return use(a)
       } finally {
-        const start = clock.unsafeCurrentTimeMillis()
-        try {
-          release(a)
-        } catch {
-          releaseFailures++
-        }
-        recordRelease(kind, id, clock.unsafeCurrentTimeMillis() - start)
+        releaseSync(kind, a, id, release)
       }
     }
 
     const stack: Service["stack"] = <A>(kind: string, release: (a: A) => void) =>
       Effect.acquireRelease(
-        Effect.sync(() => {
+        Effect.sync((): ResourceStack<A> => {
           const held: Array<readonly [A, number]> = []
-          const pop = (): void => {
-            const top = held.pop()
-            if (top === undefined) return
-            const start = clock.unsafeCurrentTimeMillis()
-            try {
-              release(top[0])
-            } catch {
-              releaseFailures++
-            }
-            recordRelease(kind, top[1], clock.unsafeCurrentTimeMillis() - start)
-          }
-          const resources: ResourceStack<A> = {
+          return {
             push: (acquire, label) => {
               const entry = record<A>(kind, label)(acquire())
               held.push(entry)
               return entry[0]
             },
-            pop,
+            pop: () => {
+              const top = held.pop()
+              if (top !== undefined) releaseSync(kind, top[0], top[1], release)
+            },
             size: () => held.length
           }
-          return { resources, held, pop }
         }),
-        ({ held, pop }) =>
+        (resources) =>
           Effect.sync(() => {
-            while (held.length > 0) pop()
+            while (resources.size() > 0) resources.pop()
           })
-      ).pipe(Effect.map(({ resources }) => resources))
+      )
 
     const snapshot = Effect.sync((): Snapshot => {
       let acquired = 0
