@@ -533,7 +533,7 @@ const readBatch = (dir: DirLike): Array<fs.Dirent> => {
   return entries
 }
 
-/** A directory being listed: its handle (on the walk's stack of open directories) and the entries of its current batch. */
+/** A directory being listed: its handle (on the walk's stack of open directories) and its current batch of entries. */
 interface Frame {
   readonly rel: string
   /** the real paths of this directory and of those above it */
