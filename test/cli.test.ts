@@ -205,6 +205,10 @@ describe("ragpipe CLI", () => {
     assert.strictEqual(level.code, 2, level.stderr)
     assert.match(level.stderr, /RAGPIPE_LOG_LEVEL must be one of .*warn.* \(got "loud"\)/)
     assertNoStack(level.stderr)
+    const heap = await ragpipe(["stats", "--data-dir", data], { RAGPIPE_HEAP_GROWING_PERCENT: "lots" })
+    assert.strictEqual(heap.code, 2, heap.stderr)
+    assert.match(heap.stderr, /RAGPIPE_HEAP_GROWING_PERCENT must be a whole number from 0 to 1000 \(got "lots"\)/)
+    assertNoStack(heap.stderr)
     assert.isFalse(NodeFs.existsSync(data))
     // a directory that is not there: refused before any store is created
     const missing = await ragpipe(["ingest", NodePath.join(scratch, "no-such-dir"), "--data-dir", data])

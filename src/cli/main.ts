@@ -19,6 +19,7 @@ import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as ResourceLedger from "../ResourceLedger.js"
 import { ExitCode, ExitRequest, layerShutdown, run, type StopSignal } from "./Cli.js"
+import { tuneHeap } from "./heap.js"
 
 const stopRequested = Effect.runSync(Deferred.make<StopSignal>())
 let received: StopSignal | undefined
@@ -52,6 +53,13 @@ const logLevels: Record<string, LogLevel.LogLevel> = {
   off: LogLevel.None
 }
 
+/** A usage error in the environment: its message, then exit code 2. */
+const usageError = (message: string) =>
+  Effect.zipRight(
+    Effect.sync(() => process.stderr.write(`ragpipe: ${message}\n`)),
+    Effect.fail(new ExitRequest({ code: ExitCode.usage }))
+  )
+
 /** RAGPIPE_LOG_LEVEL (default warn); a malformed value is a usage error, reported like any other variable's. */
 const minimumLogLevel = Effect.flatMap(
   Effect.orDie(Config.option(Config.string("RAGPIPE_LOG_LEVEL"))),
@@ -59,23 +67,23 @@ const minimumLogLevel = Effect.flatMap(
     if (Option.isNone(raw)) return Effect.succeed(LogLevel.Warning)
     const level = logLevels[raw.value.trim().toLowerCase()]
     if (level !== undefined) return Effect.succeed(level)
-    return Effect.zipRight(
-      Effect.sync(() =>
-        process.stderr.write(
-          `ragpipe: RAGPIPE_LOG_LEVEL must be one of ${Object.keys(logLevels).join(", ")} (got "${raw.value}")\n`
-        )
-      ),
-      Effect.fail(new ExitRequest({ code: ExitCode.usage }))
-    )
+    return usageError(`RAGPIPE_LOG_LEVEL must be one of ${Object.keys(logLevels).join(", ")} (got "${raw.value}")`)
   }
 )
+
+/** The V8 heap setting (see heap.ts); a malformed RAGPIPE_HEAP_GROWING_PERCENT is a usage error. */
+const heapSetting = Effect.suspend(() => {
+  const problem = tuneHeap()
+  return problem === undefined ? Effect.void : usageError(problem)
+})
 
 const MainLive = Layer.mergeAll(
   NodeContext.layer,
   ResourceLedger.layer(),
   layerShutdown(stopRequested),
   Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)),
-  Layer.unwrapEffect(Effect.map(minimumLogLevel, Logger.minimumLogLevel))
+  Layer.unwrapEffect(Effect.map(minimumLogLevel, Logger.minimumLogLevel)),
+  Layer.effectDiscard(heapSetting)
 )
 
 const messageOf = (error: unknown): string =>
