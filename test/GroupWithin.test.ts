@@ -7,6 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as fc from "effect/FastCheck"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
@@ -129,6 +130,40 @@ describe("groupWithin", () => {
       yield* Fiber.join(fiber)
       // pulled one at a time after each group, they would arrive at 0, 20 and 40 s
       assert.deepStrictEqual(received, [[1, 0], [2, 10_000], [3, 20_000]])
+    }))
+
+  it.effect("a busy consumer gets full groups: what arrives while it works fills the open group, past the window", () =>
+    Effect.gen(function*() {
+      // an element every 10 ms; a consumer that takes 100 ms per group
+      const source = Stream.iterate(1, (n) => n + 1).pipe(
+        Stream.tap(() => Effect.sleep(Duration.millis(10))),
+        Stream.take(45)
+      )
+      const received: Array<readonly [ReadonlyArray<number>, number]> = []
+      const fiber = yield* groupWithin<number>({ maxCost: 10, window: Duration.millis(25) })(source).pipe(
+        Stream.runForEach((group) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.zipRight(
+              Effect.sync(() => void received.push([Chunk.toReadonlyArray(group), now])),
+              Effect.sleep(Duration.millis(100))
+            ))
+        ),
+        Effect.fork
+      )
+      for (let i = 0; i < 300 && Option.isNone(yield* Fiber.poll(fiber)); i++) yield* TestClock.adjust(Duration.millis(10))
+      yield* Fiber.join(fiber)
+      const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+      assert.deepStrictEqual(received, [
+        // the consumer is idle: the group goes when its first element (at 10 ms) has waited 25 ms
+        [range(1, 3), 35],
+        // elements 4–13 arrived while it worked: one full group, handed over as soon as it asks
+        [range(4, 13), 135],
+        [range(14, 23), 235],
+        [range(24, 33), 335],
+        [range(34, 43), 435],
+        // the end of the stream closes the last partial group
+        [range(44, 45), 535]
+      ])
     }))
 
   it.effect("elements buffered when the stream fails are emitted before the failure", () =>
