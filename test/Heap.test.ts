@@ -28,7 +28,7 @@ describe("heap setting of the executable", () => {
 
   it("a flag given to node itself wins, in any spelling", () => {
     expect(heapFlags(["--heap-growing-percent=10"], "20")).toEqual(Either.right([]))
-    expect(heapFlags(["--heap_growing_percent", "10"], undefined)).toEqual(Either.right([]))
+    expect(heapFlags(["--heap_growing_percent=10"], undefined)).toEqual(Either.right([]))
     expect(heapFlags(["--heap-growing_percent=10"], undefined)).toEqual(Either.right([]))
   })
 
