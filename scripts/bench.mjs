@@ -164,12 +164,13 @@ const median = (values) => {
   const middle = sorted.length >> 1
   return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
 }
+/** [min, max] */
+const rangeOf = (values) => [Math.min(...values), Math.max(...values)]
 /** "median unit (min–max over R runs)" */
 const spread = (values, unit, format = String) =>
   values.length === 1
     ? `${format(values[0])}${unit}`
-    : `${format(median(values))}${unit} (${format(Math.min(...values))}–${format(Math.max(...values))} over ` +
-      `${values.length} runs)`
+    : `${format(median(values))}${unit} (${rangeOf(values).map(format).join("–")} over ${values.length} runs)`
 
 /** The rows an ingest of `dir` writes, chunked and embedded as the pipeline does. */
 const rowsOf = async (dir) => {
@@ -306,31 +307,31 @@ try {
       const peakRssMiB = median(peaks)
       const smallPeakRssMiB = median(smallPeaks)
       const rssGrowth = Number((peakRssMiB / smallPeakRssMiB - 1).toFixed(3))
-      const speedup = median(speedups)
+      const speedup = Number(median(speedups).toFixed(2))
       const entry = {
         runs: repeat,
         files: first.summary.files.ingested,
         chunks: first.summary.chunks.written,
         durationMs: median(durations),
         chunksPerSecond,
-        chunksPerSecondRange: [Math.min(...rates), Math.max(...rates)],
+        chunksPerSecondRange: rangeOf(rates),
         peakRssMiB,
-        peakRssMiBRange: [Math.min(...peaks), Math.max(...peaks)],
+        peakRssMiBRange: rangeOf(peaks),
         small: {
           chunks: smalls[0].summary.chunks.written,
           chunksPerSecond: median(smalls.map((r) => rate(r.summary.chunks.written, r.summary.durationMs))),
           peakRssMiB: smallPeakRssMiB,
-          peakRssMiBRange: [Math.min(...smallPeaks), Math.max(...smallPeaks)]
+          peakRssMiBRange: rangeOf(smallPeaks)
         },
         rssGrowth,
         rerun: {
           unchanged: reruns[0].summary.files.unchanged,
           durationMs: median(rerunDurations),
-          durationMsRange: [Math.min(...rerunDurations), Math.max(...rerunDurations)],
+          durationMsRange: rangeOf(rerunDurations),
           peakRssMiB: median(reruns.map((r) => r.peakRssMiB))
         },
         rerunSpeedup: speedup,
-        rerunSpeedupRange: [Math.min(...speedups), Math.max(...speedups)]
+        rerunSpeedupRange: rangeOf(speedups)
       }
       const thousands = (n) => Math.round(n).toLocaleString("en-US")
       console.log(
@@ -350,7 +351,7 @@ try {
       )
       console.log(
         `  unchanged re-run: ${entry.rerun.unchanged} files in ${spread(rerunDurations, " ms")}, ` +
-          `${spread(speedups, "×")} faster than the first run` +
+          `${spread(speedups, "×", (x) => String(Number(x.toFixed(2))))} faster than the first run` +
           (store.name === "server" ? ` (${verdict(speedup >= targets.rerunSpeedup)} ≥ ${targets.rerunSpeedup}×)` : "")
       )
       if (store.name === "server") {
