@@ -394,19 +394,18 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     stored.complete
 
   // Offered to the filesystem loader: files whose fingerprint is the stored
-  // one are not read at all. A failed lookup only means they are read.
+  // one are not read at all, and the store lists them seen as it finds them.
+  // A failed check only means they are read. `claimed` holds the paths so
+  // listed until their `unchanged` items come by (a few groups at most).
+  const claimed = new Set<string>()
+  const settings = { chunker: chunkerKey, model: embedder.model, dimensions: embedder.dimensions }
   const unchanged: Loader.Options["unchanged"] = options.rehash === true ? undefined : (files) =>
-    store.lookup(files.map((f) => f.path)).pipe(
-      Effect.map((stored) => {
-        const known = new Set<string>()
-        for (const file of files) {
-          const entry = stored.get(file.path)
-          if (entry !== undefined && entry.fingerprint === file.fingerprint && sameSettings(entry)) {
-            known.add(file.path)
-          }
-        }
-        return known
-      }),
+    store.claimUnchanged(runId, files, settings).pipe(
+      Effect.tap((paths) =>
+        Effect.sync(() => {
+          for (const path of paths) claimed.add(path)
+        })
+      ),
       Effect.orElseSucceed(() => new Set<string>())
     )
 
@@ -457,7 +456,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
         const skipped = item.left
         if (skipped.reason === "unchanged") {
           counters.unchanged++
-          keep.push(skipped.path)
+          // listed seen already, unless some other source reported it
+          if (!claimed.delete(skipped.path)) keep.push(skipped.path)
           continue
         }
         counters.skipped++

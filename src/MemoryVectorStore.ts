@@ -165,6 +165,22 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
       return found
     })
 
+  const claimUnchanged: Service["claimUnchanged"] = (runId, files, settings) =>
+    Effect.sync(() => {
+      const claimed = new Set<string>()
+      for (const { fingerprint, path } of files) {
+        const entry = documents.get(path)
+        if (
+          entry === undefined || entry.fingerprint !== fingerprint || !entry.complete ||
+          entry.chunker !== settings.chunker || entry.model !== settings.model ||
+          entry.dimensions !== settings.dimensions
+        ) continue
+        documents.set(path, { ...entry, seenRun: runId })
+        claimed.add(path)
+      }
+      return claimed
+    })
+
   const markSeen: Service["markSeen"] = (runId, paths, fingerprints) =>
     Effect.sync(() => {
       paths.forEach((path, i) => {
@@ -384,6 +400,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
     prepare,
     beginRun,
     lookup,
+    claimUnchanged,
     markSeen,
     writeDocuments,
     removeUnseen,

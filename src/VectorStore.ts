@@ -57,6 +57,32 @@ export interface StoredDocument {
 }
 
 /**
+ * The settings a document is stored with: a stored document is up to date
+ * only when they are the run's.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DocumentSettings {
+  /** the chunker settings key (`Chunker.settingsKey`) */
+  readonly chunker: string
+  readonly model: string
+  readonly dimensions: number
+}
+
+/**
+ * A file as a run finds it on disk: its path and fingerprint
+ * (`SourceDocument.fingerprint`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FileState {
+  readonly path: string
+  readonly fingerprint: string
+}
+
+/**
  * A chunk that could not be embedded, as recorded with its document.
  *
  * @since 0.1.0
@@ -140,7 +166,7 @@ export interface IndexBuild {
 
 /**
  * What the pipeline needs from a store: change detection (`lookup`,
- * `markSeen`), atomic document writes, removal of what a run did not see,
+ * `claimUnchanged`, `markSeen`), atomic document writes, removal of what a run did not see,
  * search, statistics, failures, a checksum and the vector index. The
  * PostgreSQL store ({@link layer}) and `MemoryVectorStore` implement it.
  *
@@ -179,6 +205,17 @@ export interface Service {
     paths: ReadonlyArray<string>,
     fingerprints?: ReadonlyArray<string | null>
   ) => Effect.Effect<void, StoreError>
+  /**
+   * Of the given files, those stored completely, with this fingerprint and
+   * these settings — files that need not be read again — recorded as seen
+   * by the run (as `markSeen` records them) in the same step. Returns their
+   * paths.
+   */
+  readonly claimUnchanged: (
+    runId: RunId,
+    files: ReadonlyArray<FileState>,
+    settings: DocumentSettings
+  ) => Effect.Effect<ReadonlySet<string>, StoreError>
   /**
    * Replace documents and their chunks in one transaction: a reader sees
    * all of them, old or new, never a part. When a path occurs more than
@@ -617,6 +654,35 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       Effect.mapError(queryError("marking unchanged documents"))
     )
 
+  // One statement per group of files: each path is one probe of the path
+  // index (OFFSET 0 keeps the planner from flattening the subquery: on a
+  // freshly loaded table without statistics it estimated one matching
+  // document and scanned all of them for every file, 724 ms for 1,024
+  // files against 3 ms), and the matches are listed seen at once. Files and
+  // matches travel as one JSON text and one list of indexes, not as arrays
+  // of rows.
+  const claimUnchanged: Service["claimUnchanged"] = (runId, files, settings) =>
+    files.length === 0 ? Effect.succeed(new Set()) : Effect.suspend(() =>
+      sql<{ matched: string }>`
+        WITH m AS (
+            SELECT n.i, d.path
+            FROM json_to_recordset(${JSON.stringify(files.map((f, i) => ({ i, p: f.path, f: f.fingerprint })))}::json)
+              AS n(i int, p text, f text)
+            CROSS JOIN LATERAL (
+              SELECT path, fingerprint, chunker, model, dimensions, complete
+              FROM documents WHERE path = n.p OFFSET 0) d
+            WHERE d.fingerprint = n.f AND d.complete AND d.chunker = ${settings.chunker}
+              AND d.model = ${settings.model} AND d.dimensions = ${settings.dimensions}),
+          seen AS (INSERT INTO ragpipe_seen (run_id, path) SELECT ${runId}::bigint, path FROM m)
+        SELECT coalesce(string_agg(i::text, ','), '') AS matched FROM m`
+    ).pipe(
+      Effect.map((rows) => {
+        const matched = rows[0]?.matched ?? ""
+        return new Set(matched === "" ? [] : matched.split(",").map((i) => files[Number(i)]!.path))
+      }),
+      Effect.mapError(queryError("reading stored documents"))
+    )
+
   /**
    * The statements of one write, on one connection in one transaction:
    * upsert the documents, replace their chunks (written by `insertChunks`),
@@ -879,6 +945,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
     prepare,
     beginRun,
     lookup,
+    claimUnchanged,
     markSeen,
     writeDocuments,
     removeUnseen,

@@ -610,7 +610,8 @@ describe.each(backends)("Ingest on $name", (backend) => {
       copyCorpus(work)
       const hashing = yield* Effect.provide(Embedder.Embedder, Embedder.layerHashing())
       // One shared store. A run is interrupted when it reaches its k-th step: a
-      // lookup, a stamp, a write (while it is in flight) or an embedding call.
+      // lookup, a claim of unchanged files, a stamp, a write (while it is in
+      // flight) or an embedding call.
       const interruptAt = (k: number) =>
         Effect.gen(function*() {
           const reached = yield* Deferred.make<void>()
@@ -625,6 +626,8 @@ describe.each(backends)("Ingest on $name", (backend) => {
             Effect.map(VectorStore.VectorStore, (store): VectorStore.Service => ({
               ...store,
               lookup: (paths) => Effect.zipRight(step, store.lookup(paths)),
+              claimUnchanged: (runId, files, settings) =>
+                Effect.zipRight(step, store.claimUnchanged(runId, files, settings)),
               markSeen: (runId, paths, fingerprints) => Effect.zipRight(step, store.markSeen(runId, paths, fingerprints)),
               writeDocuments: (writes) => Effect.zipRight(step, store.writeDocuments(writes))
             }))
@@ -709,4 +712,19 @@ describe("Ingest with in-memory services", () => {
       assert.strictEqual(summary.chunks.failed, 2)
       assert.strictEqual(summary.chunks.written, 0)
     }))
+
+  it.effect("a source's own reports of unchanged files keep their documents through removal", () =>
+    Effect.gen(function*() {
+      const store = yield* VectorStore.VectorStore
+      const first = yield* Ingest.ingestStream(
+        Stream.make(Either.right(doc("kept.txt", "kept text")), Either.right(doc("gone.txt", "gone text")))
+      )
+      assert.strictEqual(first.files.ingested, 2)
+      // not claimed through the store: the run lists it seen itself
+      const second = yield* Ingest.ingestStream(
+        Stream.make(Either.left({ path: "kept.txt", reason: "unchanged" as const, detail: "the source says so" }))
+      )
+      assert.deepStrictEqual(second.files, { seen: 1, ingested: 0, unchanged: 1, skipped: 0, removed: 1 })
+      assert.deepStrictEqual([...(yield* store.lookup(["kept.txt", "gone.txt"])).keys()], ["kept.txt"])
+    }).pipe(Effect.provide(Layer.merge(MemoryVectorStore.layer, Embedder.layerHashing({ dimensions: 16 })))))
 })

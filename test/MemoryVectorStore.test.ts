@@ -316,6 +316,66 @@ describe("MemoryVectorStore directly", () => {
 })
 
 describe.each(backends)("MemoryVectorStore agrees with the store on $name", (backend) => {
+  it.scopedLive("claimUnchanged: files stored completely with that fingerprint and these settings, listed seen", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const odd = "dir/we\"ird\\ name\n✓ 'quoted'.txt"
+      const settings = { chunker: "test", model: "test-model", dimensions: 3 }
+      const stored = (path: string, runId: string, fingerprint: string | undefined, failed = false) => {
+        const base = write(path, runId, [chunk(path, 0, `text of ${path}`, [1, 0, 0])], [])
+        return {
+          ...base,
+          document: fingerprint === undefined ? base.document : { ...base.document, fingerprint },
+          ...(failed ? { failures: [{ chunkIndex: 1, kind: "timeout", message: "slow", attempts: 2 }] } : {})
+        }
+      }
+      const observe = Effect.gen(function*() {
+        const store = yield* VectorStore.VectorStore
+        yield* store.prepare({ model: "test-model", dimensions: 3 })
+        yield* Effect.scoped(Effect.flatMap(store.beginRun, (run) =>
+          store.writeDocuments([
+            stored("a.txt", run, "fp-a"),
+            stored(odd, run, "fp-odd"),
+            stored("incomplete.txt", run, "fp-i", true),
+            { ...stored("other-chunker.txt", run, "fp-c"), chunker: "other" },
+            stored("no-fingerprint.txt", run, undefined),
+            stored("changed.txt", run, "fp-before")
+          ])))
+        return yield* Effect.scoped(Effect.gen(function*() {
+          const run = yield* store.beginRun
+          const claim = (files: ReadonlyArray<VectorStore.FileState>, with_ = settings) =>
+            Effect.map(store.claimUnchanged(run, files, with_), (paths) => [...paths].sort())
+          const otherModel = yield* claim([{ path: "a.txt", fingerprint: "fp-a" }], { ...settings, model: "other" })
+          const otherDimensions = yield* claim([{ path: "a.txt", fingerprint: "fp-a" }], { ...settings, dimensions: 4 })
+          const none = yield* claim([])
+          const claimed = yield* claim([
+            { path: "a.txt", fingerprint: "fp-a" },
+            { path: odd, fingerprint: "fp-odd" },
+            { path: "incomplete.txt", fingerprint: "fp-i" },
+            { path: "other-chunker.txt", fingerprint: "fp-c" },
+            { path: "no-fingerprint.txt", fingerprint: "fp-n" },
+            { path: "changed.txt", fingerprint: "fp-after" },
+            { path: "absent.txt", fingerprint: "fp-x" }
+          ])
+          const removed = yield* store.removeUnseen(run)
+          const left = [...(yield* store.lookup([odd, "a.txt", "incomplete.txt", "changed.txt"])).keys()].sort()
+          return { otherModel, otherDimensions, none, claimed, removed, left }
+        }))
+      })
+      const memory = yield* observe.pipe(Effect.provide(MemoryVectorStore.layer))
+      const postgres = yield* observe.pipe(Effect.provide(data().pipe(Layer.provideMerge(ledgerLayer))))
+      assert.deepStrictEqual(memory, {
+        otherModel: [],
+        otherDimensions: [],
+        none: [],
+        claimed: ["a.txt", odd].sort(),
+        // only what was claimed was seen by the run
+        removed: 4,
+        left: ["a.txt", odd].sort()
+      })
+      assert.deepStrictEqual(postgres, memory)
+    }))
+
   it.scopedLive("same runs, same lookups, search results, failures, stats and checksum", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
