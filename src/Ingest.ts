@@ -800,7 +800,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     skippedByReason
   }
   return summary
-}, Effect.scoped, (run) => Effect.suspend(() => Effect.withScheduler(run, FairScheduler.make())))
+}, Effect.scoped, FairScheduler.fairly)
 
 /**
  * Ingest a stream of documents (from disk or from anywhere else) into the
