@@ -4,7 +4,7 @@
 // with a JSON summary as the last line.
 //
 //   node scripts/bench.mjs [--files N] [--only provider|ingest] [--repeat R]
-//        [--latency MS] [--concurrency C] [--batch B]
+//        [--latency MS] [--concurrency C] [--batch B] [--large-files M]
 //
 // provider: the fault server (its own process) with zero faults, a fixed
 //   latency L (its service time per request) and a concurrency cap C; an
@@ -18,9 +18,11 @@
 //   raw binary COPY rate of the same rows into a table of the same shape, as
 //   the physical reference. Targets (server): ≥ 20,000 chunks/s; peak RSS
 //   ≤ 200 MiB and within ±15% between the two corpus sizes; the unchanged
-//   re-run ≥ 20× faster than the first run. Each of these runs is repeated R
-//   times (default 3, each first run into an empty store): the figures are
-//   medians, with the range of the R runs next to them.
+//   re-run ≥ 20× faster than the first run. On the server, the peak RSS is
+//   also measured on a corpus ten times the benchmark's (M files, default
+//   10 × N; 0 skips it), against the same targets. Each of these runs is
+//   repeated R times (default 3, each first run into an empty store): the
+//   figures are medians, with the range of the R runs next to them.
 //
 // Each case runs on the embedded PGlite store, and on a PostgreSQL server
 // when one answers (RAGPIPE_BENCH_DATABASE_URL, DATABASE_URL, or the local
@@ -41,7 +43,8 @@ const { values } = parseArgs({
     latency: { type: "string", default: "200" },
     concurrency: { type: "string", default: "4" },
     batch: { type: "string", default: "32" },
-    repeat: { type: "string", default: "3" }
+    repeat: { type: "string", default: "3" },
+    "large-files": { type: "string" }
   }
 })
 
@@ -107,6 +110,9 @@ const providerCorpus = path.join(scratch, "corpus-provider")
 makeCorpus(corpus, files)
 makeCorpus(smallCorpus, Math.max(1, Math.round(files / 10)))
 makeCorpus(providerCorpus, Math.max(1, Math.round(files / 5)))
+const largeFiles = values["large-files"] === undefined ? 10 * files : Number(values["large-files"])
+/** The corpus ten times the benchmark's, made when the server case first needs it. */
+const largeCorpus = path.join(scratch, "corpus-large")
 
 /** Start scripts/fault-server.mjs; resolves once it listens. */
 const startFaultServer = (args) =>
@@ -363,6 +369,35 @@ try {
           `  raw binary COPY of the same ${rows.length} rows (encoding included, 2,000 per transaction): ` +
             `${copyRate} rows/s; the ingest (median) runs at ${entry.ratioToRawCopy} of it`
         )
+        if (largeFiles > 0) {
+          if (!fs.existsSync(largeCorpus)) makeCorpus(largeCorpus, largeFiles)
+          const larges = []
+          for (let i = 0; i < repeat; i++) {
+            const large = await store.cli()
+            larges.push(await cliIngest(largeCorpus, large.args))
+            // each of these stores holds about 1.5 GB: dropped at once
+            await admin(`DROP DATABASE IF EXISTS ${new URL(large.url).pathname.slice(1)} WITH (FORCE)`)
+          }
+          const largePeaks = larges.map((r) => r.peakRssMiB)
+          const largeRates = larges.map((r) => rate(r.summary.chunks.written, r.summary.durationMs))
+          const largePeak = median(largePeaks)
+          const growth = Number((largePeak / peakRssMiB - 1).toFixed(3))
+          entry.large = {
+            files: larges[0].summary.files.ingested,
+            chunks: larges[0].summary.chunks.written,
+            chunksPerSecond: median(largeRates),
+            peakRssMiB: largePeak,
+            peakRssMiBRange: rangeOf(largePeaks),
+            rssGrowth: growth
+          }
+          console.log(
+            `  10× the corpus: ${entry.large.files} files, ${entry.large.chunks} chunks at ` +
+              `${spread(largeRates, " chunks/s", thousands)}; peak RSS ${spread(largePeaks, " MiB")}: ` +
+              `${growth >= 0 ? "+" : ""}${(growth * 100).toFixed(1)}% against the ${entry.chunks}-chunk corpus (medians) ` +
+              `(${verdict(largePeak <= targets.peakRssMiB)} ≤ ${targets.peakRssMiB} MiB; ` +
+              `${verdict(Math.abs(growth) <= targets.rssFlatness)} ±${targets.rssFlatness * 100}%)`
+          )
+        }
       }
       results[`ingest-${store.name}`] = entry
     }
