@@ -742,12 +742,12 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     Stream.flattenIterables,
     groupWithin({ maxCost: batchSize, window: options.batchWindow ?? Duration.millis(50) }),
     Stream.mapConcat((batch) => toBatches(Chunk.toReadonlyArray(batch), batchSize, batchTokens)),
-    // unordered: a slow request never holds back the next ones. At most as
-    // many finished batches wait for the writer as there are requests in
-    // flight (Stream.mapEffect's unordered mode buffers 16), so that
-    // embedded chunks do not pile up in memory when writing is the slower
-    // side.
-    Stream.flatMap((batch) => Stream.fromEffect(embedBatch(batch)), { concurrency, bufferSize: Math.max(1, concurrency) }),
+    // unordered: a slow request never holds back the next ones. When
+    // writing is the slower side, one finished batch waits in the buffer and
+    // each request slot holds at most its own (Stream.flatMap buffers 16 by
+    // default), so that embedded chunks do not pile up in memory: with a
+    // buffer of 4, batches of 256 left up to 2,290 embedded chunks waiting.
+    Stream.flatMap((batch) => Stream.fromEffect(embedBatch(batch)), { concurrency, bufferSize: 1 }),
     Stream.flattenIterables,
     CircuitBreaker.breakOnErrorRate({
       maxRate: options.maxErrorRate ?? resilienceDefaults.maxErrorRate,

@@ -10,14 +10,14 @@ import { heapFlags, heapGrowingPercent } from "../src/cli/heap.js"
 const heapModule = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist", "cli", "heap.js")
 
 describe("heap setting of the executable", () => {
-  it("sets a growing factor of 1.5 unless told otherwise", () => {
+  it("sets a growing factor of 1.4 unless told otherwise", () => {
     expect(heapFlags([], undefined)).toEqual(Either.right([`--heap-growing-percent=${heapGrowingPercent}`]))
-    expect(heapGrowingPercent).toBe(50)
+    expect(heapGrowingPercent).toBe(40)
     expect(heapFlags(["--enable-source-maps", "--max-old-space-size=4096"], " ")).toEqual(
-      Either.right(["--heap-growing-percent=50"])
+      Either.right(["--heap-growing-percent=40"])
     )
     // a similar flag is not this one
-    expect(heapFlags(["--heap-growing-percentage=5"], undefined)).toEqual(Either.right(["--heap-growing-percent=50"]))
+    expect(heapFlags(["--heap-growing-percentage=5"], undefined)).toEqual(Either.right(["--heap-growing-percent=40"]))
   })
 
   it("RAGPIPE_HEAP_GROWING_PERCENT sets another value; 0 leaves V8's own heuristics", () => {
