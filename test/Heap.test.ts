@@ -4,37 +4,50 @@ import * as Option from "effect/Option"
 import { spawnSync } from "node:child_process"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { heapFlags, heapGrowingPercent } from "../src/cli/heap.js"
+import { heapFlags, heapGrowingPercent, storeKindOf } from "../src/cli/heap.js"
 
 /** The built module, as the executable loads it. */
 const heapModule = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist", "cli", "heap.js")
 
 describe("heap setting of the executable", () => {
-  it("sets a growing factor of 1.4 unless told otherwise", () => {
-    expect(heapFlags([], undefined)).toEqual(Either.right([`--heap-growing-percent=${heapGrowingPercent}`]))
-    expect(heapGrowingPercent).toBe(40)
-    expect(heapFlags(["--enable-source-maps", "--max-old-space-size=4096"], " ")).toEqual(
+  it("sets a growing factor of 1.4 for a server, 1.5 for the embedded database, unless told otherwise", () => {
+    expect(heapGrowingPercent).toEqual({ server: 40, embedded: 50 })
+    expect(heapFlags([], undefined, "server")).toEqual(Either.right(["--heap-growing-percent=40"]))
+    expect(heapFlags([], undefined, "embedded")).toEqual(Either.right(["--heap-growing-percent=50"]))
+    expect(heapFlags(["--enable-source-maps", "--max-old-space-size=4096"], " ", "server")).toEqual(
       Either.right(["--heap-growing-percent=40"])
     )
     // a similar flag is not this one
-    expect(heapFlags(["--heap-growing-percentage=5"], undefined)).toEqual(Either.right(["--heap-growing-percent=40"]))
+    expect(heapFlags(["--heap-growing-percentage=5"], undefined, "embedded")).toEqual(
+      Either.right(["--heap-growing-percent=50"])
+    )
+  })
+
+  it("a run names a server by --database-url or DATABASE_URL", () => {
+    expect(storeKindOf(["ingest", "docs", "--database-url", "postgres://h/db"], undefined)).toBe("server")
+    expect(storeKindOf(["ingest", "docs", "--database-url=postgres://h/db"], undefined)).toBe("server")
+    expect(storeKindOf(["ingest", "docs"], "postgres://h/db")).toBe("server")
+    expect(storeKindOf(["ingest", "docs"], " ")).toBe("embedded")
+    expect(storeKindOf(["ingest", "docs", "--data-dir", "x"], undefined)).toBe("embedded")
+    // an option that only starts alike is not this one
+    expect(storeKindOf(["ingest", "--database-urls"], undefined)).toBe("embedded")
   })
 
   it("RAGPIPE_HEAP_GROWING_PERCENT sets another value; 0 leaves V8's own heuristics", () => {
-    expect(heapFlags([], "20")).toEqual(Either.right(["--heap-growing-percent=20"]))
-    expect(heapFlags([], " 300 ")).toEqual(Either.right(["--heap-growing-percent=300"]))
-    expect(heapFlags([], "0")).toEqual(Either.right([]))
+    expect(heapFlags([], "20", "server")).toEqual(Either.right(["--heap-growing-percent=20"]))
+    expect(heapFlags([], " 300 ", "embedded")).toEqual(Either.right(["--heap-growing-percent=300"]))
+    expect(heapFlags([], "0", "server")).toEqual(Either.right([]))
   })
 
   it("a flag given to node itself wins, in any spelling", () => {
-    expect(heapFlags(["--heap-growing-percent=10"], "20")).toEqual(Either.right([]))
-    expect(heapFlags(["--heap_growing_percent=10"], undefined)).toEqual(Either.right([]))
-    expect(heapFlags(["--heap-growing_percent=10"], undefined)).toEqual(Either.right([]))
+    expect(heapFlags(["--heap-growing-percent=10"], "20", "server")).toEqual(Either.right([]))
+    expect(heapFlags(["--heap_growing_percent=10"], undefined, "embedded")).toEqual(Either.right([]))
+    expect(heapFlags(["--heap-growing_percent=10"], undefined, "server")).toEqual(Either.right([]))
   })
 
   it("a malformed variable is an error that says what is allowed", () => {
     for (const bad of ["-5", "1.5", "lots", "1001", "20%"]) {
-      const result = heapFlags([], bad)
+      const result = heapFlags([], bad, "server")
       expect(Either.isLeft(result)).toBe(true)
       expect(Either.getLeft(result)).toEqual(
         Option.some(

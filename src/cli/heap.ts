@@ -10,8 +10,12 @@
  * factor of 1.5, 175–177 MiB with 1.2. The runs took 3.8–5.5 s, 4.1–4.7 s
  * and 4.2–5.4 s: 1.2 collected so often that it cost time, 1.5 did not.
  * Once the pipeline held fewer chunks in flight, 1.4 took no more time than
- * 1.5 (medians of five alternating runs: 2,201 and 2,180 ms) for 179 MiB
- * against 185 MiB, and 191 against 199 MiB on a corpus ten times larger.
+ * 1.5 on the server (medians of five alternating runs: 2,201 and 2,180 ms)
+ * for 179 MiB against 185 MiB, and 191 against 199 MiB on a corpus ten
+ * times larger. With the embedded database, whose own memory (about 800
+ * MiB) is most of the process's, 1.4 saved nothing worth having and took
+ * 10% longer (3,368 against 3,040 ms): a run that names a server (by
+ * `--database-url` or DATABASE_URL) gets 1.4, any other 1.5.
  *
  * The setting is the process's, so it is made by the executable only, never
  * by the library. RAGPIPE_HEAP_GROWING_PERCENT sets another value (0: V8's
@@ -23,8 +27,21 @@
 import * as Either from "effect/Either"
 import * as v8 from "node:v8"
 
-/** The heap growing factor the executable sets by default: 1 + this / 100. */
-export const heapGrowingPercent = 40
+/** The heap growing factor the executable sets by default, by store: 1 + this / 100. */
+export const heapGrowingPercent = { server: 40, embedded: 50 } as const
+
+/** The store a command line writes to, as far as the heap setting is concerned. */
+export type StoreKind = keyof typeof heapGrowingPercent
+
+/**
+ * `server` when the arguments or the environment name a PostgreSQL server
+ * (`--database-url`, DATABASE_URL), else `embedded`.
+ */
+export const storeKindOf = (args: ReadonlyArray<string>, databaseUrl: string | undefined): StoreKind =>
+  args.some((arg) => arg === "--database-url" || arg.startsWith("--database-url=")) ||
+    (databaseUrl !== undefined && databaseUrl.trim() !== "")
+    ? "server"
+    : "embedded"
 
 const flagName = "--heap-growing-percent"
 
@@ -38,10 +55,13 @@ const mentionsFlag = (args: ReadonlyArray<string>): boolean =>
  */
 export const heapFlags = (
   execArgv: ReadonlyArray<string>,
-  variable: string | undefined
+  variable: string | undefined,
+  store: StoreKind
 ): Either.Either<ReadonlyArray<string>, string> => {
   if (mentionsFlag(execArgv)) return Either.right([])
-  if (variable === undefined || variable.trim() === "") return Either.right([`${flagName}=${heapGrowingPercent}`])
+  if (variable === undefined || variable.trim() === "") {
+    return Either.right([`${flagName}=${heapGrowingPercent[store]}`])
+  }
   const value = variable.trim()
   if (!/^\d{1,4}$/.test(value) || Number(value) > 1000) {
     return Either.left(
@@ -54,10 +74,17 @@ export const heapFlags = (
 
 /** Applies {@link heapFlags} to this process; the error message when the variable is malformed. */
 export const tuneHeap = (): string | undefined =>
-  Either.match(heapFlags(process.execArgv, process.env["RAGPIPE_HEAP_GROWING_PERCENT"]), {
-    onLeft: (message) => message,
-    onRight: (flags) => {
-      for (const flag of flags) v8.setFlagsFromString(flag)
-      return undefined
+  Either.match(
+    heapFlags(
+      process.execArgv,
+      process.env["RAGPIPE_HEAP_GROWING_PERCENT"],
+      storeKindOf(process.argv.slice(2), process.env["DATABASE_URL"])
+    ),
+    {
+      onLeft: (message) => message,
+      onRight: (flags) => {
+        for (const flag of flags) v8.setFlagsFromString(flag)
+        return undefined
+      }
     }
-  })
+  )
