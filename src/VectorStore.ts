@@ -621,12 +621,15 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
 
   // A run's seen list is dropped when the next run begins: removal stays
   // repeatable until then, and the list of a run that never got to its
-  // removal (stopped, killed) does not linger.
+  // removal (stopped, killed) does not linger. Truncated, not deleted: the
+  // run holds the store, no other run has rows there, and deleted rows
+  // would stay behind as dead tuples until a vacuum — where autovacuum is
+  // off, 880,000 of them (64 MB) after 89 runs of 10,000 files.
   const beginRun: Service["beginRun"] = Effect.zipRight(
     Effect.zipRight(runFlag.hold, serverRunLock),
     sql<{ id: string }>`SELECT nextval('ragpipe_run_seq')::text AS id`.pipe(
       Effect.map((rows) => rows[0]!.id),
-      Effect.tap((id) => sql`DELETE FROM ragpipe_seen WHERE run_id < ${id}::bigint`),
+      Effect.tap(() => sql`TRUNCATE ragpipe_seen`),
       Effect.mapError(queryError("starting a run"))
     )
   )
