@@ -375,7 +375,7 @@ try {
           for (let i = 0; i < repeat; i++) {
             const large = await store.cli()
             larges.push(await cliIngest(largeCorpus, large.args))
-            // each of these stores holds about 1.5 GB: dropped at once
+            // each of these stores holds about 1.3 GiB: dropped at once
             await admin(`DROP DATABASE IF EXISTS ${new URL(large.url).pathname.slice(1)} WITH (FORCE)`)
           }
           const largePeaks = larges.map((r) => r.peakRssMiB)
