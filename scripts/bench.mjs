@@ -391,7 +391,8 @@ try {
             rssGrowth: growth
           }
           console.log(
-            `  10× the corpus: ${entry.large.files} files, ${entry.large.chunks} chunks at ` +
+            `  ${Number((largeFiles / files).toFixed(1))}× the corpus: ${entry.large.files} files, ` +
+              `${entry.large.chunks} chunks at ` +
               `${spread(largeRates, " chunks/s", thousands)}; peak RSS ${spread(largePeaks, " MiB")}: ` +
               `${growth >= 0 ? "+" : ""}${(growth * 100).toFixed(1)}% against the ${entry.chunks}-chunk corpus (medians) ` +
               `(${verdict(largePeak <= targets.peakRssMiB)} ≤ ${targets.peakRssMiB} MiB; ` +
