@@ -96,8 +96,9 @@ const freshDatabase = async () => {
   url.pathname = `/${name}`
   return url.toString()
 }
+const dropDatabase = (name) => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
 const dropDatabases = async () => {
-  for (const name of databases) await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {})
+  for (const name of databases) await dropDatabase(name).catch(() => {})
 }
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "ragpipe-bench-"))
@@ -376,7 +377,7 @@ try {
             const large = await store.cli()
             larges.push(await cliIngest(largeCorpus, large.args))
             // each of these stores holds about 1.3 GiB: dropped at once
-            await admin(`DROP DATABASE IF EXISTS ${new URL(large.url).pathname.slice(1)} WITH (FORCE)`)
+            await dropDatabase(new URL(large.url).pathname.slice(1))
           }
           const largePeaks = larges.map((r) => r.peakRssMiB)
           const largeRates = larges.map((r) => rate(r.summary.chunks.written, r.summary.durationMs))

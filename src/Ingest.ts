@@ -386,11 +386,14 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     })
   )
 
+  /** What a stored document must have been written with to be up to date. */
+  const settings = { chunker: chunkerKey, model: embedder.model, dimensions: embedder.dimensions }
+
   /** Stored with these settings, completely: only the content can have changed. */
   const sameSettings = (stored: StoredDocument): boolean =>
-    stored.chunker === chunkerKey &&
-    stored.model === embedder.model &&
-    stored.dimensions === embedder.dimensions &&
+    stored.chunker === settings.chunker &&
+    stored.model === settings.model &&
+    stored.dimensions === settings.dimensions &&
     stored.complete
 
   // Offered to the filesystem loader: files whose fingerprint is the stored
@@ -398,7 +401,6 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   // A failed check only means they are read. `claimed` holds the paths so
   // listed until their `unchanged` items come by (a few groups at most).
   const claimed = new Set<string>()
-  const settings = { chunker: chunkerKey, model: embedder.model, dimensions: embedder.dimensions }
   const unchanged: Loader.Options["unchanged"] = options.rehash === true ? undefined : (files) =>
     store.claimUnchanged(runId, files, settings).pipe(
       Effect.tap((paths) =>
