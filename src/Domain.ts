@@ -252,7 +252,19 @@ export const IngestReport = Schema.Struct({
   }),
   resources: ResourceCounts,
   breaker: Schema.NullOr(Schema.Unknown),
-  durationMs: Schema.Int
+  durationMs: Schema.Int,
+  /**
+   * `completed`: every file was walked; `stopped`: a signal (or the caller's
+   * `stop`) ended the run early, so the counts are partial; `broken`: the
+   * error-rate breaker ended it (see `breaker`).
+   */
+  outcome: Schema.Literal("completed", "stopped", "broken"),
+  /** false when some directory could not be read: then no document was removed */
+  walkComplete: Schema.Boolean,
+  /** skipped files counted by reason */
+  skippedByReason: Schema.Record({ key: Schema.String, value: Schema.Int }),
+  /** the first skipped files (at most 1000 in `ingest --json`), with their reasons */
+  skippedFiles: Schema.Array(SkippedFile)
 })
 
 /**

@@ -352,6 +352,7 @@ describe("crash safety", () => {
           const r = await run(main, ["ingest", corpus, "--database-url", signalled.url, "--json"], { signal, delay })
           assert.isTrue(r.signalled)
           assert.strictEqual(r.code, code, show(r))
+          assert.strictEqual(lastJson(r.stdout).outcome, "stopped")
           assert.strictEqual(lastJson(r.stdout).resources.open, 0)
           timings.push({ run: signal, goneAfterMs: await backendsGoneAfter(monitor, signalled.name, r.exitedAt, 1000) })
           const { documents, partial } = await serverCheck(signalled.url)

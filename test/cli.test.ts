@@ -99,6 +99,9 @@ describe("ragpipe CLI", () => {
     assert.strictEqual(ingest.code, 0, ingest.stderr)
     const summary = lastJson(ingest.stdout)
     assert.deepStrictEqual(Object.keys(summary).slice(0, 5), ["files", "chunks", "resources", "breaker", "durationMs"])
+    assert.strictEqual(summary.outcome, "completed")
+    assert.isTrue(summary.walkComplete)
+    assert.deepStrictEqual(summary.skippedByReason, {})
     assert.deepStrictEqual(summary.files, { seen: files, ingested: files, unchanged: 0, skipped: 0, removed: 0 })
     assert.isAbove(summary.chunks.written, files)
     assert.strictEqual(summary.chunks.failed, 0)
@@ -432,6 +435,7 @@ describe("ragpipe CLI", () => {
       // documents in flight get 5 s to commit; the whole stop stays well inside a generous bound
       assert.isBelow(exitMillis, 10_000, `exited ${Math.round(exitMillis)} ms after ${signal}`)
       const summary = lastJson(stdout)
+      assert.strictEqual(summary.outcome, "stopped")
       assert.strictEqual(summary.resources.open, 0)
       assert.isBelow(summary.files.seen, 2500 + countFiles(corpusDir))
       assert.strictEqual(summary.files.removed, 0)
@@ -511,6 +515,7 @@ describe("ragpipe CLI", () => {
         "threshold",
         "total"
       ])
+      assert.strictEqual(summary.outcome, "broken")
       assert.strictEqual(summary.breaker.code, "error-rate")
       assert.strictEqual(summary.breaker.total, 10)
       assert.strictEqual(summary.breaker.errors, 5)

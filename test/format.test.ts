@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Schema from "effect/Schema"
 import * as Format from "../src/cli/format.js"
+import { IngestReport } from "../src/Domain.js"
 
 describe("CLI formatting", () => {
   it.each([
@@ -40,6 +42,59 @@ describe("CLI formatting", () => {
     const line = Format.progressLine(p, elapsed)
     assert.strictEqual(line, expected)
     assert.notInclude(line, "\n")
+  })
+
+  const report = (overrides: Partial<IngestReport> = {}): IngestReport => ({
+    files: { seen: 40, ingested: 30, unchanged: 6, skipped: 4, removed: 0 },
+    chunks: { written: 300, failed: 0, cached: 0 },
+    resources: { acquired: 50, released: 50, open: 0 },
+    breaker: null,
+    durationMs: 1500,
+    outcome: "completed",
+    walkComplete: true,
+    skippedByReason: { binary: 3, "too-large": 1 },
+    skippedFiles: [
+      { path: "a.bin", reason: "binary", detail: "a NUL byte at offset 12" },
+      { path: "big.md", reason: "too-large", detail: "11 MiB exceeds the 10 MiB limit; raise --max-file-size" }
+    ],
+    ...overrides
+  })
+
+  it("the ingest JSON says how the run ended and decodes as an IngestReport", () => {
+    for (const outcome of ["completed", "stopped", "broken"] as const) {
+      const json = JSON.parse(Format.ingestJson(report({ outcome, walkComplete: outcome !== "stopped" })))
+      assert.deepStrictEqual(Object.keys(json), [
+        "files",
+        "chunks",
+        "resources",
+        "breaker",
+        "durationMs",
+        "outcome",
+        "walkComplete",
+        "skippedByReason",
+        "skippedFiles"
+      ])
+      assert.strictEqual(json.outcome, outcome)
+      assert.strictEqual(json.walkComplete, outcome !== "stopped")
+      assert.deepStrictEqual(Schema.decodeUnknownSync(IngestReport)(json), report({ outcome, walkComplete: outcome !== "stopped" }))
+    }
+    assert.deepStrictEqual(JSON.parse(Format.ingestJson(report(), { index: null })).index, null)
+    assert.throws(() => Schema.decodeUnknownSync(IngestReport)({ ...report(), outcome: "finished" }))
+  })
+
+  it("the ingest table heads an interrupted run's summary as partial and says when nothing was removed", () => {
+    const complete = Format.ingestTable(report())
+    assert.notInclude(complete, "interrupted")
+    assert.notInclude(complete, "could not be read")
+    assert.include(complete, "skipped: binary 3, too-large 1")
+    assert.include(complete, "  a.bin: binary (a NUL byte at offset 12)")
+    const stopped = Format.ingestTable(report({ outcome: "stopped" }))
+    assert.isTrue(stopped.startsWith("Ingest interrupted: partial summary\n\n"), stopped)
+    assert.notInclude(Format.ingestTable(report({ outcome: "broken" })), "interrupted")
+    assert.include(
+      Format.ingestTable(report({ walkComplete: false })),
+      "Some directories could not be read, so no stored document was removed in this run."
+    )
   })
 
   it("the breaker in words names the rate, the counts, the limit and the last error", () => {

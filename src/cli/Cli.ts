@@ -24,6 +24,7 @@ import * as Database from "../Database.js"
 import * as Embedder from "../Embedder.js"
 import * as OpenAiEmbedder from "../OpenAiEmbedder.js"
 import * as Retry from "../Retry.js"
+import type { IngestReport } from "../Domain.js"
 import { EmbedError, InvalidInput } from "../Errors.js"
 import * as Ingest from "../Ingest.js"
 import * as Loader from "../Loader.js"
@@ -442,24 +443,19 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       const indexReport = Either.getOrNull(index)
       // Every layer above has been released here: the ledger's counts are final.
       const resources = (yield* ledger.snapshot).total
-      const report = {
+      const report: IngestReport = {
         files: summary.files,
         chunks: summary.chunks,
         resources,
         breaker: summary.breaker,
-        durationMs: summary.durationMs
+        durationMs: summary.durationMs,
+        outcome: summary.outcome,
+        walkComplete: summary.walkComplete,
+        skippedByReason: summary.skippedByReason,
+        skippedFiles: summary.skippedFiles
       }
-      yield* Console.log(
-        asJson
-          ? Format.ingestJson(report, summary.skippedFiles, buildIndex ? { index: indexReport } : {})
-          : Format.ingestTable(report, {
-            stopped: summary.outcome === "stopped",
-            walkComplete: summary.walkComplete,
-            skippedFiles: summary.skippedFiles,
-            skippedByReason: summary.skippedByReason,
-            ...(buildIndex ? { index: indexReport } : {})
-          })
-      )
+      const extra = buildIndex ? { index: indexReport } : {}
+      yield* Console.log(asJson ? Format.ingestJson(report, extra) : Format.ingestTable(report, extra))
       if (Either.isLeft(index)) return yield* index.left
       if (summary.breaker !== null) {
         yield* Console.error(Format.breakerWords(summary.breaker))

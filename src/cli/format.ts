@@ -3,7 +3,7 @@
  *
  * @internal
  */
-import type { IngestReport, SearchHit, SkippedFile, StoreStats } from "../Domain.js"
+import type { IngestReport, SearchHit, StoreStats } from "../Domain.js"
 import { formatBytes } from "../Loader.js"
 
 /** What `createIndex` reported (null: not built: the run did not complete, or a signal or error stopped it). */
@@ -13,18 +13,17 @@ export type IndexReport = { readonly created: boolean; readonly millis: number }
  * The JSON summary `ingest --json` prints as its last line; `"index"` is
  * present with `--index` only.
  */
-export const ingestJson = (
-  report: IngestReport,
-  skippedFiles: ReadonlyArray<SkippedFile>,
-  extra: { readonly index?: IndexReport } = {}
-): string =>
+export const ingestJson = (report: IngestReport, extra: { readonly index?: IndexReport } = {}): string =>
   JSON.stringify({
     files: report.files,
     chunks: report.chunks,
     resources: report.resources,
     breaker: report.breaker,
     durationMs: report.durationMs,
-    skippedFiles,
+    outcome: report.outcome,
+    walkComplete: report.walkComplete,
+    skippedByReason: report.skippedByReason,
+    skippedFiles: report.skippedFiles,
     ...("index" in extra ? { index: extra.index } : {})
   })
 
@@ -46,18 +45,14 @@ export const rate = (count: number, millis: number): string =>
 /** The readable form of an ingest summary. */
 export const ingestTable = (
   report: IngestReport,
-  details: {
-    readonly stopped: boolean
-    readonly walkComplete: boolean
-    readonly skippedFiles: ReadonlyArray<SkippedFile>
-    readonly skippedByReason: Readonly<Record<string, number>>
+  extra: {
     /** present with `--index` */
     readonly index?: IndexReport
-  }
+  } = {}
 ): string => {
   const lines: Array<string> = []
-  if (details.stopped) lines.push("Ingest interrupted: partial summary", "")
-  const index = details.index
+  if (report.outcome === "stopped") lines.push("Ingest interrupted: partial summary", "")
+  const index = extra.index
   lines.push(
     table([
       ["files seen", String(report.files.seen)],
@@ -77,15 +72,15 @@ export const ingestTable = (
       ...(index === undefined ? [] : [["vector index", indexWords(index)] as const])
     ])
   )
-  const reasons = Object.entries(details.skippedByReason)
+  const reasons = Object.entries(report.skippedByReason)
   if (reasons.length > 0) {
     lines.push("", "skipped: " + reasons.map(([reason, n]) => `${reason} ${n}`).join(", "))
-    for (const file of details.skippedFiles.slice(0, 20)) {
+    for (const file of report.skippedFiles.slice(0, 20)) {
       lines.push(`  ${file.path}: ${file.reason} (${file.detail})`)
     }
     if (report.files.skipped > 20) lines.push(`  ... and ${report.files.skipped - 20} more (see --json)`)
   }
-  if (!details.walkComplete) {
+  if (!report.walkComplete) {
     lines.push("", "Some directories could not be read, so no stored document was removed in this run.")
   }
   return lines.join("\n")
