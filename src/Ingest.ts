@@ -400,8 +400,13 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   // one are not read at all, and the store lists them seen as it finds them.
   // A failed check only means they are read. `claimed` holds the paths so
   // listed until their `unchanged` items come by (a few groups at most).
+  // When no document is stored completely with these settings (a first run,
+  // or the first after a settings change), no file can be claimed: the
+  // loader then neither stats files for it nor waits for its answers.
+  const claimable = options.rehash !== true &&
+    (yield* store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true)))
   const claimed = new Set<string>()
-  const unchanged: Loader.Options["unchanged"] = options.rehash === true ? undefined : (files) =>
+  const unchanged: Loader.Options["unchanged"] = !claimable ? undefined : (files) =>
     store.claimUnchanged(runId, files, settings).pipe(
       Effect.tap((paths) =>
         Effect.sync(() => {

@@ -181,6 +181,17 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
       return claimed
     })
 
+  const hasComplete: Service["hasComplete"] = (settings) =>
+    Effect.sync(() => {
+      for (const entry of documents.values()) {
+        if (
+          entry.complete && entry.chunker === settings.chunker && entry.model === settings.model &&
+          entry.dimensions === settings.dimensions
+        ) return true
+      }
+      return false
+    })
+
   const markSeen: Service["markSeen"] = (runId, paths, fingerprints) =>
     Effect.sync(() => {
       paths.forEach((path, i) => {
@@ -401,6 +412,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
     beginRun,
     lookup,
     claimUnchanged,
+    hasComplete,
     markSeen,
     writeDocuments,
     removeUnseen,

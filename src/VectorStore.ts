@@ -217,6 +217,12 @@ export interface Service {
     settings: DocumentSettings
   ) => Effect.Effect<ReadonlySet<string>, StoreError>
   /**
+   * Whether some document is stored completely with these settings. When
+   * none is — an empty store, or every document written with other settings
+   * — `claimUnchanged` can claim nothing, and a run does not ask it.
+   */
+  readonly hasComplete: (settings: DocumentSettings) => Effect.Effect<boolean, StoreError>
+  /**
    * Replace documents and their chunks in one transaction: a reader sees
    * all of them, old or new, never a part. When a path occurs more than
    * once, its last write wins.
@@ -689,6 +695,16 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       Effect.mapError(queryError("reading stored documents"))
     )
 
+  const hasComplete: Service["hasComplete"] = (settings) =>
+    sql<{ found: boolean }>`
+      SELECT EXISTS (
+        SELECT 1 FROM documents
+        WHERE complete AND chunker = ${settings.chunker} AND model = ${settings.model}
+          AND dimensions = ${settings.dimensions}) AS found`.pipe(
+      Effect.map((rows) => rows[0]?.found === true),
+      Effect.mapError(queryError("reading stored documents"))
+    )
+
   /**
    * The statements of one write, on one connection in one transaction:
    * upsert the documents, replace their chunks (written by `insertChunks`),
@@ -952,6 +968,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
     beginRun,
     lookup,
     claimUnchanged,
+    hasComplete,
     markSeen,
     writeDocuments,
     removeUnseen,

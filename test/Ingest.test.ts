@@ -16,7 +16,7 @@ import * as NodePath from "node:path"
 import * as Chunker from "../src/Chunker.js"
 import * as CircuitBreaker from "../src/CircuitBreaker.js"
 import * as Embedder from "../src/Embedder.js"
-import { EmbedError, type StoreError } from "../src/Errors.js"
+import { EmbedError, StoreError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
 import { makeHashingEmbedder } from "../src/internal/hashingEmbedder.js"
 import * as MemoryVectorStore from "../src/MemoryVectorStore.js"
@@ -235,6 +235,60 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.deepStrictEqual(yield* partialDocuments, [])
       }).pipe(
         Effect.provide(withHashing(data))
+      )
+    }))
+
+  it.scopedLive("a store with no document complete with the run's settings is not asked about unchanged files", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      const hourAgo = new Date(Date.now() - 3_600_000)
+      writeFiles(work, { "a.md": "# A\n\nalpha text\n", "b.md": "# B\n\nbravo text\n", "c.md": "# C\n\ncharlie\n" })
+      for (const name of ["a.md", "b.md", "c.md"]) NodeFs.utimesSync(NodePath.join(work, name), hourAgo, hourAgo)
+      let claims = 0
+      let failCheck = false
+      const counted = Layer.effect(
+        VectorStore.VectorStore,
+        Effect.map(VectorStore.VectorStore, (store): VectorStore.Service => ({
+          ...store,
+          claimUnchanged: (runId, files, settings) =>
+            Effect.zipRight(Effect.sync(() => void claims++), store.claimUnchanged(runId, files, settings)),
+          hasComplete: (settings) =>
+            failCheck
+              ? Effect.fail(new StoreError({ reason: "query", message: "the check failed" }))
+              : store.hasComplete(settings)
+        }))
+      ).pipe(Layer.provideMerge(data()))
+      const filesRead = Effect.map(ResourceLedger.snapshot, (s) => s.byKind["file"]?.acquired ?? 0)
+      /** a run: its file counts, the claims it made and the files it opened */
+      const run = (options?: Ingest.Options) =>
+        Effect.gen(function*() {
+          const [claimsBefore, readBefore] = [claims, yield* filesRead]
+          const summary = yield* Ingest.ingestDirectory({ root: work }, options).pipe(
+            Effect.withClock(aheadClock(60_000))
+          )
+          return { files: summary.files, claims: claims - claimsBefore, read: (yield* filesRead) - readBefore }
+        })
+      const other = { chunker: { chunkSize: 300, chunkOverlap: 0 } }
+      const all = (ingested: number, unchanged: number) => ({ seen: 3, ingested, unchanged, skipped: 0, removed: 0 })
+
+      yield* Effect.gen(function*() {
+        // empty: every file is read, none is offered to the store
+        assert.deepStrictEqual(yield* run(), { files: all(3, 0), claims: 0, read: 3 })
+        // the same settings: the files are claimed, none is read
+        assert.deepStrictEqual(yield* run(), { files: all(0, 3), claims: 1, read: 0 })
+        // other chunker settings: nothing stored with them yet, so nothing is asked
+        assert.deepStrictEqual(yield* run(other), { files: all(3, 0), claims: 0, read: 3 })
+        assert.deepStrictEqual(yield* run(other), { files: all(0, 3), claims: 1, read: 0 })
+        // back to the first settings: every document was rewritten with the others
+        assert.deepStrictEqual(yield* run(), { files: all(3, 0), claims: 0, read: 3 })
+        // a failed check only means the store is asked
+        failCheck = true
+        assert.deepStrictEqual(yield* run(), { files: all(0, 3), claims: 1, read: 0 })
+        // --rehash asks nothing and reads everything
+        assert.deepStrictEqual(yield* run({ rehash: true }), { files: all(0, 3), claims: 0, read: 3 })
+      }).pipe(
+        Effect.provide(Layer.mergeAll(counted, Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer)))
       )
     }))
 

@@ -316,7 +316,7 @@ describe("MemoryVectorStore directly", () => {
 })
 
 describe.each(backends)("MemoryVectorStore agrees with the store on $name", (backend) => {
-  it.scopedLive("claimUnchanged: files stored completely with that fingerprint and these settings, listed seen", () =>
+  it.scopedLive("claimUnchanged: files stored completely with that fingerprint and these settings, listed seen; hasComplete", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
       const odd = "dir/we\"ird\\ name\n✓ 'quoted'.txt"
@@ -332,15 +332,26 @@ describe.each(backends)("MemoryVectorStore agrees with the store on $name", (bac
       const observe = Effect.gen(function*() {
         const store = yield* VectorStore.VectorStore
         yield* store.prepare({ model: "test-model", dimensions: 3 })
+        const completeWhenEmpty = yield* store.hasComplete(settings)
         yield* Effect.scoped(Effect.flatMap(store.beginRun, (run) =>
           store.writeDocuments([
             stored("a.txt", run, "fp-a"),
             stored(odd, run, "fp-odd"),
             stored("incomplete.txt", run, "fp-i", true),
             { ...stored("other-chunker.txt", run, "fp-c"), chunker: "other" },
+            { ...stored("incomplete-lone.txt", run, "fp-l", true), model: "lone-model" },
             stored("no-fingerprint.txt", run, undefined),
             stored("changed.txt", run, "fp-before")
           ])))
+        // some document complete with exactly these settings
+        const complete = [
+          completeWhenEmpty,
+          yield* store.hasComplete(settings),
+          yield* store.hasComplete({ ...settings, chunker: "other" }),
+          yield* store.hasComplete({ ...settings, model: "lone-model" }),
+          yield* store.hasComplete({ ...settings, model: "other" }),
+          yield* store.hasComplete({ ...settings, dimensions: 4 })
+        ]
         return yield* Effect.scoped(Effect.gen(function*() {
           const run = yield* store.beginRun
           const claim = (files: ReadonlyArray<VectorStore.FileState>, with_ = settings) =>
@@ -359,18 +370,19 @@ describe.each(backends)("MemoryVectorStore agrees with the store on $name", (bac
           ])
           const removed = yield* store.removeUnseen(run)
           const left = [...(yield* store.lookup([odd, "a.txt", "incomplete.txt", "changed.txt"])).keys()].sort()
-          return { otherModel, otherDimensions, none, claimed, removed, left }
+          return { complete, otherModel, otherDimensions, none, claimed, removed, left }
         }))
       })
       const memory = yield* observe.pipe(Effect.provide(MemoryVectorStore.layer))
       const postgres = yield* observe.pipe(Effect.provide(data().pipe(Layer.provideMerge(ledgerLayer))))
       assert.deepStrictEqual(memory, {
+        complete: [false, true, true, false, false, false],
         otherModel: [],
         otherDimensions: [],
         none: [],
         claimed: ["a.txt", odd].sort(),
         // only what was claimed was seen by the run
-        removed: 4,
+        removed: 5,
         left: ["a.txt", odd].sort()
       })
       assert.deepStrictEqual(postgres, memory)
