@@ -254,9 +254,9 @@ export const IngestReport = Schema.Struct({
   breaker: Schema.NullOr(Schema.Unknown),
   durationMs: Schema.Int,
   /**
-   * `completed`: every file was walked; `stopped`: a signal (or the caller's
-   * `stop`) ended the run early, so the counts are partial; `broken`: the
-   * error-rate breaker ended it (see `breaker`).
+   * `completed`: the walk ran to its end (see `walkComplete`); `stopped`: a
+   * signal (or the caller's `stop`) ended the run early, so the counts are
+   * partial; `broken`: the error-rate breaker ended it (see `breaker`).
    */
   outcome: Schema.Literal("completed", "stopped", "broken"),
   /** false when some directory could not be read: then no document was removed */
