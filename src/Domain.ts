@@ -264,7 +264,13 @@ export const IngestReport = Schema.Struct({
   /** skipped files counted by reason */
   skippedByReason: Schema.Record({ key: Schema.String, value: Schema.Int }),
   /** the first skipped files (at most 1000 in `ingest --json`), with their reasons */
-  skippedFiles: Schema.Array(SkippedFile)
+  skippedFiles: Schema.Array(SkippedFile),
+  /**
+   * With `ingest --index` only: the vector index build (`created` is false
+   * when the index existed), or null when it was not built — the run did not
+   * complete, or a signal or an error stopped the build.
+   */
+  index: Schema.optional(Schema.NullOr(Schema.Struct({ created: Schema.Boolean, millis: Schema.Number })))
 })
 
 /**

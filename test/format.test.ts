@@ -78,7 +78,13 @@ describe("CLI formatting", () => {
       assert.strictEqual(json.walkComplete, outcome !== "stopped")
       assert.deepStrictEqual(Schema.decodeUnknownSync(IngestReport)(json), report({ outcome, walkComplete: outcome !== "stopped" }))
     }
-    assert.deepStrictEqual(JSON.parse(Format.ingestJson(report(), { index: null })).index, null)
+    for (const index of [null, { created: true, millis: 1234 }]) {
+      const json = JSON.parse(Format.ingestJson(report({ index })))
+      assert.deepStrictEqual(json.index, index)
+      assert.deepStrictEqual(Schema.decodeUnknownSync(IngestReport)(json), report({ index }))
+    }
+    assert.include(Format.ingestTable(report({ index: { created: true, millis: 1234 } })), "vector index")
+    assert.notInclude(Format.ingestTable(report()), "vector index")
     assert.throws(() => Schema.decodeUnknownSync(IngestReport)({ ...report(), outcome: "finished" }))
   })
 

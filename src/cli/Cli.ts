@@ -452,10 +452,10 @@ const ingestCommand = (deps: Dependencies) => Command.make(
         outcome: summary.outcome,
         walkComplete: summary.walkComplete,
         skippedByReason: summary.skippedByReason,
-        skippedFiles: summary.skippedFiles
+        skippedFiles: summary.skippedFiles,
+        ...(buildIndex ? { index: indexReport } : {})
       }
-      const extra = buildIndex ? { index: indexReport } : {}
-      yield* Console.log(asJson ? Format.ingestJson(report, extra) : Format.ingestTable(report, extra))
+      yield* Console.log(asJson ? Format.ingestJson(report) : Format.ingestTable(report))
       if (Either.isLeft(index)) return yield* index.left
       if (summary.breaker !== null) {
         yield* Console.error(Format.breakerWords(summary.breaker))

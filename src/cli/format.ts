@@ -7,13 +7,13 @@ import type { IngestReport, SearchHit, StoreStats } from "../Domain.js"
 import { formatBytes } from "../Loader.js"
 
 /** What `createIndex` reported (null: not built: the run did not complete, or a signal or error stopped it). */
-export type IndexReport = { readonly created: boolean; readonly millis: number } | null
+export type IndexReport = NonNullable<IngestReport["index"]> | null
 
 /**
  * The JSON summary `ingest --json` prints as its last line; `"index"` is
  * present with `--index` only.
  */
-export const ingestJson = (report: IngestReport, extra: { readonly index?: IndexReport } = {}): string =>
+export const ingestJson = (report: IngestReport): string =>
   JSON.stringify({
     files: report.files,
     chunks: report.chunks,
@@ -24,7 +24,7 @@ export const ingestJson = (report: IngestReport, extra: { readonly index?: Index
     walkComplete: report.walkComplete,
     skippedByReason: report.skippedByReason,
     skippedFiles: report.skippedFiles,
-    ...("index" in extra ? { index: extra.index } : {})
+    ...(report.index === undefined ? {} : { index: report.index })
   })
 
 const pad = (s: string, n: number) => s + " ".repeat(Math.max(0, n - s.length))
@@ -43,16 +43,10 @@ export const rate = (count: number, millis: number): string =>
 
 
 /** The readable form of an ingest summary. */
-export const ingestTable = (
-  report: IngestReport,
-  extra: {
-    /** present with `--index` */
-    readonly index?: IndexReport
-  } = {}
-): string => {
+export const ingestTable = (report: IngestReport): string => {
   const lines: Array<string> = []
   if (report.outcome === "stopped") lines.push("Ingest interrupted: partial summary", "")
-  const index = extra.index
+  const index = report.index
   lines.push(
     table([
       ["files seen", String(report.files.seen)],
