@@ -18,7 +18,14 @@ import * as Ref from "effect/Ref"
 import * as Stream from "effect/Stream"
 import * as Chunker from "./Chunker.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
-import type { Chunk as TextChunk, EmbeddedChunk, Embedding, SkippedFile, SourceDocument } from "./Domain.js"
+import type {
+  Chunk as TextChunk,
+  EmbeddedChunk,
+  Embedding,
+  IngestReport,
+  SkippedFile,
+  SourceDocument
+} from "./Domain.js"
 import { Embedder } from "./Embedder.js"
 import * as EmbeddingCache from "./EmbeddingCache.js"
 import * as FairScheduler from "./internal/fairScheduler.js"
@@ -28,7 +35,7 @@ import * as Loader from "./Loader.js"
 import * as LruCache from "./LruCache.js"
 import * as Retry from "./Retry.js"
 import type { ResourceLedger } from "./ResourceLedger.js"
-import { type DocumentWrite, type StoredDocument, VectorStore } from "./VectorStore.js"
+import { type DocumentWrite, isCompleteWith, type StoredDocument, VectorStore } from "./VectorStore.js"
 
 /**
  * Live counters of a run, readable while it goes on.
@@ -72,7 +79,7 @@ export const emptyProgress: Progress = {
  * @since 0.1.0
  * @category models
  */
-export type Outcome = "completed" | "stopped" | "broken"
+export type Outcome = IngestReport["outcome"]
 
 /**
  * A chunk whose embedding failed (after retries), or that the call breaker
@@ -389,13 +396,6 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   /** What a stored document must have been written with to be up to date. */
   const settings = { chunker: chunkerKey, model: embedder.model, dimensions: embedder.dimensions }
 
-  /** Stored with these settings, completely: only the content can have changed. */
-  const sameSettings = (stored: StoredDocument): boolean =>
-    stored.chunker === settings.chunker &&
-    stored.model === settings.model &&
-    stored.dimensions === settings.dimensions &&
-    stored.complete
-
   // Offered to the filesystem loader: files whose fingerprint is the stored
   // one are not read at all, and the store lists them seen as it finds them.
   // A failed check only means they are read. `claimed` holds the paths so
@@ -480,7 +480,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
       const sameFingerprints: Array<string | null> = []
       for (const doc of docs) {
         const entry = stored.get(doc.path)
-        if (entry !== undefined && entry.contentHash === doc.contentHash && sameSettings(entry)) {
+        if (entry !== undefined && entry.contentHash === doc.contentHash && isCompleteWith(entry, settings)) {
           counters.unchanged++
           same.push(doc.path)
           sameFingerprints.push(doc.fingerprint ?? null)

@@ -29,6 +29,7 @@ import {
   type Service,
   type StoredDocument,
   isComplete,
+  isCompleteWith,
   VectorStore
 } from "./VectorStore.js"
 
@@ -170,11 +171,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
       const claimed = new Set<string>()
       for (const { fingerprint, path } of files) {
         const entry = documents.get(path)
-        if (
-          entry === undefined || entry.fingerprint !== fingerprint || !entry.complete ||
-          entry.chunker !== settings.chunker || entry.model !== settings.model ||
-          entry.dimensions !== settings.dimensions
-        ) continue
+        if (entry === undefined || entry.fingerprint !== fingerprint || !isCompleteWith(entry, settings)) continue
         documents.set(path, { ...entry, seenRun: runId })
         claimed.add(path)
       }
@@ -184,10 +181,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
   const hasComplete: Service["hasComplete"] = (settings) =>
     Effect.sync(() => {
       for (const entry of documents.values()) {
-        if (
-          entry.complete && entry.chunker === settings.chunker && entry.model === settings.model &&
-          entry.dimensions === settings.dimensions
-        ) return true
+        if (isCompleteWith(entry, settings)) return true
       }
       return false
     })

@@ -71,6 +71,17 @@ export interface DocumentSettings {
 }
 
 /**
+ * Whether `stored` was written completely with these settings: then only its
+ * content can differ from what a run with them would write.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const isCompleteWith = (stored: StoredDocument, settings: DocumentSettings): boolean =>
+  stored.complete && stored.chunker === settings.chunker && stored.model === settings.model &&
+  stored.dimensions === settings.dimensions
+
+/**
  * A file as a run finds it on disk: its path and fingerprint
  * (`SourceDocument.fingerprint`).
  *

@@ -68,6 +68,17 @@ const aheadClock = (millis: number): Clock.Clock => {
   })
 }
 
+/** Three files last changed an hour ago (old enough for their fingerprints to be trusted); that time. */
+const writeOldFiles = (work: string): Date => {
+  const hourAgo = new Date(Date.now() - 3_600_000)
+  writeFiles(work, { "a.md": "# A\n\nalpha text\n", "b.md": "# B\n\nbravo text\n", "c.md": "# C\n\ncharlie\n" })
+  for (const name of ["a.md", "b.md", "c.md"]) NodeFs.utimesSync(NodePath.join(work, name), hourAgo, hourAgo)
+  return hourAgo
+}
+
+/** Files the ledger has seen opened so far. */
+const filesRead = Effect.map(ResourceLedger.snapshot, (s) => s.byKind["file"]?.acquired ?? 0)
+
 describe.each(backends)("Ingest on $name", (backend) => {
   it.scopedLive("ingest, search, then incremental runs touch exactly what changed", () =>
     Effect.gen(function*() {
@@ -170,10 +181,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
     Effect.gen(function*() {
       const work = yield* tempDir()
       const data = yield* backend.fresh
-      const hourAgo = new Date(Date.now() - 3_600_000)
-      writeFiles(work, { "a.md": "# A\n\nalpha text\n", "b.md": "# B\n\nbravo text\n", "c.md": "# C\n\ncharlie\n" })
-      for (const name of ["a.md", "b.md", "c.md"]) NodeFs.utimesSync(NodePath.join(work, name), hourAgo, hourAgo)
-      const filesRead = Effect.map(ResourceLedger.snapshot, (s) => s.byKind["file"]?.acquired ?? 0)
+      const hourAgo = writeOldFiles(work)
       /** a run, and how many files it opened */
       const run = (options?: Ingest.Options) =>
         Effect.gen(function*() {
@@ -242,9 +250,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
     Effect.gen(function*() {
       const work = yield* tempDir()
       const data = yield* backend.fresh
-      const hourAgo = new Date(Date.now() - 3_600_000)
-      writeFiles(work, { "a.md": "# A\n\nalpha text\n", "b.md": "# B\n\nbravo text\n", "c.md": "# C\n\ncharlie\n" })
-      for (const name of ["a.md", "b.md", "c.md"]) NodeFs.utimesSync(NodePath.join(work, name), hourAgo, hourAgo)
+      writeOldFiles(work)
       let claims = 0
       let failCheck = false
       const counted = Layer.effect(
@@ -259,7 +265,6 @@ describe.each(backends)("Ingest on $name", (backend) => {
               : store.hasComplete(settings)
         }))
       ).pipe(Layer.provideMerge(data()))
-      const filesRead = Effect.map(ResourceLedger.snapshot, (s) => s.byKind["file"]?.acquired ?? 0)
       /** a run: its file counts, the claims it made and the files it opened */
       const run = (options?: Ingest.Options) =>
         Effect.gen(function*() {

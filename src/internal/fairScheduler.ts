@@ -19,11 +19,10 @@
  * however long the drains took: a write's statements then waited for the
  * pipeline's work — a BEGIN took 6.5 ms on average from its sending to its
  * answer being read (2.2–3.5 ms with the quantum) — and peak RSS on the
- * server was 192 MiB. With every drain
- * through `setImmediate` it was 184 MiB, but runs on the embedded database
- * took 2,940 ms against 2,770 ms: there is no socket to wait for, only the
- * cost of the extra turns. With the quantum: 184 MiB on the server and
- * 2,740 ms embedded.
+ * server was 192 MiB. With every drain through `setImmediate` it was
+ * 184 MiB, but runs on the embedded database took 2,940 ms against
+ * 2,770 ms: there is no socket to wait for, only the cost of the extra
+ * turns. With the quantum: 184 MiB on the server and 2,740 ms embedded.
  *
  * @internal
  */
