@@ -24,7 +24,7 @@ import * as NodePath from "node:path"
 import Pg from "pg"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import * as ResourceLedger from "../src/ResourceLedger.js"
-import { partialDocuments, repoRoot, storeLayer, testDatabaseUrl } from "./support.js"
+import { createDatabase, partialDocuments, repoRoot, storeLayer, testDatabaseUrl, withClient } from "./support.js"
 
 const main = NodePath.join(repoRoot, "dist", "cli", "main.js")
 const corpusFiles = 1500
@@ -126,30 +126,6 @@ const freshDataDir = (name: string): string => {
     NodeFs.cpSync(NodePath.join(template, "pgdata"), NodePath.join(dir, "pgdata"), { recursive: true })
   }
   return dir
-}
-
-const withClient = async <A>(url: string, f: (client: Pg.Client) => Promise<A>): Promise<A> => {
-  const client = new Pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return await f(client)
-  } finally {
-    await client.end()
-  }
-}
-
-/** A database of its own on the server, with pgvector; returns its URL and a function dropping it. */
-const createDatabase = async (base: string): Promise<{ name: string; url: string; drop: () => Promise<void> }> => {
-  const name = `ragpipe_crash_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
-  await withClient(base, (c) => c.query(`CREATE DATABASE ${name}`))
-  const url = new URL(base)
-  url.pathname = `/${name}`
-  await withClient(url.toString(), (c) => c.query("CREATE EXTENSION IF NOT EXISTS vector"))
-  return {
-    name,
-    url: url.toString(),
-    drop: () => withClient(base, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => {})
-  }
 }
 
 /** What a store holds: its documents, and those whose chunk rows do not number their chunk_count. */
@@ -316,9 +292,9 @@ describe("crash safety", () => {
     "server (runs when RAGPIPE_TEST_DATABASE_URL is set): SIGINT, SIGTERM and SIGKILL mid-ingest leave whole documents, the same checksum, and no backend behind",
     async () => {
       // signals and kills on databases of their own: the kills' delays assume a run that starts empty
-      const signalled = await createDatabase(serverUrl!)
-      const crashed = await createDatabase(serverUrl!)
-      const clean = await createDatabase(serverUrl!)
+      const signalled = await createDatabase(serverUrl!, "crash")
+      const crashed = await createDatabase(serverUrl!, "crash")
+      const clean = await createDatabase(serverUrl!, "crash")
       const monitor = new Pg.Client({ connectionString: serverUrl! })
       await monitor.connect()
       const timings: Array<{ run: string; goneAfterMs: number | undefined }> = []

@@ -5,8 +5,10 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
 import Pg from "pg"
 import * as NodeFs from "node:fs"
+import * as NodeNet from "node:net"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
@@ -159,3 +161,175 @@ export const openAiFlags = (server: FaultServer.FaultServer) => [
   "--dimensions",
   "64"
 ]
+
+/** Connect a client to `url`, run `f`, disconnect. */
+export const withClient = async <A>(url: string, f: (client: Pg.Client) => Promise<A>): Promise<A> => {
+  const client = new Pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return await f(client)
+  } finally {
+    await client.end()
+  }
+}
+
+/**
+ * A database of its own on the server, with pgvector, named after `purpose`;
+ * returns its URL and a function dropping it.
+ */
+export const createDatabase = async (
+  base: string,
+  purpose: string
+): Promise<{ name: string; url: string; drop: () => Promise<void> }> => {
+  const name = `ragpipe_${purpose}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+  await withClient(base, (c) => c.query(`CREATE DATABASE ${name}`))
+  const url = new URL(base)
+  url.pathname = `/${name}`
+  await withClient(url.toString(), (c) => c.query("CREATE EXTENSION IF NOT EXISTS vector"))
+  return {
+    name,
+    url: url.toString(),
+    drop: () => withClient(base, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => {})
+  }
+}
+
+/** A port on the loopback interface that nothing listens on (it was free a moment ago). */
+export const closedPort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = NodeNet.createServer()
+    server.on("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as NodeNet.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+
+/** A loopback stand-in for a PostgreSQL server: see {@link fakePostgres}. */
+export interface FakePostgres {
+  readonly port: number
+  /** connections accepted so far */
+  readonly accepted: () => number
+  /** connections the client has not closed yet */
+  readonly open: () => number
+  /** the simple queries received, in order */
+  readonly queries: ReadonlyArray<string>
+}
+
+const message = (type: string, body: Buffer): Buffer => {
+  const head = Buffer.alloc(5)
+  head.write(type, 0, "latin1")
+  head.writeInt32BE(body.length + 4, 1)
+  return Buffer.concat([head, body])
+}
+
+const int32 = (n: number) => {
+  const b = Buffer.alloc(4)
+  b.writeInt32BE(n)
+  return b
+}
+
+const cstring = (text: string) => Buffer.from(`${text}\0`, "utf8")
+
+const readyForQuery = message("Z", Buffer.from("I"))
+
+/** The answer to a simple query: one int4 column, `rows` rows holding 1. */
+const answer = (rows: number): Buffer => {
+  const field = Buffer.concat([cstring("x"), int32(0), Buffer.from([0, 0]), int32(23), Buffer.from([0, 4]), int32(-1), Buffer.from([0, 0])])
+  const rowDescription = message("T", Buffer.concat([Buffer.from([0, 1]), field]))
+  const dataRow = message("D", Buffer.concat([Buffer.from([0, 1]), int32(1), Buffer.from("1")]))
+  return Buffer.concat([
+    rowDescription,
+    ...Array.from({ length: rows }, () => dataRow),
+    message("C", cstring(`SELECT ${rows}`)),
+    readyForQuery
+  ])
+}
+
+/**
+ * A loopback server speaking just enough of PostgreSQL's wire protocol for a
+ * client to connect and send simple queries, in one of two ways:
+ * - `no-pgvector`: any user is let in without a password, and every query
+ *   is answered with one row holding 1, except one that reads
+ *   `pg_available_extensions`, answered with no row: a server without
+ *   pgvector;
+ * - `silent`: connections are accepted and never answered.
+ * Closed, with every connection, when the scope closes.
+ */
+export const fakePostgres = (mode: "no-pgvector" | "silent"): Effect.Effect<FakePostgres, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly fake: FakePostgres; readonly server: NodeNet.Server; readonly sockets: Set<NodeNet.Socket> }>(
+      (resume) => {
+        const sockets = new Set<NodeNet.Socket>()
+        const queries: Array<string> = []
+        let accepted = 0
+        const server = NodeNet.createServer((socket) => {
+          accepted++
+          sockets.add(socket)
+          socket.on("close", () => sockets.delete(socket))
+          socket.on("error", () => {})
+          if (mode === "silent") {
+            socket.resume() // read and drop what comes, so that the client's close is seen
+            return
+          }
+          let pending = Buffer.alloc(0)
+          let started = false
+          socket.on("data", (data) => {
+            pending = Buffer.concat([pending, data])
+            for (;;) {
+              if (!started) {
+                if (pending.length < 8) return
+                const length = pending.readInt32BE(0)
+                if (pending.length < length) return
+                const code = pending.readInt32BE(4)
+                pending = pending.subarray(length)
+                if (code === 80877103) {
+                  socket.write("N") // no TLS
+                  continue
+                }
+                started = true
+                socket.write(Buffer.concat([
+                  message("R", int32(0)),
+                  message("K", Buffer.concat([int32(4242), int32(1)])),
+                  readyForQuery
+                ]))
+                continue
+              }
+              if (pending.length < 5) return
+              const type = String.fromCharCode(pending[0]!)
+              const length = pending.readInt32BE(1)
+              if (pending.length < length + 1) return
+              const body = pending.subarray(5, length + 1)
+              pending = pending.subarray(length + 1)
+              if (type === "X") {
+                socket.end()
+                return
+              }
+              if (type === "Q") {
+                const query = body.subarray(0, body.length - 1).toString("utf8")
+                queries.push(query)
+                socket.write(answer(query.includes("pg_available_extensions") ? 0 : 1))
+              } else if (type === "S") {
+                socket.write(Buffer.concat([
+                  message("E", Buffer.concat([cstring("SERROR"), cstring("C0A000"), cstring("Mfake server: simple queries only"), Buffer.from([0])])),
+                  readyForQuery
+                ]))
+              }
+            }
+          })
+        })
+        server.listen(0, "127.0.0.1", () => {
+          const { port } = server.address() as NodeNet.AddressInfo
+          resume(Effect.succeed({
+            fake: { port, accepted: () => accepted, open: () => sockets.size, queries },
+            server,
+            sockets
+          }))
+        })
+      }
+    ),
+    ({ server, sockets }) =>
+      Effect.async<void>((resume) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resume(Effect.void))
+      })
+  ).pipe(Effect.map(({ fake }) => fake))
