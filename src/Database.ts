@@ -23,6 +23,7 @@ import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import Pg from "pg"
 import { StoreError } from "./Errors.js"
+import { cancelOutsidePool } from "./internal/pgCancel.js"
 import { ResourceLedger } from "./ResourceLedger.js"
 
 /**
@@ -368,7 +369,12 @@ export const layerServer = (
       const pool = yield* ledger.acquireRelease(
         "pg-pool",
         Effect.sync(makePool).pipe(
-          Effect.tap((pool) => Effect.sync(() => pool.on("error", () => {}))),
+          Effect.tap((pool) =>
+            Effect.sync(() => {
+              pool.on("error", () => {})
+              cancelOutsidePool(pool)
+            })
+          ),
           Effect.tap((pool) =>
             Effect.tryPromise({
               try: () => pool.query("SELECT 1"),
