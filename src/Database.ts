@@ -265,20 +265,65 @@ export interface ServerOptions {
   readonly schema?: string
 }
 
+/** What a connection URL should look like, for messages. */
+const urlForm = "postgres://user:password@host:port/database"
+
+/**
+ * A connection URL parsed as `pg` reads it, or why it cannot be: the scheme
+ * must be `postgres` or `postgresql`; the host may be left out (`pg`
+ * then connects to localhost, or to the socket directory a `host`
+ * parameter names) or be a socket directory written with `%2F`.
+ */
+const parseUrl = (url: Redacted.Redacted<string>): URL | string => {
+  const text = Redacted.value(url).trim()
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text)
+  if (scheme === null) return `the database URL (--database-url / DATABASE_URL) is not a URL; expected ${urlForm}`
+  const name = scheme[1]!.toLowerCase()
+  if (name !== "postgres" && name !== "postgresql") {
+    return `the database URL (--database-url / DATABASE_URL) is a ${name}:// URL, not a PostgreSQL one; expected ${urlForm}`
+  }
+  // WHATWG URLs need a host where pg does not (postgres://user@/db?host=/run/postgresql)
+  const withHost = text.replace(/^([^:]+:\/\/(?:[^@/?#]*@)?)(?=[/?#]|$)/, "$1localhost")
+  try {
+    return new URL(withHost)
+  } catch {
+    return `the database URL (--database-url / DATABASE_URL) cannot be parsed: check its host and port (a number); expected ${urlForm}`
+  }
+}
+
+/**
+ * What is wrong with a connection URL, or `undefined` when `pg` can use it.
+ * The message never repeats the URL, which may hold a password.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const checkUrl = (url: Redacted.Redacted<string>): string | undefined => {
+  const parsed = parseUrl(url)
+  return typeof parsed === "string" ? parsed : undefined
+}
+
 /**
  * Where a connection URL points, without its password: safe to print.
+ * A socket directory (given as the host, `%2F`-encoded, or as a `host`
+ * parameter) is shown as the host.
  *
  * @since 0.1.0
  * @category utils
  */
 export const describeUrl = (url: Redacted.Redacted<string>): string => {
-  try {
-    const parsed = new URL(Redacted.value(url))
-    const user = parsed.username.length > 0 ? `${decodeURIComponent(parsed.username)}@` : ""
-    return `${user}${parsed.hostname}:${parsed.port.length > 0 ? parsed.port : "5432"}${parsed.pathname}`
-  } catch {
-    return "(unparsable URL)"
+  const parsed = parseUrl(url)
+  if (typeof parsed === "string") return "(unparsable URL)"
+  const decode = (part: string) => {
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      return part
+    }
   }
+  const user = parsed.username.length > 0 ? `${decode(parsed.username)}@` : ""
+  const host = parsed.searchParams.get("host") ?? decode(parsed.hostname)
+  return `${user}${host}:${parsed.port.length > 0 ? parsed.port : "5432"}${decode(parsed.pathname)}`
 }
 
 const pgCode = (cause: unknown): string | undefined =>
@@ -318,6 +363,23 @@ const connectError = (where: string, cause: unknown): StoreError => {
 }
 
 /**
+ * The first connection's failure: {@link connectError}, or — when it took
+ * the whole connect timeout and the server said nothing — that the server
+ * did not answer in time (`pg` then reports only a terminated connection).
+ */
+const firstConnectError = (where: string, cause: unknown, elapsedMillis: number, timeoutMillis: number) => {
+  if (timeoutMillis > 0 && pgCode(cause) === undefined && elapsedMillis >= timeoutMillis) {
+    const limit = timeoutMillis < 1000 ? `${timeoutMillis} ms` : `${timeoutMillis / 1000} s`
+    return new StoreError({
+      reason: "open",
+      message: `cannot reach the PostgreSQL server at ${where}: it did not answer within ${limit}; ` +
+        `check that it is running and that --database-url / DATABASE_URL is right, or raise --db-connect-timeout`
+    })
+  }
+  return connectError(where, cause)
+}
+
+/**
  * The `pg.Pool` behind {@link layerServer}'s `SqlClient`, for work the
  * `SqlClient` cannot do — the PostgreSQL store writes chunks with
  * `COPY ... FROM STDIN` on a client checked out of it. Only a server has
@@ -349,16 +411,19 @@ export const layerServer = (
   Layer.scopedContext(
     Effect.gen(function*() {
       const ledger = yield* ResourceLedger
+      const problem = checkUrl(options.url)
+      if (problem !== undefined) return yield* new StoreError({ reason: "open", message: problem })
       const where = describeUrl(options.url)
       if (options.schema !== undefined && !isSchemaName(options.schema)) {
         return yield* new StoreError({ reason: "open", message: `invalid schema name ${options.schema}` })
       }
       const statementTimeout = Duration.toMillis(options.statementTimeout ?? Duration.minutes(10))
+      const connectTimeout = Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
       const makePool = () =>
         new Pg.Pool({
           connectionString: Redacted.value(options.url),
           max: options.poolSize ?? 4,
-          connectionTimeoutMillis: Duration.toMillis(options.connectTimeout ?? Duration.seconds(10)),
+          connectionTimeoutMillis: connectTimeout,
           idleTimeoutMillis: Duration.toMillis(options.idleTimeout ?? Duration.seconds(30)),
           application_name: "ragpipe",
           ...(statementTimeout > 0 ? { statement_timeout: statementTimeout } : {}),
@@ -375,12 +440,14 @@ export const layerServer = (
               cancelOutsidePool(pool)
             })
           ),
-          Effect.tap((pool) =>
-            Effect.tryPromise({
+          Effect.tap((pool) => {
+            // wall-clock time, as pg's connect timer runs on it
+            const started = Date.now()
+            return Effect.tryPromise({
               try: () => pool.query("SELECT 1"),
-              catch: (cause) => connectError(where, cause)
+              catch: (cause) => firstConnectError(where, cause, Date.now() - started, connectTimeout)
             }).pipe(Effect.tapError(() => Effect.promise(() => pool.end())))
-          )
+          })
         ),
         (pool) => Effect.promise(() => pool.end()),
         where

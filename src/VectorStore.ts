@@ -379,7 +379,16 @@ const checksumPageRows = 1000
 const indexBuildMemory = { server: "1GB", embedded: "256MB" } as const
 
 const queryError = (what: string) => (error: SqlError) =>
-  new StoreError({ reason: "query", message: `${what} failed: ${error.message}${causeDetail(error.cause)}` })
+  new StoreError({
+    reason: "query",
+    message: `${what} failed: ${error.message}${causeDetail(error.cause)}${hintFor(error.cause)}`
+  })
+
+/** What to do about a statement the server ended for running past the statement timeout. */
+const hintFor = (cause: unknown): string =>
+  cause instanceof Error && (cause as { code?: unknown }).code === "57014" && /statement timeout/.test(cause.message)
+    ? "; raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it"
+    : ""
 
 const causeDetail = (cause: unknown): string =>
   cause instanceof Error && cause.message.length > 0 ? ` (${cause.message})` : ""

@@ -19,7 +19,17 @@ import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { afterAll, beforeAll } from "vitest"
-import { copyCorpus, corpusDir, corpusQueries, openAiFlags, repoRoot } from "./support.js"
+import {
+  closedPort,
+  copyCorpus,
+  corpusDir,
+  corpusQueries,
+  createDatabase,
+  fakePostgres,
+  openAiFlags,
+  repoRoot,
+  testDatabaseUrl
+} from "./support.js"
 
 const main = NodePath.join(repoRoot, "dist", "cli", "main.js")
 
@@ -528,4 +538,83 @@ describe("ragpipe CLI", () => {
       error.mockRestore()
     }
   })
+})
+
+/** A password no output may show. */
+const password = "pw-Cli7-never-shown"
+
+/** Exit 1, one line on stderr that matches `expected`, no stack trace, and the password nowhere. */
+const assertStoreRefused = (result: Result, expected: RegExp) => {
+  assert.strictEqual(result.code, 1, result.stderr)
+  assert.match(result.stderr, expected)
+  assert.strictEqual(result.stderr.trim().split("\n").length, 1, result.stderr)
+  assertNoStack(result.stderr)
+  assert.notInclude(result.stdout + result.stderr, password)
+}
+
+describe("ragpipe CLI against a PostgreSQL server it cannot use", () => {
+  it("a URL that is not a PostgreSQL one, and a server that is not there: exit 1, what is wrong, no password", async () => {
+    const notPostgres = await ragpipe(["stats", "--database-url", `mysql://alice:${password}@127.0.0.1/docs`])
+    assertStoreRefused(notPostgres, /^ragpipe: the database URL \(--database-url \/ DATABASE_URL\) is a mysql:\/\/ URL/)
+    const port = await closedPort()
+    const absent = await ragpipe(["ingest", corpusDir], { DATABASE_URL: `postgres://alice:${password}@127.0.0.1:${port}/docs` })
+    assertStoreRefused(
+      absent,
+      new RegExp(`^ragpipe: cannot reach the PostgreSQL server at alice@127\\.0\\.0\\.1:${port}/docs \\(ECONNREFUSED\\)`)
+    )
+  })
+
+  it.scopedLive("a server without pgvector: exit 1, says how to install it, no password", () =>
+    Effect.gen(function*() {
+      const fake = yield* fakePostgres("no-pgvector")
+      const url = `postgres://alice:${password}@127.0.0.1:${fake.port}/docs`
+      for (const args of [["ingest", corpusDir, "--database-url", url], ["search", "otters", "--database-url", url]]) {
+        assertStoreRefused(yield* ragpipeE(args), /has no pgvector extension; install pgvector on the server \(on Debian, scripts\/setup-postgres/)
+      }
+      assert.strictEqual(fake.accepted(), 2)
+    }))
+})
+
+const server = testDatabaseUrl === undefined || testDatabaseUrl === "" ? undefined : testDatabaseUrl
+
+describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (runs when RAGPIPE_TEST_DATABASE_URL is set)", () => {
+  it("refused credentials exit 1; with a password in the URL, no command shows it, at any log level", async () => {
+    const unknown = new URL(server!)
+    unknown.username = "ragpipe_no_such_user"
+    unknown.password = password
+    assertStoreRefused(
+      await ragpipe(["ingest", corpusDir, "--database-url", unknown.toString()]),
+      /rejected the credentials \(role "ragpipe_no_such_user" does not exist\); check the user and password/
+    )
+
+    const db = await createDatabase(server!, "cli")
+    try {
+      // the test server trusts its clients: the password is sent nowhere, but it is in the URL
+      const url = new URL(db.url)
+      url.password = password
+      const store = ["--database-url", url.toString()]
+      const outputs: Array<string> = []
+      for (
+        const [command, ...rest] of [
+          ["ingest", corpusDir, ...store],
+          ["ingest", corpusDir, ...store, "--json", "--index"],
+          ["search", corpusQueries[0]!.query, ...store],
+          ["stats", ...store, "--checksum"],
+          ["index", ...store],
+          ["failures", ...store]
+        ]
+      ) {
+        const args = [command!, "--log-level", "all", ...rest]
+        const result = await ragpipe(args)
+        assert.strictEqual(result.code, 0, `${args.join(" ")}: ${result.stderr}`)
+        outputs.push(result.stdout, result.stderr)
+      }
+      const everything = outputs.join("\n")
+      assert.include(everything, `${url.username}@${url.hostname}:${url.port || "5432"}/${db.name}`)
+      assert.match(everything, /level=DEBUG/)
+      assert.notInclude(everything, password)
+    } finally {
+      await db.drop()
+    }
+  }, 120_000)
 })
