@@ -9,7 +9,14 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import { vi } from "vitest"
-import { ExitRequest, layerShutdown, makeRun, type ProviderSettings, type StopSignal } from "../src/cli/Cli.js"
+import {
+  ExitRequest,
+  hoistLogLevel,
+  layerShutdown,
+  makeRun,
+  type ProviderSettings,
+  type StopSignal
+} from "../src/cli/Cli.js"
 import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import * as FaultServer from "../src/FaultServer.js"
@@ -196,6 +203,29 @@ describe("ragpipe CLI", () => {
     const badSearchTimeoutEnv = await ragpipe(["search", "anything"], { RAGPIPE_TIMEOUT: "soon" })
     assert.strictEqual(badSearchTimeoutEnv.code, 1)
     assert.match(badSearchTimeoutEnv.stderr, /--timeout must be a positive duration .*got soon/)
+  })
+
+  it("--log-level is taken wherever it is written among a command's options", async () => {
+    const argv = (...args: Array<string>) => ["node", "ragpipe", ...args]
+    assert.deepStrictEqual(
+      hoistLogLevel(argv("stats", "--json", "--log-level", "debug", "--data-dir", "d")),
+      argv("stats", "--log-level", "debug", "--json", "--data-dir", "d")
+    )
+    assert.deepStrictEqual(
+      hoistLogLevel(argv("search", "q", "--log-level=info", "--", "--log-level", "x")),
+      argv("search", "--log-level=info", "q", "--", "--log-level", "x")
+    )
+    for (const unchanged of [argv("--log-level", "all", "stats"), argv("stats"), argv("stats", "--json", "--log-level")]) {
+      assert.deepStrictEqual(hoistLogLevel(unchanged), unchanged)
+    }
+    const data = dataDir("log-level")
+    const ingest = await ragpipe(["ingest", "--json", "--log-level", "debug", corpusDir, "--data-dir", data])
+    assert.strictEqual(ingest.code, 0, ingest.stderr)
+    assert.match(ingest.stderr, /level=DEBUG/)
+    const stats = await ragpipe(["stats", "--data-dir", data, "--json", "--log-level", "debug"])
+    assert.strictEqual(stats.code, 0, stats.stderr)
+    assert.match(stats.stderr, /level=DEBUG/)
+    assert.strictEqual(lastJson(stats.stdout).documents, lastJson(ingest.stdout).files.ingested)
   })
 
   it("a boolean variable with an invalid value is a usage error naming it; valid spellings work", async () => {

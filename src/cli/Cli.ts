@@ -589,9 +589,37 @@ export const makeCommand = (deps: Dependencies = defaultDependencies) =>
     ])
   )
 
+/**
+ * `process.argv`-style arguments with `--log-level` moved to right after the
+ * command's name. The option is every command's, but is only recognised
+ * there or after an argument: after another option (`stats --json
+ * --log-level debug`) it was an unknown argument. Nothing after `--` moves.
+ */
+export const hoistLogLevel = (argv: ReadonlyArray<string>): Array<string> => {
+  const command = 2
+  if (argv.length <= command + 1 || argv[command]!.startsWith("-")) return [...argv]
+  const moved: Array<string> = []
+  const rest: Array<string> = []
+  let end = false
+  for (let i = command + 1; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (!end && arg === "--") end = true
+    if (!end && arg === "--log-level" && i + 1 < argv.length) {
+      moved.push(arg, argv[++i]!)
+    } else if (!end && arg.startsWith("--log-level=")) {
+      moved.push(arg)
+    } else {
+      rest.push(arg)
+    }
+  }
+  return [...argv.slice(0, command + 1), ...moved, ...rest]
+}
+
 /** Run the CLI over `process.argv`-style arguments. */
-export const makeRun = (deps: Dependencies = defaultDependencies) =>
-  Command.run(makeCommand(deps), { name: "ragpipe", version: "0.1.0" })
+export const makeRun = (deps: Dependencies = defaultDependencies) => {
+  const run = Command.run(makeCommand(deps), { name: "ragpipe", version: "0.1.0" })
+  return (argv: ReadonlyArray<string>) => run(hoistLogLevel(argv))
+}
 
 /** The CLI as shipped. */
 export const run = makeRun()
