@@ -586,6 +586,9 @@ describe("ragpipe CLI against a PostgreSQL server it cannot use", () => {
   it("a URL that is not a PostgreSQL one, and a server that is not there: exit 1, what is wrong, no password", async () => {
     const notPostgres = await ragpipe(["stats", "--database-url", `mysql://alice:${password}@127.0.0.1/docs`])
     assertStoreRefused(notPostgres, /^ragpipe: the database URL \(--database-url \/ DATABASE_URL\) is a mysql:\/\/ URL/)
+    // a blank DATABASE_URL names no server: the embedded store is used
+    const blank = await ragpipe(["stats", "--data-dir", NodePath.join(scratch, "blank-url")], { DATABASE_URL: " " })
+    assertStoreRefused(blank, /^ragpipe: there is no ragpipe store in .*blank-url/)
     const port = await closedPort()
     const absent = await ragpipe(["ingest", corpusDir], { DATABASE_URL: `postgres://alice:${password}@127.0.0.1:${port}/docs` })
     assertStoreRefused(

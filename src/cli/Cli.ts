@@ -148,8 +148,12 @@ interface StoreOptions {
   readonly dbStatementTimeout: string
 }
 
+/** The server's URL, unless none is given: a blank DATABASE_URL (or --database-url) names none. */
+const serverUrl = (o: StoreOptions): Option.Option<Redacted.Redacted> =>
+  Option.filter(o.databaseUrl, (url) => String(Redacted.value(url)).trim() !== "")
+
 const storeLayer = (o: StoreOptions, mustExist: boolean) =>
-  Option.match(o.databaseUrl, {
+  Option.match(serverUrl(o), {
     onNone: () => VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: o.dataDir, mustExist }))),
     onSome: (url) =>
       VectorStore.layer.pipe(
@@ -163,7 +167,7 @@ const storeLayer = (o: StoreOptions, mustExist: boolean) =>
       )
   })
 
-const storeName = (o: StoreOptions) => Option.match(o.databaseUrl, {
+const storeName = (o: StoreOptions) => Option.match(serverUrl(o), {
   onNone: () => o.dataDir,
   onSome: (url) => Database.describeUrl(url as Redacted.Redacted<string>)
 })
