@@ -48,7 +48,7 @@ const openFailure = (url: string, options: Partial<Database.ServerOptions> = {})
   }).pipe(Effect.provide(ResourceLedger.layer()))
 
 describe("Database.checkUrl and describeUrl", () => {
-  it("accept what pg accepts, describe it without the password, and say what is wrong with the rest", () => {
+  it("accept postgres:// URLs (socket directories too), describe them without the password, say what is wrong with the rest", () => {
     const cases: ReadonlyArray<readonly [string, string]> = [
       [`postgres://alice:${password}@db.example:6543/docs`, "alice@db.example:6543/docs"],
       [`postgresql://alice:${password}@127.0.0.1/docs`, "alice@127.0.0.1:5432/docs"],
@@ -56,7 +56,7 @@ describe("Database.checkUrl and describeUrl", () => {
       [`postgres://alice:${password}@/docs?host=/var/run/postgresql`, "alice@/var/run/postgresql:5432/docs"],
       [`postgres://alice:${password}@%2Fvar%2Frun%2Fpostgresql/docs`, "alice@/var/run/postgresql:5432/docs"],
       ["postgres:///docs", "localhost:5432/docs"],
-      [`postgres://al%40ice:${password}@h/d%C3%BCcs`, "al@ice@h:5432/düc" + "s"]
+      [`postgres://al%40ice:${password}@h/d%C3%BCcs`, "al@ice@h:5432/dücs"]
     ]
     for (const [url, described] of cases) {
       assert.isUndefined(Database.checkUrl(Redacted.make(url)), url)
@@ -174,7 +174,11 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
     Effect.gen(function*() {
       const url = variant(server!, { user: "ragpipe_no_such_user", password })
       const { message, open } = yield* openFailure(url)
-      assert.match(message, /^the PostgreSQL server at ragpipe_no_such_user@.+ rejected the credentials \(role "ragpipe_no_such_user" does not exist\); check the user and password in --database-url \/ DATABASE_URL$/)
+      assert.match(message, /^the PostgreSQL server at ragpipe_no_such_user@.+ rejected the credentials /)
+      assert.include(
+        message,
+        `(role "ragpipe_no_such_user" does not exist); check the user and password in --database-url / DATABASE_URL`
+      )
       assert.strictEqual(open, 0)
     }))
 
@@ -182,7 +186,11 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
     Effect.gen(function*() {
       const url = variant(server!, { password, database: "ragpipe_no_such_database" })
       const { message, open } = yield* openFailure(url)
-      assert.match(message, /^the database in .+\/ragpipe_no_such_database does not exist \(database "ragpipe_no_such_database" does not exist\); create it \(createdb\) or fix --database-url$/)
+      assert.match(message, /^the database in .+\/ragpipe_no_such_database does not exist /)
+      assert.include(
+        message,
+        `(database "ragpipe_no_such_database" does not exist); create it (createdb) or fix --database-url`
+      )
       assert.strictEqual(open, 0)
     }))
 
@@ -297,9 +305,10 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
       yield* sql.unsafe("CREATE TRIGGER slow_row BEFORE INSERT ON ragpipe_seen FOR EACH ROW EXECUTE FUNCTION slow_row()")
       const refused = yield* Effect.flip(store.markSeen("1", ["a.txt"]))
       assert.instanceOf(refused, StoreError)
-      assert.match(
-        refused.message,
-        /^marking unchanged documents failed: .*canceling statement due to statement timeout.*; raise --db-statement-timeout \(RAGPIPE_DB_STATEMENT_TIMEOUT\) or use 0 to disable it$/
+      assert.match(refused.message, /^marking unchanged documents failed: .*canceling statement due to statement timeout/)
+      assert.isTrue(
+        refused.message.endsWith("; raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it"),
+        refused.message
       )
     }))
 })

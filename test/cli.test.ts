@@ -602,7 +602,10 @@ describe("ragpipe CLI against a PostgreSQL server it cannot use", () => {
       const fake = yield* fakePostgres("no-pgvector")
       const url = `postgres://alice:${password}@127.0.0.1:${fake.port}/docs`
       for (const args of [["ingest", corpusDir, "--database-url", url], ["search", "otters", "--database-url", url]]) {
-        assertStoreRefused(yield* ragpipeE(args), /has no pgvector extension; install pgvector on the server \(on Debian, scripts\/setup-postgres/)
+        assertStoreRefused(
+          yield* ragpipeE(args),
+          /has no pgvector extension; install pgvector on the server \(on Debian, scripts\/setup-postgres/
+        )
       }
       assert.strictEqual(fake.accepted(), 2)
     }))

@@ -234,7 +234,16 @@ const readyForQuery = message("Z", Buffer.from("I"))
 
 /** The answer to a simple query: one int4 column, `rows` rows holding 1. */
 const answer = (rows: number): Buffer => {
-  const field = Buffer.concat([cstring("x"), int32(0), Buffer.from([0, 0]), int32(23), Buffer.from([0, 4]), int32(-1), Buffer.from([0, 0])])
+  // name, table oid, column number, type oid (int4), type size, type modifier, text format
+  const field = Buffer.concat([
+    cstring("x"),
+    int32(0),
+    Buffer.from([0, 0]),
+    int32(23),
+    Buffer.from([0, 4]),
+    int32(-1),
+    Buffer.from([0, 0])
+  ])
   const rowDescription = message("T", Buffer.concat([Buffer.from([0, 1]), field]))
   const dataRow = message("D", Buffer.concat([Buffer.from([0, 1]), int32(1), Buffer.from("1")]))
   return Buffer.concat([
@@ -310,7 +319,15 @@ export const fakePostgres = (mode: "no-pgvector" | "silent"): Effect.Effect<Fake
                 socket.write(answer(query.includes("pg_available_extensions") ? 0 : 1))
               } else if (type === "S") {
                 socket.write(Buffer.concat([
-                  message("E", Buffer.concat([cstring("SERROR"), cstring("C0A000"), cstring("Mfake server: simple queries only"), Buffer.from([0])])),
+                  message(
+                    "E",
+                    Buffer.concat([
+                      cstring("SERROR"),
+                      cstring("C0A000"),
+                      cstring("Mfake server: simple queries only"),
+                      Buffer.from([0])
+                    ])
+                  ),
                   readyForQuery
                 ]))
               }
