@@ -384,11 +384,34 @@ const queryError = (what: string) => (error: SqlError) =>
     message: `${what} failed: ${error.message}${causeDetail(error.cause)}${hintFor(error.cause)}`
   })
 
-/** What to do about a statement the server ended for running past the statement timeout. */
-const hintFor = (cause: unknown): string =>
-  cause instanceof Error && (cause as { code?: unknown }).code === "57014" && /statement timeout/.test(cause.message)
-    ? "; raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it"
-    : ""
+/** The run lost its lock on a server store: nothing is removed. */
+const lockLost = (cause: Error) =>
+  new StoreError({
+    reason: "query",
+    message: `the connection holding this run's lock on the store was lost (${cause.message}); ` +
+      `files deleted from disk were not removed from the store — run again`
+  })
+
+/**
+ * What to do about a failed statement, when that is clear: one ended by
+ * the statement timeout, or one whose connection the server closed (a
+ * restart, an administrator ending the session: class 57P, or 08, or `pg`'s
+ * own "Connection terminated").
+ */
+const hintFor = (cause: unknown): string => {
+  if (!(cause instanceof Error)) return ""
+  const code = (cause as { code?: unknown }).code
+  if (code === "57014" && /statement timeout/.test(cause.message)) {
+    return "; raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it"
+  }
+  if (
+    (typeof code === "string" && (code.startsWith("57P") || code.startsWith("08"))) ||
+    /^Connection terminated/.test(cause.message)
+  ) {
+    return "; the server closed the connection — the documents written before are kept: run again to finish"
+  }
+  return ""
+}
 
 const causeDetail = (cause: unknown): string =>
   cause instanceof Error && cause.message.length > 0 ? ` (${cause.message})` : ""
@@ -536,7 +559,8 @@ const withPoolTransaction = <A>(
 ): Effect.Effect<A, SqlError> =>
   Effect.acquireUseRelease(
     Effect.tryPromise({
-      try: () => pool.connect(),
+      // the listener is added as the client is handed over, before any I/O can come between
+      try: () => pool.connect().then((client) => client.on("error", ignoreConnectionError)),
       catch: (cause) => new SqlError({ cause, message: "Failed to acquire connection" })
     }),
     (client) =>
@@ -547,15 +571,26 @@ const withPoolTransaction = <A>(
         return result
       }),
     (client, exit) => {
-      if (Exit.isSuccess(exit)) return Effect.sync(() => client.release())
+      const release = (error?: Error) =>
+        Effect.sync(() => {
+          client.off("error", ignoreConnectionError)
+          client.release(error)
+        })
+      if (Exit.isSuccess(exit)) return release()
       if (Cause.isInterruptedOnly(exit.cause)) {
-        return Effect.sync(() => client.release(new Error("interrupted during a write; connection discarded")))
+        return release(new Error("interrupted during a write; connection discarded"))
       }
-      return rollback(client).pipe(
-        Effect.flatMap((error) => Effect.sync(() => client.release(error)))
-      )
+      return Effect.flatMap(rollback(client), release)
     }
   )
+
+/**
+ * A checked-out client's connection may fail between two statements (the
+ * server restarted, or ended the session): `pg` then emits an error event,
+ * which without a listener ends the process. The next statement on the
+ * client fails and says why, and the failed write discards the client.
+ */
+const ignoreConnectionError = (): void => {}
 
 /**
  * The PostgreSQL implementation over the `SqlClient` in the context. Runs
@@ -619,6 +654,13 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
   // takes its lock with it. An embedded store is one process's already (its
   // directory lock).
   const runFlag = makeRunFlag()
+  /**
+   * The lock connection of the current run on a server: its backend's
+   * process id, and why it was lost, if it was (the server restarted, or
+   * ended the session). A lost lock lets another run in, so this run must
+   * not remove anything: see `removeUnseen`.
+   */
+  let runLock: { readonly pid: number; lost: Error | undefined } | undefined
   const serverRunLock = Option.match(serverPool, {
     onNone: () => Effect.void,
     onSome: (pool) =>
@@ -626,12 +668,20 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
         Effect.tryPromise({
           try: async () => {
             const client = new Pg.Client(pool.options)
+            const lock: { pid: number; lost: Error | undefined } = { pid: 0, lost: undefined }
+            // without a listener, the connection's failure would end the process
+            client.on("error", (error) => void (lock.lost ??= error))
+            client.on("end", () => void (lock.lost ??= new Error("the connection was closed")))
             try {
               await client.connect()
-              const { rows } = await client.query<{ locked: boolean }>(
-                "SELECT pg_try_advisory_lock(hashtextextended('ragpipe-run:' || current_schema(), 0)) AS locked"
+              const { rows } = await client.query<{ locked: boolean; pid: number }>(
+                "SELECT pg_try_advisory_lock(hashtextextended('ragpipe-run:' || current_schema(), 0)) AS locked, " +
+                  "pg_backend_pid() AS pid"
               )
-              if (rows[0]?.locked === true) return client
+              if (rows[0]?.locked === true) {
+                lock.pid = rows[0].pid
+                return { client, lock }
+              }
             } catch (cause) {
               await client.end().catch(() => undefined)
               throw cause
@@ -641,8 +691,16 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
           },
           catch: (cause) => queryError("locking the store for a run")(statementError(cause))
         }),
-        (client) => client === undefined ? Effect.void : Effect.promise(() => client.end().catch(() => undefined))
-      ).pipe(Effect.flatMap((client) => client === undefined ? Effect.fail(storeBusy("another process")) : Effect.void))
+        (held) =>
+          held === undefined ? Effect.void : Effect.promise(() => {
+            runLock = undefined
+            return held.client.end().catch(() => undefined)
+          })
+      ).pipe(Effect.flatMap((held) => {
+        if (held === undefined) return Effect.fail(storeBusy("another process"))
+        runLock = held.lock
+        return Effect.void
+      }))
   })
 
   // A run's seen list is dropped when the next run begins: removal stays
@@ -835,17 +893,33 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
     )
   }
 
+  // On a server, only while the run still holds its lock: a run whose lock
+  // connection was lost could be sharing the store with another run by now,
+  // whose start emptied this run's seen list. The lock is checked in the
+  // statement that removes.
   const removeUnseen: Service["removeUnseen"] = (runId) =>
-    sql<{ n: number }>`
-      WITH removed AS (
-          DELETE FROM documents d WHERE d.seen_run <> ${runId}::bigint
-            AND NOT EXISTS (SELECT 1 FROM ragpipe_seen s WHERE s.run_id = ${runId}::bigint AND s.path = d.path)
-          RETURNING id),
-        gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed))
-      SELECT count(*)::int AS n FROM removed`.pipe(
-      Effect.map((rows) => rows[0]?.n ?? 0),
-      Effect.mapError(queryError("removing deleted documents"))
-    )
+    Effect.suspend(() => {
+      const lock = runLock
+      if (lock?.lost !== undefined) return Effect.fail(lockLost(lock.lost))
+      const pid = lock === undefined ? null : lock.pid
+      return sql<{ held: boolean; n: number }>`
+        WITH held AS (
+            SELECT ${pid}::int IS NULL OR EXISTS (
+              SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = ${pid}::int) AS ok),
+          removed AS (
+            DELETE FROM documents d WHERE (SELECT ok FROM held) AND d.seen_run <> ${runId}::bigint
+              AND NOT EXISTS (SELECT 1 FROM ragpipe_seen s WHERE s.run_id = ${runId}::bigint AND s.path = d.path)
+            RETURNING id),
+          gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed))
+        SELECT (SELECT ok FROM held) AS held, count(*)::int AS n FROM removed`.pipe(
+        Effect.mapError(queryError("removing deleted documents")),
+        Effect.flatMap((rows) =>
+          rows[0]?.held === false
+            ? Effect.fail(lockLost(lock?.lost ?? new Error("its lock is no longer held")))
+            : Effect.succeed(rows[0]?.n ?? 0)
+        )
+      )
+    })
 
   type HitRow = { path: string; chunkIndex: number; headingPath: ReadonlyArray<string>; text: string; score: number }
 

@@ -177,6 +177,22 @@ const backendsGoneAfter = (
     }
   })()
 
+/** Run `f` with a database of its own on the server and a monitoring connection; both gone after. */
+const onOwnDatabase = async (
+  purpose: string,
+  f: (db: { readonly name: string; readonly url: string }, monitor: Pg.Client) => Promise<void>
+): Promise<void> => {
+  const db = await createDatabase(serverUrl!, purpose)
+  const monitor = new Pg.Client({ connectionString: serverUrl! })
+  await monitor.connect()
+  try {
+    await f(db, monitor)
+  } finally {
+    await monitor.end()
+    await db.drop()
+  }
+}
+
 /** Run the CLI and send `signal` 200 ms after its CREATE INDEX statement started on the server. */
 const signalWhileBuilding = async (
   monitor: Pg.Client,
@@ -396,6 +412,99 @@ describe("crash safety", () => {
         await clean.drop()
       }
     },
+    110_000
+  )
+
+  it.skipIf(serverUrl === undefined)(
+    "server (runs when RAGPIPE_TEST_DATABASE_URL is set): the server ending every ragpipe session mid-ingest is one message and exit 1, whole documents only; the re-run reaches the clean checksum",
+    () =>
+      onOwnDatabase("ended", async (ended, monitor) => {
+        const store = ["--database-url", ended.url]
+        const running = ragpipe(["ingest", corpus, ...store, "--json"])
+        // once documents are being written, end every session of the run (as a restart or an administrator would)
+        let stored = 0
+        for (let i = 0; i < 3000 && stored === 0; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 10))
+          // (the table does not exist until the run has created the schema)
+          stored = await serverCheck(ended.url).then((check) => check.documents, () => 0)
+        }
+        const { rows } = await monitor.query(
+          `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE application_name = 'ragpipe' AND datname = $1) t`,
+          [ended.name]
+        )
+        const r = await running
+        assert.isAbove(rows[0].n, 0, "no session to end")
+        assert.strictEqual(r.code, 1, show(r))
+        const messages = r.stderr.split("\n").filter((line) => line.startsWith("ragpipe: "))
+        assert.strictEqual(messages.length, 1, show(r))
+        assert.match(
+          messages[0]!,
+          /terminating connection due to administrator command|the connection holding this run's lock on the store was lost/
+        )
+        assert.match(messages[0]!, /run again/)
+        assert.notMatch(r.stderr, /Unhandled|\n\s+at .+:\d+:\d+/, show(r))
+        const after = await serverCheck(ended.url)
+        assert.deepStrictEqual(after.partial, [])
+        assert.isBelow(after.documents, corpusFiles, "the run ended before the sessions did")
+        assert.isDefined(await backendsGoneAfter(monitor, ended.name, r.exitedAt, 1000))
+
+        const rerun = await ragpipe(["ingest", corpus, ...store, "--json"])
+        assert.strictEqual(rerun.code, 0, show(rerun))
+        const expected = references.get("server") ?? references.get("PGlite") ??
+          (await (async () => {
+            const clean = await createDatabase(serverUrl!, "ended")
+            try {
+              assert.strictEqual((await ragpipe(["ingest", corpus, "--database-url", clean.url])).code, 0)
+              return (await checksum(["--database-url", clean.url])).checksum
+            } finally {
+              await clean.drop()
+            }
+          })())
+        assert.strictEqual((await checksum(store)).checksum, expected)
+        const report = { storedBefore: stored, ended: rows[0].n, after: after.documents, message: messages[0] }
+        console.info(`server sessions ended: ${JSON.stringify(report)}`)
+      }),
+    110_000
+  )
+
+  it.skipIf(serverUrl === undefined)(
+    "server (runs when RAGPIPE_TEST_DATABASE_URL is set): a run whose lock connection ends removes nothing, says so, exits 1; the next run removes",
+    () =>
+      onOwnDatabase("lock", async (db, monitor) => {
+        const store = ["--database-url", db.url]
+        // a document whose file is not in the corpus: a complete run removes it
+        const elsewhere = NodePath.join(scratch, "elsewhere")
+        NodeFs.mkdirSync(elsewhere, { recursive: true })
+        NodeFs.writeFileSync(NodePath.join(elsewhere, "gone-from-disk.txt"), "a document whose file was deleted\n")
+        assert.strictEqual((await ragpipe(["ingest", elsewhere, ...store])).code, 0)
+
+        const running = ragpipe(["ingest", corpus, ...store, "--json"])
+        let ended = 0
+        for (let i = 0; i < 3000 && ended === 0; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 10))
+          // the session holding the run's advisory lock, once the run has begun
+          ended = (await monitor.query(
+            `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+             JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+             WHERE a.application_name = 'ragpipe' AND a.datname = $1) t`,
+            [db.name]
+          )).rows[0].n
+        }
+        const r = await running
+        assert.strictEqual(ended, 1)
+        assert.strictEqual(r.code, 1, show(r))
+        assert.match(r.stderr, /^ragpipe: the connection holding this run's lock on the store was lost \(terminating connection due to administrator command\); files deleted from disk were not removed from the store — run again$/m)
+        assert.notMatch(r.stderr, /Unhandled|\n\s+at .+:\d+:\d+/, show(r))
+        const kept = await serverCheck(db.url)
+        assert.deepStrictEqual(kept.partial, [])
+        assert.strictEqual(kept.documents, corpusFiles + 1, "the gone document was removed, or the corpus not written")
+
+        const rerun = await ragpipe(["ingest", corpus, ...store, "--json"])
+        assert.strictEqual(rerun.code, 0, show(rerun))
+        assert.strictEqual(lastJson(rerun.stdout).files.removed, 1)
+        assert.strictEqual((await serverCheck(db.url)).documents, corpusFiles)
+      }),
     110_000
   )
 })
