@@ -395,8 +395,8 @@ const lockLost = (cause: Error) =>
 /**
  * What to do about a failed statement, when that is clear: one ended by
  * the statement timeout, or one whose connection the server closed (a
- * restart, an administrator ending the session: class 57P, or 08, or `pg`'s
- * own "Connection terminated").
+ * restart, an administrator ending the session: class 57P, or 08, or what
+ * `pg` itself says of a lost connection).
  */
 const hintFor = (cause: unknown): string => {
   if (!(cause instanceof Error)) return ""
@@ -406,7 +406,7 @@ const hintFor = (cause: unknown): string => {
   }
   if (
     (typeof code === "string" && (code.startsWith("57P") || code.startsWith("08"))) ||
-    /^Connection terminated/.test(cause.message)
+    /^Connection terminated|has encountered a connection error/.test(cause.message)
   ) {
     return "; the server closed the connection — the documents written before are kept: run again to finish"
   }
