@@ -331,10 +331,21 @@ const pgCode = (cause: unknown): string | undefined =>
     ? cause.code
     : undefined
 
-/** One clear message for each way a server connection can fail. */
-const connectError = (where: string, cause: unknown): StoreError => {
+/**
+ * One clear message for each way a server connection can fail; `timeoutMillis`
+ * is the connect timeout, named when the pool reports that it ran out.
+ */
+const connectError = (where: string, timeoutMillis: number) => (cause: unknown): StoreError => {
   const code = pgCode(cause)
   const detail = causeMessage(cause)
+  if (code === undefined && /due to connection timeout/.test(detail)) {
+    const limit = timeoutMillis < 1000 ? `${timeoutMillis} ms` : `${timeoutMillis / 1000} s`
+    return new StoreError({
+      reason: "open",
+      message: `cannot reach the PostgreSQL server at ${where}: it did not answer within ${limit}; ` +
+        `check that it is running and that --database-url / DATABASE_URL is right, or raise --db-connect-timeout`
+    })
+  }
   if (code === "28P01" || code === "28000") {
     return new StoreError({
       reason: "open",
@@ -360,23 +371,6 @@ const connectError = (where: string, cause: unknown): StoreError => {
     message: `cannot reach the PostgreSQL server at ${where} (${code ?? detail}); ` +
       `check that it is running and that --database-url / DATABASE_URL is right`
   })
-}
-
-/**
- * The first connection's failure: {@link connectError}, or — when it took
- * the whole connect timeout and the server said nothing — that the server
- * did not answer in time (`pg` then reports only a terminated connection).
- */
-const firstConnectError = (where: string, cause: unknown, elapsedMillis: number, timeoutMillis: number) => {
-  if (timeoutMillis > 0 && pgCode(cause) === undefined && elapsedMillis >= timeoutMillis) {
-    const limit = timeoutMillis < 1000 ? `${timeoutMillis} ms` : `${timeoutMillis / 1000} s`
-    return new StoreError({
-      reason: "open",
-      message: `cannot reach the PostgreSQL server at ${where}: it did not answer within ${limit}; ` +
-        `check that it is running and that --database-url / DATABASE_URL is right, or raise --db-connect-timeout`
-    })
-  }
-  return connectError(where, cause)
 }
 
 /**
@@ -419,6 +413,7 @@ export const layerServer = (
       }
       const statementTimeout = Duration.toMillis(options.statementTimeout ?? Duration.minutes(10))
       const connectTimeout = Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
+      const failedToConnect = connectError(where, connectTimeout)
       const makePool = () =>
         new Pg.Pool({
           connectionString: Redacted.value(options.url),
@@ -440,21 +435,19 @@ export const layerServer = (
               cancelOutsidePool(pool)
             })
           ),
-          Effect.tap((pool) => {
-            // wall-clock time, as pg's connect timer runs on it
-            const started = Date.now()
-            return Effect.tryPromise({
+          Effect.tap((pool) =>
+            Effect.tryPromise({
               try: () => pool.query("SELECT 1"),
-              catch: (cause) => firstConnectError(where, cause, Date.now() - started, connectTimeout)
+              catch: failedToConnect
             }).pipe(Effect.tapError(() => Effect.promise(() => pool.end())))
-          })
+          )
         ),
         (pool) => Effect.promise(() => pool.end()),
         where
       )
       const available = yield* Effect.tryPromise({
         try: () => pool.query("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"),
-        catch: (cause) => connectError(where, cause)
+        catch: failedToConnect
       })
       if (available.rowCount === 0) {
         return yield* new StoreError({
@@ -466,11 +459,11 @@ export const layerServer = (
       if (options.schema !== undefined) {
         yield* Effect.tryPromise({
           try: () => pool.query(`CREATE SCHEMA IF NOT EXISTS ${options.schema}`),
-          catch: (cause) => connectError(where, cause)
+          catch: failedToConnect
         })
       }
       const client = yield* PgClient.fromPool({ acquire: Effect.succeed(pool), applicationName: "ragpipe" }).pipe(
-        Effect.mapError((error) => connectError(where, error.cause))
+        Effect.mapError((error) => failedToConnect(error.cause))
       )
       return Context.make(PgClient.PgClient, client).pipe(
         Context.add(SqlClient.SqlClient, client),
