@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the built ragpipe CLI (dist/cli/main.js) in this process with the
+// Runs the built ragpipe CLI (dist/cli/ragpipe.js) in this process with the
 // given arguments and, as the process exits, writes its peak resident set
 // size to stderr as one JSON line: {"maxRssKiB":N}. The benchmarks use it to
 // measure a real CLI run's memory.
@@ -8,7 +8,7 @@
 import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist", "cli", "main.js")
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist", "cli", "ragpipe.js")
 process.on("exit", () => {
   process.stderr.write(`${JSON.stringify({ maxRssKiB: process.resourceUsage().maxRSS })}\n`)
 })

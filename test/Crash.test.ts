@@ -1,5 +1,5 @@
 /**
- * Crash and signal safety of the built CLI (`dist/cli/main.js`, which
+ * Crash and signal safety of the built CLI (`dist/cli/ragpipe.js`, which
  * `npm test` builds first), in child processes over a generated corpus:
  *
  * - killed with SIGKILL at seeded random moments after "ingest started",
@@ -24,9 +24,9 @@ import * as NodePath from "node:path"
 import Pg from "pg"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import * as ResourceLedger from "../src/ResourceLedger.js"
-import { createDatabase, partialDocuments, repoRoot, storeLayer, testDatabaseUrl, withClient } from "./support.js"
+import { cliPath, createDatabase, partialDocuments, repoRoot, storeLayer, testDatabaseUrl, withClient } from "./support.js"
 
-const main = NodePath.join(repoRoot, "dist", "cli", "main.js")
+const main = cliPath
 const corpusFiles = 1500
 const corpusSeed = 11
 /**

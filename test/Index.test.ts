@@ -15,7 +15,7 @@ import * as Ingest from "../src/Ingest.js"
 import * as Search from "../src/Search.js"
 import * as VectorStore from "../src/VectorStore.js"
 import { vectorLiteral } from "../src/internal/vector.js"
-import { backends, copyCorpus, corpusDir, corpusQueries, doc, ledgerLayer, repoRoot, tempDir } from "./support.js"
+import { backends, cliPath, copyCorpus, corpusDir, corpusQueries, doc, ledgerLayer, tempDir } from "./support.js"
 
 /** The index's row in `pg_indexes`, in the store's schema. */
 const indexDefinition = Effect.gen(function*() {
@@ -151,7 +151,7 @@ describe.each(backends)("vector index on $name", (backend) => {
 })
 
 describe("ragpipe index, ingest --index, stats --checksum", () => {
-  const main = NodePath.join(repoRoot, "dist", "cli", "main.js")
+  const main = cliPath
   const ragpipe = (args: ReadonlyArray<string>, cwd: string) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const env: NodeJS.ProcessEnv = {}

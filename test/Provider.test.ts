@@ -20,7 +20,7 @@ import * as Ingest from "../src/Ingest.js"
 import * as Loader from "../src/Loader.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { backends, doc, openAiFlags, partialDocuments, repoRoot, tempDir } from "./support.js"
+import { backends, cliPath, doc, openAiFlags, partialDocuments, repoRoot, tempDir } from "./support.js"
 
 const chunker: Chunker.Options = { chunkSize: 400, chunkOverlap: 40 }
 
@@ -159,7 +159,7 @@ describe("Ingest against an HTTP provider with injected faults", () => {
         const server = yield* FaultServer.start({ seed: 3, dimensions: 64, faults: { error500: 0.5 } })
         const run = yield* Effect.async<{ code: number | null; stdout: string; stderr: string }>((resume) => {
           const child = spawn(process.execPath, [
-            NodePath.join(repoRoot, "dist", "cli", "main.js"),
+            cliPath,
             "ingest",
             work,
             "--data-dir",

@@ -27,6 +27,7 @@ import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { afterAll, beforeAll } from "vitest"
 import {
+  cliPath,
   closedPort,
   copyCorpus,
   corpusDir,
@@ -38,7 +39,7 @@ import {
   testDatabaseUrl
 } from "./support.js"
 
-const main = NodePath.join(repoRoot, "dist", "cli", "main.js")
+const main = cliPath
 
 interface Result {
   readonly code: number | null

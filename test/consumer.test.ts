@@ -73,7 +73,7 @@ let tarball = ""
 let packedFiles: ReadonlyArray<string> = []
 
 beforeAll(async () => {
-  for (const entry of ["dist/index.js", "dist/index.d.ts", "dist/cli/main.js"]) {
+  for (const entry of ["dist/index.js", "dist/index.d.ts", "dist/cli/ragpipe.js"]) {
     if (!NodeFs.existsSync(NodePath.join(repoRoot, entry))) {
       throw new Error(`${entry} is missing: run \`npm run build\` first (\`npm test\` does)`)
     }
@@ -156,7 +156,7 @@ afterAll(() => {
 
 describe("the packed package", () => {
   it("holds the built entry points, the bin and the sources, and no tests", () => {
-    for (const file of ["package.json", "README.md", "dist/index.js", "dist/index.d.ts", "dist/cli/main.js"]) {
+    for (const file of ["package.json", "README.md", "dist/index.js", "dist/index.d.ts", "dist/cli/ragpipe.js"]) {
       assert.include(packedFiles, file, `${file} is not in the tarball`)
     }
     assert.isTrue(packedFiles.some((f) => f.startsWith("src/")), "no sources in the tarball")

@@ -21,6 +21,8 @@ import * as VectorStore from "../src/VectorStore.js"
 
 export const repoRoot = NodePath.resolve(NodePath.dirname(fileURLToPath(import.meta.url)), "..")
 export const corpusDir = NodePath.join(repoRoot, "test", "fixtures", "corpus")
+/** The package's bin: the CLI bundled into one file (`npm test` builds it first). */
+export const cliPath = NodePath.join(repoRoot, "dist", "cli", "ragpipe.js")
 
 export interface CorpusQuery {
   readonly query: string
