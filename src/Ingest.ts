@@ -402,9 +402,10 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   // listed until their `unchanged` items come by (a few groups at most).
   // When no document is stored completely with these settings (a first run,
   // or the first after a settings change), no file can be claimed: the
-  // loader then neither stats files for it nor waits for its answers.
-  const claimable = options.rehash !== true &&
-    (yield* store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true)))
+  // loader then neither stats files for it nor waits for its answers, and
+  // no stored document can be up to date, so none is looked up either.
+  const anyComplete = yield* store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true))
+  const claimable = options.rehash !== true && anyComplete
   const claimed = new Set<string>()
   const unchanged: Loader.Options["unchanged"] = !claimable ? undefined : (files) =>
     store.claimUnchanged(runId, files, settings).pipe(
@@ -473,7 +474,9 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
         if (skipped.reason === "unreadable-directory") walkComplete = false
         if (keepsStoredVersion(skipped.reason)) keep.push(skipped.path)
       }
-      const stored = docs.length === 0 ? new Map<string, StoredDocument>() : yield* store.lookup(docs.map((d) => d.path))
+      const stored = docs.length === 0 || !anyComplete
+        ? new Map<string, StoredDocument>()
+        : yield* store.lookup(docs.map((d) => d.path))
       const changed: Array<SourceDocument> = []
       // same content: stamped seen with the file's current fingerprint
       const same: Array<string> = []

@@ -786,4 +786,33 @@ describe("Ingest with in-memory services", () => {
       assert.deepStrictEqual(second.files, { seen: 1, ingested: 0, unchanged: 1, skipped: 0, removed: 1 })
       assert.deepStrictEqual([...(yield* store.lookup(["kept.txt", "gone.txt"])).keys()], ["kept.txt"])
     }).pipe(Effect.provide(Layer.merge(MemoryVectorStore.layer, Embedder.layerHashing({ dimensions: 16 })))))
+
+  it.effect("stored documents are looked up only when one may be up to date", () =>
+    Effect.gen(function*() {
+      const store = yield* MemoryVectorStore.make
+      const looked: Array<ReadonlyArray<string>> = []
+      const counted = Layer.succeed(VectorStore.VectorStore, {
+        ...store,
+        lookup: (paths) => Effect.zipRight(Effect.sync(() => void looked.push(paths)), store.lookup(paths))
+      })
+      const docs = Stream.make(Either.right(doc("a.txt", "alpha text")), Either.right(doc("b.txt", "bravo text")))
+      const run = (options: Ingest.Options) =>
+        Ingest.ingestStream(docs, options).pipe(
+          Effect.provide(Layer.merge(counted, Embedder.layerHashing({ dimensions: 16 })))
+        )
+      // an empty store: nothing can be up to date, nothing is looked up
+      assert.strictEqual((yield* run({})).files.ingested, 2)
+      assert.deepStrictEqual(looked, [])
+      // stored complete with these settings: looked up, and found unchanged
+      assert.strictEqual((yield* run({})).files.unchanged, 2)
+      assert.deepStrictEqual(looked, [["a.txt", "b.txt"]])
+      // other chunker settings: no stored document is complete with them, all are rewritten unasked
+      const rechunked = yield* run({ chunker: { chunkSize: 500, chunkOverlap: 50 } })
+      assert.strictEqual(rechunked.files.ingested, 2)
+      assert.strictEqual(looked.length, 1)
+      // --rehash with the settings they were stored with: looked up, nothing rewritten
+      const rehashed = yield* run({ chunker: { chunkSize: 500, chunkOverlap: 50 }, rehash: true })
+      assert.deepStrictEqual(rehashed.files, { seen: 2, ingested: 0, unchanged: 2, skipped: 0, removed: 0 })
+      assert.strictEqual(looked.length, 2)
+    }))
 })
