@@ -13,6 +13,7 @@ import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
+import { corpusDir, corpusQueries, createDatabase, testDatabaseUrl } from "./support.js"
 
 const repoRoot = NodePath.resolve(NodePath.dirname(fileURLToPath(import.meta.url)), "..")
 
@@ -229,4 +230,32 @@ describe("the packed package", () => {
     assert.match(text, /- ingest /, show("npx ragpipe --help", help))
     assert.match(text, /- search /, show("npx ragpipe --help", help))
   }, 120_000)
+
+  it("the installed executable ingests and searches, embedded and on the server", async () => {
+    // the bin is a bundle: its store drivers (PGlite, pg) load from the consumer's node_modules
+    const docs = NodePath.join(scratch, "docs")
+    NodeFs.cpSync(corpusDir, docs, { recursive: true })
+    const files = NodeFs.readdirSync(docs, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).length
+    const demo = corpusQueries.find((q) => q.demo === true)!
+    const ingestAndSearch = async (store: ReadonlyArray<string>, what: string) => {
+      const ingest = await npx(["ragpipe", "ingest", docs, ...store, "--json"])
+      assert.strictEqual(ingest.code, 0, show(`npx ragpipe ingest (${what})`, ingest))
+      const summary = JSON.parse(ingest.stdout) as { outcome: string; files: { ingested: number } }
+      assert.strictEqual(summary.outcome, "completed", show(`npx ragpipe ingest (${what})`, ingest))
+      assert.strictEqual(summary.files.ingested, files, show(`npx ragpipe ingest (${what})`, ingest))
+      const search = await npx(["ragpipe", "search", demo.query, ...store, "--json", "--limit", "3"])
+      assert.strictEqual(search.code, 0, show(`npx ragpipe search (${what})`, search))
+      const hits = JSON.parse(search.stdout) as ReadonlyArray<{ path: string }>
+      assert.strictEqual(hits[0]?.path, demo.expectedPath, show(`npx ragpipe search (${what})`, search))
+    }
+    await ingestAndSearch(["--data-dir", NodePath.join(scratch, "cli-store")], "PGlite")
+    if (testDatabaseUrl !== undefined && testDatabaseUrl !== "") {
+      const db = await createDatabase(testDatabaseUrl, "consumer")
+      try {
+        await ingestAndSearch(["--database-url", db.url], "server")
+      } finally {
+        await db.drop()
+      }
+    }
+  }, 240_000)
 })
