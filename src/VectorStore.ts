@@ -416,6 +416,21 @@ const hintFor = (cause: unknown): string => {
 const causeDetail = (cause: unknown): string =>
   cause instanceof Error && cause.message.length > 0 ? ` (${cause.message})` : ""
 
+/** A document of a write as a row of `upsertDocumentsSql`'s JSON. */
+const documentRow = (w: DocumentWrite) => ({
+  p: w.document.path,
+  h: w.document.contentHash,
+  s: w.document.size,
+  f: w.document.format,
+  c: w.chunker,
+  m: w.model,
+  d: w.dimensions,
+  n: w.chunks.length,
+  r: w.runId,
+  k: isComplete(w),
+  g: w.document.fingerprint ?? null
+})
+
 /** Rows per Buffer of a binary COPY of chunks. */
 const copyBatchRows = 1000
 
@@ -423,10 +438,15 @@ const copyBatchRows = 1000
 const rollbackTimeout = Duration.seconds(10)
 
 /** The statements of `writeDocuments`, run on a checked-out `pg` client or through the `SqlClient`. */
+// The documents travel as one JSON text, one object per document with
+// short keys (see `documentRow`): pg serialises an array parameter element
+// by element, escaping and concatenating strings, which for 11 arrays of
+// 10,000 documents allocated about 25 MiB on the benchmark corpus.
 const upsertDocumentsSql = `INSERT INTO documents
     (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete, fingerprint)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::int[],
-    $8::int[], $9::bigint[], $10::boolean[], $11::text[])
+  SELECT p, h, s, f, c, m, d, n, r, k, g
+  FROM json_to_recordset($1::json) AS w(p text, h text, s bigint, f text, c text, m text, d int, n int, r bigint,
+    k boolean, g text)
   ON CONFLICT (path) DO UPDATE SET
     content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, format = EXCLUDED.format,
     chunker = EXCLUDED.chunker, model = EXCLUDED.model, dimensions = EXCLUDED.dimensions,
@@ -797,19 +817,9 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
       const ids = new Map<string, string>()
       const replaced: Array<string> = []
       for (const group of batches(writes, insertBatchRows)) {
-        const rows = (yield* exec(upsertDocumentsSql, [
-          group.map((w) => w.document.path),
-          group.map((w) => w.document.contentHash),
-          group.map((w) => w.document.size),
-          group.map((w) => w.document.format),
-          group.map((w) => w.chunker),
-          group.map((w) => w.model),
-          group.map((w) => w.dimensions),
-          group.map((w) => w.chunks.length),
-          group.map((w) => w.runId),
-          group.map(isComplete),
-          group.map((w) => w.document.fingerprint ?? null)
-        ])) as ReadonlyArray<{ readonly id: string; readonly path: string; readonly inserted: boolean }>
+        const rows = (yield* exec(upsertDocumentsSql, [JSON.stringify(group.map(documentRow))])) as ReadonlyArray<
+          { readonly id: string; readonly path: string; readonly inserted: boolean }
+        >
         for (const row of rows) {
           ids.set(row.path, row.id)
           if (!row.inserted) replaced.push(row.id)
