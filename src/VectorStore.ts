@@ -437,11 +437,12 @@ const copyBatchRows = 1000
 /** How long a ROLLBACK after a failed write may take before the connection is discarded instead. */
 const rollbackTimeout = Duration.seconds(10)
 
-/** The statements of `writeDocuments`, run on a checked-out `pg` client or through the `SqlClient`. */
-// The documents travel as one JSON text, one object per document with
-// short keys (see `documentRow`): pg serialises an array parameter element
-// by element, escaping and concatenating strings, which for 11 arrays of
-// 10,000 documents allocated about 25 MiB on the benchmark corpus.
+// The statements of `writeDocuments`, run on a checked-out `pg` client or
+// through the `SqlClient`. The upsert's documents travel as one JSON text,
+// one object per document with short keys (see `documentRow`): pg
+// serialises an array parameter element by element, escaping and
+// concatenating strings, which for 11 arrays of 10,000 documents allocated
+// about 25 MiB on the benchmark corpus.
 const upsertDocumentsSql = `INSERT INTO documents
     (path, content_hash, size_bytes, format, chunker, model, dimensions, chunk_count, seen_run, complete, fingerprint)
   SELECT p, h, s, f, c, m, d, n, r, k, g
