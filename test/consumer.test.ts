@@ -11,11 +11,8 @@ import { spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
-import { corpusDir, corpusQueries, createDatabase, testDatabaseUrl } from "./support.js"
-
-const repoRoot = NodePath.resolve(NodePath.dirname(fileURLToPath(import.meta.url)), "..")
+import { corpusDir, corpusQueries, createDatabase, repoRoot, testDatabaseUrl } from "./support.js"
 
 interface Result {
   readonly code: number | null
