@@ -179,6 +179,16 @@ const backendsGoneAfter = (
     }
   })()
 
+/** Call `probe` every 10 ms, for up to 30 s, until it returns more than 0; its last answer. */
+const pollForNonZero = async (probe: () => Promise<number>): Promise<number> => {
+  let n = 0
+  for (let i = 0; i < 3000 && n === 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    n = await probe()
+  }
+  return n
+}
+
 /** Run `f` with a database of its own on the server and a monitoring connection; both gone after. */
 const onOwnDatabase = async (
   purpose: string,
@@ -424,12 +434,8 @@ describe("crash safety", () => {
         const store = ["--database-url", ended.url]
         const running = ragpipe(["ingest", corpus, ...store, "--json"])
         // once documents are being written, end every session of the run (as a restart or an administrator would)
-        let stored = 0
-        for (let i = 0; i < 3000 && stored === 0; i++) {
-          await new Promise((resolve) => setTimeout(resolve, 10))
-          // (the table does not exist until the run has created the schema)
-          stored = await serverCheck(ended.url).then((check) => check.documents, () => 0)
-        }
+        // (the table does not exist until the run has created the schema)
+        const stored = await pollForNonZero(() => serverCheck(ended.url).then((check) => check.documents, () => 0))
         const { rows } = await monitor.query(
           `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
            WHERE application_name = 'ragpipe' AND datname = $1) t`,
@@ -483,17 +489,15 @@ describe("crash safety", () => {
         assert.strictEqual((await ragpipe(["ingest", elsewhere, ...store])).code, 0)
 
         const running = ragpipe(["ingest", corpus, ...store, "--json"])
-        let ended = 0
-        for (let i = 0; i < 3000 && ended === 0; i++) {
-          await new Promise((resolve) => setTimeout(resolve, 10))
-          // the session holding the run's advisory lock, once the run has begun
-          ended = (await monitor.query(
+        // the session holding the run's advisory lock, once the run has begun
+        const ended = await pollForNonZero(async () =>
+          (await monitor.query(
             `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
              JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
              WHERE a.application_name = 'ragpipe' AND a.datname = $1) t`,
             [db.name]
           )).rows[0].n
-        }
+        )
         const r = await running
         assert.strictEqual(ended, 1)
         assert.strictEqual(r.code, 1, show(r))
