@@ -22,7 +22,11 @@
 //   also measured on a corpus ten times the benchmark's (M files, default
 //   10 × N; 0 skips it), against the same targets. Each of these runs is
 //   repeated R times (default 3, each first run into an empty store): the
-//   figures are medians, with the range of the R runs next to them.
+//   figures are medians, with the range of the R runs next to them. With
+//   each store's first runs, the CPU time they used: the ragpipe process's
+//   (all its threads, and its main thread alone) and, when the server runs
+//   on this machine, the server's, against the process's wall-clock time —
+//   how many of the machine's cores the run kept busy.
 //
 // Each case runs on the embedded PGlite store, and on a PostgreSQL server
 // when one answers (RAGPIPE_BENCH_DATABASE_URL, DATABASE_URL, or the local
@@ -142,9 +146,15 @@ const startFaultServer = (args) =>
     child.once("close", (code) => reject(new Error(`fault server exited with ${code}`)))
   })
 
-/** `ragpipe ingest` in a process of its own: its JSON summary and peak RSS. */
-const cliIngest = (dir, storeArgs) =>
+/**
+ * `ragpipe ingest` in a process of its own: its JSON summary, peak RSS, CPU
+ * time (see scripts/measure-cli.mjs) and wall-clock time; with `serverCpu`,
+ * the CPU time the server's processes used meanwhile.
+ */
+const cliIngest = (dir, storeArgs, serverCpu) =>
   new Promise((resolve, reject) => {
+    const serverBefore = serverCpu?.()
+    const start = performance.now()
     const child = spawn(
       process.execPath,
       [path.join(root, "scripts", "measure-cli.mjs"), "ingest", dir, ...storeArgs, "--json"],
@@ -156,13 +166,78 @@ const cliIngest = (dir, storeArgs) =>
     child.stderr.on("data", (d) => (err += d))
     child.once("error", reject)
     child.once("close", (code) => {
+      const wallMs = Math.round(performance.now() - start)
+      const serverAfter = serverCpu?.()
       const lastLine = (text) => text.trim().split("\n").filter((l) => l.startsWith("{")).at(-1)
       if (code !== 0) return reject(new Error(`ragpipe ingest exited with ${code}: ${err.trim()}`))
       const summary = JSON.parse(lastLine(out))
-      const { maxRssKiB } = JSON.parse(lastLine(err))
-      resolve({ summary, peakRssMiB: Math.round(maxRssKiB / 1024) })
+      const { maxRssKiB, cpuMs, mainThreadCpuMs } = JSON.parse(lastLine(err))
+      resolve({
+        summary,
+        peakRssMiB: Math.round(maxRssKiB / 1024),
+        cpu: {
+          ragpipeMs: cpuMs,
+          mainThreadMs: mainThreadCpuMs,
+          serverMs: serverBefore === undefined || serverAfter === undefined ? null : serverAfter - serverBefore,
+          wallMs
+        }
+      })
     })
   })
+
+/**
+ * When the server runs on this machine (its backends are visible in /proc):
+ * a function returning the CPU time, in ms, used so far by the postmaster
+ * and its processes — the live ones, and the backends that have exited
+ * (counted in the postmaster's children's times once it has reaped them).
+ * Undefined elsewhere.
+ */
+const localServerCpu = async (url) => {
+  /** The fields of /proc/<pid>/stat after the command name: [state, ppid, ...]. */
+  const statOf = (pid) => {
+    try {
+      const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+      return text.slice(text.lastIndexOf(")") + 2).split(" ")
+    } catch {
+      return undefined
+    }
+  }
+  const isPostgres = (pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "postgres"
+    } catch {
+      return false
+    }
+  }
+  const client = new Pg.Client({ connectionString: url })
+  let postmaster
+  try {
+    await client.connect()
+    // read while the connection, and so its backend, is open
+    const backend = (await client.query("SELECT pg_backend_pid() AS pid")).rows[0].pid
+    if (isPostgres(backend)) postmaster = statOf(backend)?.[1]
+  } catch {
+    return undefined
+  } finally {
+    await client.end().catch(() => {})
+  }
+  if (postmaster === undefined || !isPostgres(postmaster)) return undefined
+  // utime, stime, cutime and cstime are the stat fields 14–17, in ticks of
+  // USER_HZ (100 per second on Linux)
+  const ticks = (fields, withChildren) =>
+    Number(fields[11]) + Number(fields[12]) + (withChildren ? Number(fields[13]) + Number(fields[14]) : 0)
+  return () => {
+    let total = 0
+    for (const entry of fs.readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue
+      const fields = statOf(entry)
+      if (fields === undefined) continue
+      if (entry === postmaster) total += ticks(fields, true)
+      else if (fields[1] === postmaster) total += ticks(fields, false)
+    }
+    return total * 10
+  }
+}
 
 const rate = (chunks, ms) => Math.round(chunks / (ms / 1000))
 const verdict = (ok) => (ok ? "meets" : "MISSES")
@@ -238,11 +313,15 @@ const rawCopyRate = async (url, rows) => {
   }
 }
 
+/** The server's CPU time so far, when it runs on this machine. */
+const serverCpu = serverUrl === undefined ? undefined : await localServerCpu(serverUrl)
+
 const results = {}
 const chunker = { chunkSize: 1000, chunkOverlap: 200 }
 const stores = [
   ...(serverUrl === undefined ? [] : [{
     name: "server",
+    cpu: serverCpu,
     library: async () => {
       const url = await freshDatabase()
       return VectorStore.layer.pipe(Layer.provide(Database.layerServer({ url: Redacted.make(url) })))
@@ -298,7 +377,7 @@ try {
       for (let i = 0; i < repeat; i++) {
         smalls.push(await cliIngest(smallCorpus, (await store.cli()).args))
         target = await store.cli()
-        firsts.push(await cliIngest(corpus, target.args))
+        firsts.push(await cliIngest(corpus, target.args, store.cpu))
         reruns.push(await cliIngest(corpus, target.args))
       }
       const first = firsts[0]
@@ -311,6 +390,14 @@ try {
         Number((r.summary.durationMs / Math.max(1, reruns[i].summary.durationMs)).toFixed(1))
       )
       const chunksPerSecond = median(rates)
+      const cpuOf = (key) => firsts.every((r) => r.cpu[key] !== null) ? median(firsts.map((r) => r.cpu[key])) : null
+      const cpu = {
+        ragpipeMs: cpuOf("ragpipeMs"),
+        mainThreadMs: cpuOf("mainThreadMs"),
+        serverMs: cpuOf("serverMs"),
+        wallMs: cpuOf("wallMs")
+      }
+      cpu.coresBusy = Number(((cpu.ragpipeMs + (cpu.serverMs ?? 0)) / cpu.wallMs).toFixed(2))
       const peakRssMiB = median(peaks)
       const smallPeakRssMiB = median(smallPeaks)
       const rssGrowth = Number((peakRssMiB / smallPeakRssMiB - 1).toFixed(3))
@@ -338,7 +425,8 @@ try {
           peakRssMiB: median(reruns.map((r) => r.peakRssMiB))
         },
         rerunSpeedup: speedup,
-        rerunSpeedupRange: rangeOf(speedups)
+        rerunSpeedupRange: rangeOf(speedups),
+        cpu
       }
       const thousands = (n) => Math.round(n).toLocaleString("en-US")
       console.log(
@@ -347,6 +435,14 @@ try {
           (store.name === "server"
             ? ` (${verdict(chunksPerSecond >= targets.serverChunksPerSecond)} ≥ ${targets.serverChunksPerSecond})`
             : "")
+      )
+      // what bounds the run: the CPU the machine had, or waiting
+      console.log(
+        `  CPU of a first run (medians): ragpipe ${thousands(cpu.ragpipeMs)} ms` +
+          (cpu.mainThreadMs === null ? "" : ` (main thread ${thousands(cpu.mainThreadMs)} ms)`) +
+          (cpu.serverMs === null ? "" : `, server ${thousands(cpu.serverMs)} ms`) +
+          ` in a process of ${thousands(cpu.wallMs)} ms: ${cpu.coresBusy} of ${os.availableParallelism()} cores busy` +
+          (store.name === "server" && cpu.serverMs === null ? " (the server's own CPU is not counted: not on this machine)" : "")
       )
       console.log(
         `  peak RSS ${spread(peaks, " MiB")} for ${entry.chunks} chunks, ${spread(smallPeaks, " MiB")} for ` +
