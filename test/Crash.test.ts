@@ -26,7 +26,6 @@ import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import { cliPath, createDatabase, partialDocuments, repoRoot, storeLayer, testDatabaseUrl, withClient } from "./support.js"
 
-const main = cliPath
 const corpusFiles = 1500
 const corpusSeed = 11
 /**
@@ -106,7 +105,7 @@ const run = (
     })
   })
 
-const ragpipe = (args: ReadonlyArray<string>) => run(main, args)
+const ragpipe = (args: ReadonlyArray<string>) => run(cliPath, args)
 
 const lastJson = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!)
 
@@ -189,6 +188,20 @@ const pollForNonZero = async (probe: () => Promise<number>): Promise<number> => 
   return n
 }
 
+/**
+ * End the `ragpipe` sessions on database `name` with pg_terminate_backend, as
+ * a restart or an administrator would: all of them, or only the one holding
+ * an advisory lock (the run's lock). How many were ended.
+ */
+const endSessions = async (monitor: Pg.Client, name: string, which: "all" | "lock holder"): Promise<number> =>
+  (await monitor.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+     WHERE a.application_name = 'ragpipe' AND a.datname = $1
+       AND ($2 = 'all' OR EXISTS (
+         SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted))) t`,
+    [name, which]
+  )).rows[0].n
+
 /** Run `f` with a database of its own on the server and a monitoring connection; both gone after. */
 const onOwnDatabase = async (
   purpose: string,
@@ -212,7 +225,7 @@ const signalWhileBuilding = async (
   args: ReadonlyArray<string>,
   signal: NodeJS.Signals
 ): Promise<Result> => {
-  const child = spawn(process.execPath, [main, ...args], {
+  const child = spawn(process.execPath, [cliPath, ...args], {
     cwd: scratch,
     env: cleanEnv(),
     stdio: ["ignore", "pipe", "pipe"],
@@ -272,7 +285,7 @@ const killAndResume = async (
   const kills: Array<{ delay: number; landed: boolean; documents: number }> = []
   for (const percent of killPercents) {
     const delay = Math.round(cleanMillis * percent / 100)
-    const r = await run(main, ["ingest", corpus, ...store, "--json"], { signal: "SIGKILL", delay })
+    const r = await run(cliPath, ["ingest", corpus, ...store, "--json"], { signal: "SIGKILL", delay })
     await afterExit("SIGKILL", r)
     const landed = r.signal === "SIGKILL"
     if (!landed) assert.strictEqual(r.code, 0, show(r))
@@ -353,7 +366,7 @@ describe("crash safety", () => {
         const cleanMillis: number = lastJson(cleanRun.stdout).durationMs
         for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
           const delay = Math.round(cleanMillis * signalPercent / 100)
-          const r = await run(main, ["ingest", corpus, "--database-url", signalled.url, "--json"], { signal, delay })
+          const r = await run(cliPath, ["ingest", corpus, "--database-url", signalled.url, "--json"], { signal, delay })
           assert.isTrue(r.signalled)
           assert.strictEqual(r.code, code, show(r))
           assert.strictEqual(lastJson(r.stdout).outcome, "stopped")
@@ -436,13 +449,9 @@ describe("crash safety", () => {
         // once documents are being written, end every session of the run (as a restart or an administrator would)
         // (the table does not exist until the run has created the schema)
         const stored = await pollForNonZero(() => serverCheck(ended.url).then((check) => check.documents, () => 0))
-        const { rows } = await monitor.query(
-          `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-           WHERE application_name = 'ragpipe' AND datname = $1) t`,
-          [ended.name]
-        )
+        const endedSessions = await endSessions(monitor, ended.name, "all")
         const r = await running
-        assert.isAbove(rows[0].n, 0, "no session to end")
+        assert.isAbove(endedSessions, 0, "no session to end")
         assert.strictEqual(r.code, 1, show(r))
         const messages = r.stderr.split("\n").filter((line) => line.startsWith("ragpipe: "))
         assert.strictEqual(messages.length, 1, show(r))
@@ -471,7 +480,7 @@ describe("crash safety", () => {
             }
           })())
         assert.strictEqual((await checksum(store)).checksum, expected)
-        const report = { storedBefore: stored, ended: rows[0].n, after: after.documents, message: messages[0] }
+        const report = { storedBefore: stored, ended: endedSessions, after: after.documents, message: messages[0] }
         console.info(`server sessions ended: ${JSON.stringify(report)}`)
       }),
     110_000
@@ -490,14 +499,7 @@ describe("crash safety", () => {
 
         const running = ragpipe(["ingest", corpus, ...store, "--json"])
         // the session holding the run's advisory lock, once the run has begun
-        const ended = await pollForNonZero(async () =>
-          (await monitor.query(
-            `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
-             JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
-             WHERE a.application_name = 'ragpipe' AND a.datname = $1) t`,
-            [db.name]
-          )).rows[0].n
-        )
+        const ended = await pollForNonZero(() => endSessions(monitor, db.name, "lock holder"))
         const r = await running
         assert.strictEqual(ended, 1)
         assert.strictEqual(r.code, 1, show(r))

@@ -151,14 +151,13 @@ describe.each(backends)("vector index on $name", (backend) => {
 })
 
 describe("ragpipe index, ingest --index, stats --checksum", () => {
-  const main = cliPath
   const ragpipe = (args: ReadonlyArray<string>, cwd: string) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const env: NodeJS.ProcessEnv = {}
       for (const [k, v] of Object.entries(process.env)) {
         if (!k.startsWith("RAGPIPE_") && k !== "DATABASE_URL") env[k] = v
       }
-      const child = spawn(process.execPath, [main, ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(process.execPath, [cliPath, ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] })
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (d) => (stdout += d))

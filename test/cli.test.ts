@@ -39,7 +39,6 @@ import {
   testDatabaseUrl
 } from "./support.js"
 
-const main = cliPath
 
 interface Result {
   readonly code: number | null
@@ -86,7 +85,7 @@ const run = (file: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv):
     child.on("close", (code) => resolve({ code, stdout, stderr }))
   })
 
-const ragpipe = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}): Promise<Result> => run(main, args, env)
+const ragpipe = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}): Promise<Result> => run(cliPath, args, env)
 
 const lastJson = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!)
 
@@ -450,7 +449,7 @@ describe("ragpipe CLI", () => {
       assert.strictEqual(made.code, 0, made.stderr)
       copyCorpus(NodePath.join(work, "corpus"))
       const data = dataDir(`data-${signal}`)
-      const child: ChildProcess = spawn(process.execPath, [main, "ingest", work, "--data-dir", data, "--json"], {
+      const child: ChildProcess = spawn(process.execPath, [cliPath, "ingest", work, "--data-dir", data, "--json"], {
         cwd: scratch,
         env: { ...cleanEnv(), RAGPIPE_LOG_LEVEL: "Info" },
         stdio: ["ignore", "pipe", "pipe"]
