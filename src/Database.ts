@@ -45,7 +45,10 @@ export const defaultDataDir = ".ragpipe"
 export interface PgliteOptions {
   /** directory holding the embedded database (created when missing) */
   readonly dataDir: string
-  /** fail instead of creating a new database when there is none (default false) */
+  /**
+   * fail (`StoreError` of reason `missing`) instead of creating a new
+   * database when there is none (default false)
+   */
   readonly mustExist?: boolean
 }
 
@@ -161,7 +164,7 @@ export const openPglite = (options: PgliteOptions) =>
     const dataDir = NodePath.resolve(options.dataDir)
     if (options.mustExist === true && !NodeFs.existsSync(NodePath.join(dataDir, "pgdata", "PG_VERSION"))) {
       return yield* new StoreError({
-        reason: "open",
+        reason: "missing",
         message: `there is no ragpipe store in ${dataDir}; run \`ragpipe ingest <dir>\` first, ` +
           `or point --data-dir (RAGPIPE_DATA_DIR) at an existing store`
       })

@@ -614,21 +614,64 @@ const withPoolTransaction = <A>(
 const ignoreConnectionError = (): void => {}
 
 /**
- * The PostgreSQL implementation over the `SqlClient` in the context. Runs
- * the migrations when built.
+ * How the PostgreSQL store is opened.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Fail with a `StoreError` of reason `missing` instead of creating the
+   * store when the database (in its current schema) holds none: for
+   * commands that only read, which must not leave tables behind in a
+   * database named by mistake. An existing store is still brought up to
+   * date. Default false.
+   */
+  readonly mustExist?: boolean
+}
+
+/** The table the migrations are recorded in: its presence is the store's. */
+const migrationsTable = "ragpipe_migrations"
+
+/** Fails with reason `missing` unless the database, in its current schema, holds a store. */
+const checkStoreExists = (sql: SqlClient.SqlClient) =>
+  sql<{ present: boolean; database: string; schema: string | null }>`
+    SELECT to_regclass(${migrationsTable}) IS NOT NULL AS present, current_database() AS database,
+      current_schema() AS schema`.pipe(
+    Effect.mapError(queryError("looking for the store")),
+    Effect.flatMap((rows) => {
+      const found = rows[0]
+      if (found === undefined || found.present) return Effect.void
+      return Effect.fail(
+        new StoreError({
+          reason: "missing",
+          message: `there is no ragpipe store in database "${found.database}" ` +
+            `(schema "${found.schema ?? "none"}"); run \`ragpipe ingest <dir>\` into it first, ` +
+            "or name the database that holds the store"
+        })
+      )
+    })
+  )
+
+/**
+ * The PostgreSQL implementation over the `SqlClient` in the context, opened
+ * with `options`. Runs the migrations when built.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Effect.gen(function*() {
+export const makeWith = (
+  options: Options = {}
+): Effect.Effect<Service, StoreError, SqlClient.SqlClient> => Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  if (options.mustExist === true) yield* checkStoreExists(sql)
   // chunks are written with a binary COPY: on a server on a client of its
   // pool, on the embedded database from memory
   const serverPool = yield* Effect.serviceOption(ServerPool)
   const copyArena = new CopyArena()
   const embeddedCopy = yield* Effect.serviceOption(EmbeddedCopy)
 
-  yield* PgMigrator.run({ loader: migrations, table: "ragpipe_migrations" }).pipe(
+  yield* PgMigrator.run({ loader: migrations, table: migrationsTable }).pipe(
     Effect.provide(NodeContext.layer),
     Effect.mapError((error) =>
       new StoreError({
@@ -1086,9 +1129,29 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = Eff
 })
 
 /**
- * The PostgreSQL store as a layer over the `SqlClient` in the context.
+ * The PostgreSQL implementation over the `SqlClient` in the context: creates
+ * the store when the database holds none. Runs the migrations when built.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = makeWith()
+
+/**
+ * The PostgreSQL store, opened with `options`, as a layer over the
+ * `SqlClient` in the context.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<VectorStore, StoreError, SqlClient.SqlClient> = Layer.effect(VectorStore, make)
+export const layerWith = (options: Options): Layer.Layer<VectorStore, StoreError, SqlClient.SqlClient> =>
+  Layer.effect(VectorStore, makeWith(options))
+
+/**
+ * The PostgreSQL store as a layer over the `SqlClient` in the context
+ * (created when the database holds none).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<VectorStore, StoreError, SqlClient.SqlClient> = layerWith({})

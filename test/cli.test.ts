@@ -36,7 +36,8 @@ import {
   fakePostgres,
   openAiFlags,
   repoRoot,
-  testDatabaseUrl
+  testDatabaseUrl,
+  withClient
 } from "./support.js"
 
 
@@ -649,6 +650,36 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
       assert.include(everything, `${url.username}@${url.hostname}:${url.port || "5432"}/${db.name}`)
       assert.match(everything, /level=DEBUG/)
       assert.notInclude(everything, password)
+    } finally {
+      await db.drop()
+    }
+  }, 120_000)
+
+  it("the commands that only read refuse a database without a store, and create nothing in it", async () => {
+    const db = await createDatabase(server!, "nostore")
+    try {
+      const url = new URL(db.url)
+      url.password = password
+      const store = ["--database-url", url.toString()]
+      const relations = () =>
+        withClient(db.url, (c) =>
+          c.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM pg_class " +
+              "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S')"
+          )).then((r) => r.rows[0]!.n)
+      const readers = [["search", "otters"], ["stats", "--checksum"], ["index"], ["failures"]]
+      const refusal = new RegExp(
+        `^ragpipe: there is no ragpipe store in database "${db.name}" \\(schema "public"\\); ` +
+          "run `ragpipe ingest <dir>` into it first"
+      )
+      for (const args of readers) assertStoreRefused(await ragpipe([...args, ...store]), refusal)
+      assert.strictEqual(await relations(), 0)
+      // ingest creates the store; the same commands then read it
+      assert.strictEqual((await ragpipe(["ingest", corpusDir, ...store])).code, 0)
+      assert.isAbove(await relations(), 0)
+      const stats = await ragpipe(["stats", ...store, "--json"])
+      assert.strictEqual(stats.code, 0, stats.stderr)
+      assert.isAbove(lastJson(stats.stdout).documents, 0)
     } finally {
       await db.drop()
     }

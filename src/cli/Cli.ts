@@ -152,11 +152,19 @@ interface StoreOptions {
 const serverUrl = (o: StoreOptions): Option.Option<Redacted.Redacted> =>
   Option.filter(o.databaseUrl, (url) => String(Redacted.value(url)).trim() !== "")
 
+/**
+ * The store the options name. `mustExist` (commands that only read): a
+ * missing store is an error, on a server as in a data directory, and
+ * nothing is created.
+ */
 const storeLayer = (o: StoreOptions, mustExist: boolean) =>
   Option.match(serverUrl(o), {
-    onNone: () => VectorStore.layer.pipe(Layer.provide(Database.layerPglite({ dataDir: o.dataDir, mustExist }))),
+    onNone: () =>
+      VectorStore.layerWith({ mustExist }).pipe(
+        Layer.provide(Database.layerPglite({ dataDir: o.dataDir, mustExist }))
+      ),
     onSome: (url) =>
-      VectorStore.layer.pipe(
+      VectorStore.layerWith({ mustExist }).pipe(
         Layer.provide(Database.layerServer({
           url: url as Redacted.Redacted<string>,
           poolSize: o.dbPoolSize,

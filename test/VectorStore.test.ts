@@ -1,0 +1,82 @@
+/**
+ * Opening the PostgreSQL store: `VectorStore.layer` creates it in a database
+ * that holds none; `layerWith({ mustExist: true })`, for commands that only
+ * read, refuses such a database and leaves nothing in it. On PGlite always,
+ * on the server when RAGPIPE_TEST_DATABASE_URL is set.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import * as Database from "../src/Database.js"
+import { StoreError } from "../src/Errors.js"
+import * as ResourceLedger from "../src/ResourceLedger.js"
+import * as VectorStore from "../src/VectorStore.js"
+import { createDatabase, tempDir, testDatabaseUrl } from "./support.js"
+
+type SqlLayer = Layer.Layer<SqlClient.SqlClient, StoreError, ResourceLedger.ResourceLedger>
+
+/** Tables and sequences in the current schema. */
+const relations = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<{ n: number }>`
+    SELECT count(*)::int AS n FROM pg_class
+    WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'S')`).pipe(
+    Effect.map((rows) => rows[0]!.n)
+  )
+
+/** Build `layer` in a scope of its own, run `use` on it, close the scope. */
+const withLayer = <ROut, A, E, R>(
+  layer: Layer.Layer<ROut, StoreError, ResourceLedger.ResourceLedger>,
+  use: Effect.Effect<A, E, R>
+) => Effect.scoped(Effect.flatMap(Layer.build(layer), (context) => Effect.provide(use, context)))
+
+/**
+ * Over a database that holds no store (`database`: the one `sqlLayer`
+ * opens): refused with reason `missing` when it must exist, nothing
+ * created; created by `layer`; then opened when it must exist.
+ */
+const refusedThenCreated = (sqlLayer: SqlLayer, database: RegExp) =>
+  Effect.gen(function*() {
+    const open = (options: VectorStore.Options) => VectorStore.layerWith(options).pipe(Layer.provideMerge(sqlLayer))
+    const stats = Effect.flatMap(VectorStore.VectorStore, (store) => store.stats)
+
+    assert.strictEqual(yield* withLayer(sqlLayer, relations), 0)
+    const refused = yield* Effect.flip(withLayer(open({ mustExist: true }), stats))
+    assert.instanceOf(refused, StoreError)
+    assert.strictEqual(refused.reason, "missing")
+    assert.match(refused.message, /^there is no ragpipe store in database "[^"]+" \(schema "public"\); /)
+    assert.match(refused.message, database)
+    assert.include(refused.message, "run `ragpipe ingest <dir>` into it first")
+    assert.strictEqual(yield* withLayer(sqlLayer, relations), 0, "the refused open created relations")
+
+    const created = yield* withLayer(VectorStore.layer.pipe(Layer.provideMerge(sqlLayer)), stats)
+    assert.strictEqual(created.documents, 0)
+    const reopened = yield* withLayer(open({ mustExist: true }), Effect.zip(stats, relations))
+    assert.strictEqual(reopened[0].documents, 0)
+    assert.isAbove(reopened[1], 0)
+  }).pipe(Effect.provide(ResourceLedger.layer()))
+
+describe("VectorStore.layerWith({ mustExist: true })", () => {
+  it.scopedLive("on PGlite: a database without a store is refused and left empty; an existing store opens", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir("ragpipe-nostore-")
+      yield* refusedThenCreated(Database.layerPglite({ dataDir: dir }), /database "\w+"/)
+    }), 60_000)
+
+  it.scopedLive.skipIf(testDatabaseUrl === undefined || testDatabaseUrl === "")(
+    "on the PostgreSQL server (runs when RAGPIPE_TEST_DATABASE_URL is set): the same",
+    () =>
+      Effect.gen(function*() {
+        const db = yield* Effect.acquireRelease(
+          Effect.promise(() => createDatabase(testDatabaseUrl!, "nostore")),
+          (db) => Effect.promise(db.drop)
+        )
+        yield* refusedThenCreated(
+          Database.layerServer({ url: Redacted.make(db.url), poolSize: 2 }),
+          new RegExp(`database "${db.name}"`)
+        )
+      }),
+    60_000
+  )
+})
