@@ -50,7 +50,7 @@ export class EmbedError extends Schema.TaggedError<EmbedError>()("EmbedError", {
  * @category errors
  */
 export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
-  reason: Schema.Literal("open", "missing", "migration", "query", "dimension-mismatch", "locked"),
+  reason: Schema.Literal("open", "missing", "migration", "query", "dimension-mismatch", "model-mismatch", "locked"),
   message: Schema.String
 }) {}
 

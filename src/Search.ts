@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import type { SearchHit } from "./Domain.js"
 import { Embedder } from "./Embedder.js"
 import { type EmbedError, InvalidInput, StoreError } from "./Errors.js"
+import { model as hashingModel } from "./internal/hashingEmbedder.js"
 import * as Retry from "./Retry.js"
 import { VectorStore } from "./VectorStore.js"
 
@@ -38,11 +39,25 @@ export interface Options {
 export const defaultLimit = 5
 
 /**
+ * How to search with the embedder of a store's model, as the command line
+ * says it (an OpenAI-compatible model is stored as `openai:<model>`: see
+ * `OpenAiEmbedder.modelId`).
+ */
+const searchWith = (model: string): string => {
+  if (model === hashingModel) return "search with --embedder hashing"
+  if (model.startsWith("openai:")) {
+    return `search with --embedder openai --model ${model.slice("openai:".length)} (and the store's --base-url)`
+  }
+  return "search with the embedder the store was built with"
+}
+
+/**
  * Search the store for the chunks closest to `query`.
  *
  * Fails with `InvalidInput` for an empty query or a query with no words the
- * embedder can use, with `StoreError` when the store's embeddings have
- * another dimension than the embedder's, and with the embedder's last
+ * embedder can use, with `StoreError` when the store's embeddings were made
+ * by another model (reason `model-mismatch`) or have another dimension than
+ * the embedder's (`dimension-mismatch`), and with the embedder's last
  * `EmbedError` when embedding the query failed (after the retries of
  * `options.retry`, if given).
  *
@@ -61,6 +76,13 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
   const store = yield* VectorStore
   const stats = yield* store.stats
   if (stats.chunks === 0) return [] as ReadonlyArray<SearchHit>
+  if (stats.model !== null && stats.model !== embedder.model) {
+    return yield* new StoreError({
+      reason: "model-mismatch",
+      message: `this store's embeddings were made by model ${stats.model} but the query embedder is ` +
+        `${embedder.model}: vectors of two models cannot be compared; ${searchWith(stats.model)}`
+    })
+  }
   if (stats.dimensions !== null && stats.dimensions !== embedder.dimensions) {
     return yield* new StoreError({
       reason: "dimension-mismatch",

@@ -177,6 +177,43 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.deepStrictEqual(paths, ["a.txt"])
     }))
 
+  it.scopedLive("a search by another model than the store's is refused without embedding the query", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const hashing = Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
+        Layer.provideMerge(ledgerLayer)
+      )
+      yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))).pipe(
+        Effect.provide(hashing)
+      )
+      // same dimensions, another model: its vectors would be compared with the store's as if alike
+      const queries: Array<string> = []
+      const other = Embedder.layerTest({
+        model: "openai:other-model",
+        dimensions: 64,
+        maxBatchSize: 16,
+        embedBatch: (texts) =>
+          Effect.sync(() => {
+            queries.push(...texts)
+            return texts.map(() => new Float32Array(64).fill(0.125))
+          })
+      })
+      const error = yield* Search.search("alpha").pipe(
+        Effect.provide(Layer.mergeAll(data(), other).pipe(Layer.provideMerge(ledgerLayer))),
+        Effect.flip
+      )
+      assert.strictEqual(error._tag, "StoreError")
+      assert.strictEqual(error.reason, "model-mismatch")
+      assert.strictEqual(
+        error.message,
+        "this store's embeddings were made by model hashing-v1 but the query embedder is openai:other-model: " +
+          "vectors of two models cannot be compared; search with --embedder hashing"
+      )
+      assert.deepStrictEqual(queries, [])
+      const hits = yield* Search.search("alpha").pipe(Effect.provide(hashing))
+      assert.deepStrictEqual(hits.map((h) => h.path), ["a.txt"])
+    }))
+
   it.scopedLive("files whose size, times and inode are unchanged are not read again; a changed one is", () =>
     Effect.gen(function*() {
       const work = yield* tempDir()

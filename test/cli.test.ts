@@ -341,13 +341,29 @@ describe("ragpipe CLI", () => {
       assert.deepStrictEqual(JSON.parse((yield* ragpipeE(["failures", "--json", "--data-dir", clean])).stdout), [])
     }), 120_000)
 
-  it.scopedLive("search --embedder openai: the query's request has --timeout and is retried", () =>
+  it.scopedLive("search --embedder openai: the query's request has --timeout and retries; other models are refused", () =>
     Effect.gen(function*() {
       const work = providerCorpus("search-corpus")
       const data = dataDir("search-openai")
       const ingestServer = yield* FaultServer.start({ dimensions: 64 })
       const ingest = yield* ragpipeE(["ingest", work, "--data-dir", data, ...openAiFlags(ingestServer), "--quiet"])
       assert.strictEqual(ingest.code, 0, ingest.stderr)
+
+      // the default embedder, at the store's dimensions, or another model: refused, saying what to search with
+      const requests = (yield* ingestServer.requests).length
+      const hashing = yield* ragpipeE(["search", "herons", "--data-dir", data])
+      assert.strictEqual(hashing.code, 1, hashing.stderr)
+      assert.strictEqual(
+        hashing.stderr.trim(),
+        "ragpipe: this store's embeddings were made by model openai:fault-model but the query embedder is " +
+          "hashing-v1: vectors of two models cannot be compared; " +
+          "search with --embedder openai --model fault-model (and the store's --base-url)"
+      )
+      const m2 = openAiFlags(ingestServer).map((flag) => flag === "fault-model" ? "m2" : flag)
+      const otherModel = yield* ragpipeE(["search", "herons", "--data-dir", data, ...m2])
+      assert.strictEqual(otherModel.code, 1, otherModel.stderr)
+      assert.match(otherModel.stderr, /made by model openai:fault-model but the query embedder is openai:m2: /)
+      assert.strictEqual((yield* ingestServer.requests).length, requests, "a refused search sent a request")
 
       // the first request hangs far longer than the test may run: only the timeout and a retry get an answer
       const server = yield* FaultServer.start({ dimensions: 64, faultPlan: ["hang"], hangMillis: 600_000 })
