@@ -416,6 +416,35 @@ const hintFor = (cause: unknown): string => {
 const causeDetail = (cause: unknown): string =>
   cause instanceof Error && cause.message.length > 0 ? ` (${cause.message})` : ""
 
+/** The server's own error (one with a SQLSTATE `code`) in a chain of causes, if any. */
+const serverErrorIn = (error: unknown): (Error & { readonly code: string }) | undefined => {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (typeof (e as { code?: unknown }).code === "string") return e as Error & { readonly code: string }
+  }
+  return undefined
+}
+
+/** What to do about a privilege the schema's creation lacked (SQLSTATE 42501). */
+const privilegeHint = (message: string): string =>
+  /extension/.test(message)
+    ? "; pgvector's extension can only be created by a superuser: have one run CREATE EXTENSION vector in " +
+      "this database (scripts/setup-postgres --create-db NAME does), then run again"
+    : /schema/.test(message)
+    ? "; the user needs the CREATE privilege on the schema (GRANT CREATE ON SCHEMA public TO <user>), " +
+      "or a database of its own (createdb -O <user>)"
+    : "; connect as a user that owns the database, or grant this one the privilege"
+
+/** The store's schema could not be created or brought up to date: the migration, the server's reason, what to do. */
+const migrationError = (error: { readonly message: string; readonly cause?: unknown }) => {
+  const server = serverErrorIn(error.cause)
+  const detail = server === undefined ? causeDetail(error.cause) : ` (${server.message})`
+  const hint = server?.code === "42501" ? privilegeHint(server.message) : ""
+  return new StoreError({
+    reason: "migration",
+    message: `could not prepare the database schema: ${error.message}${detail}${hint}`
+  })
+}
+
 /** A document of a write as a row of `upsertDocumentsSql`'s JSON. */
 const documentRow = (w: DocumentWrite) => ({
   p: w.document.path,
@@ -673,14 +702,11 @@ export const makeWith = (
 
   yield* PgMigrator.run({ loader: migrations, table: migrationsTable }).pipe(
     Effect.provide(NodeContext.layer),
-    Effect.mapError((error) =>
-      new StoreError({
-        reason: "migration",
-        message: `could not prepare the database schema: ${error.message}${
-          "cause" in error ? causeDetail(error.cause) : ""
-        }`
-      })
-    )
+    // a migration whose statement failed is a defect of the migrator's, holding that failure
+    Effect.catchAllDefect((defect) =>
+      defect instanceof PgMigrator.MigrationError ? Effect.fail(defect) : Effect.die(defect)
+    ),
+    Effect.mapError(migrationError)
   )
 
   const readMeta = (key: string) =>

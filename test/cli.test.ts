@@ -671,6 +671,42 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
     }
   }, 120_000)
 
+  it("a user without the privileges the store's schema needs: exit 1, which privilege, and what to do", async () => {
+    const role = `ragpipe_plain_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+    const owned = `${role}_owned`
+    await withClient(server!, (c) => c.query(`CREATE ROLE ${role} LOGIN`))
+    // a database the user owns, without the extension; and one it does not own, with it
+    await withClient(server!, (c) => c.query(`CREATE DATABASE ${owned} OWNER ${role}`))
+    const foreign = await createDatabase(server!, "foreign")
+    try {
+      const as = (database: string) => {
+        const url = new URL(server!)
+        url.username = role
+        url.password = password
+        url.pathname = `/${database}`
+        return url.toString()
+      }
+      const noExtension = await ragpipe(["ingest", corpusDir, "--database-url", as(owned)])
+      assertStoreRefused(noExtension, /^ragpipe: could not prepare the database schema: /)
+      assert.include(
+        noExtension.stderr,
+        `(permission denied to create extension "vector"); pgvector's extension can only be created by a superuser: ` +
+          "have one run CREATE EXTENSION vector in this database"
+      )
+      const noCreate = await ragpipe(["ingest", corpusDir, "--database-url", as(foreign.name)])
+      assertStoreRefused(noCreate, /^ragpipe: could not prepare the database schema: /)
+      assert.include(
+        noCreate.stderr,
+        "(permission denied for schema public); the user needs the CREATE privilege on the schema " +
+          "(GRANT CREATE ON SCHEMA public TO <user>)"
+      )
+    } finally {
+      await foreign.drop()
+      await withClient(server!, (c) => c.query(`DROP DATABASE IF EXISTS ${owned} WITH (FORCE)`))
+      await withClient(server!, (c) => c.query(`DROP ROLE IF EXISTS ${role}`))
+    }
+  }, 120_000)
+
   it("the commands that only read refuse a database without a store, and create nothing in it", async () => {
     const db = await createDatabase(server!, "nostore")
     try {
