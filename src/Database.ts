@@ -307,6 +307,24 @@ export const checkUrl = (url: Redacted.Redacted<string>): string | undefined => 
 }
 
 /**
+ * The URL as `pg` is given it: `sslmode` keeps the meaning it has for libpq
+ * (psql, and most other clients): `require` encrypts without verifying the
+ * server's certificate (as `verify-ca` does with `sslrootcert`), `verify-ca`
+ * checks it against `sslrootcert`, `verify-full` also checks the host name,
+ * `disable` turns TLS off. Left to itself, `pg` 8 takes every mode but
+ * `disable` for `verify-full` and warns about it on every start. A URL that
+ * sets `uselibpqcompat` itself is left alone.
+ */
+const libpqUrl = (url: string): string => {
+  const parsed = parseUrl(Redacted.make(url))
+  if (typeof parsed === "string" || parsed.hash !== "") return url
+  const params = parsed.searchParams
+  if (!params.has("sslmode") || params.has("uselibpqcompat")) return url
+  const text = url.trim()
+  return `${text}${text.includes("?") ? "&" : "?"}uselibpqcompat=true`
+}
+
+/**
  * Where a connection URL points, without its password: safe to print.
  * A socket directory (given as the host, `%2F`-encoded, or as a `host`
  * parameter) is shown as the host.
@@ -333,6 +351,19 @@ const pgCode = (cause: unknown): string | undefined =>
   typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
     ? cause.code
     : undefined
+
+/** Node's codes for a server certificate that failed verification. */
+const tlsVerificationCodes = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_UNTRUSTED",
+  "ERR_TLS_CERT_ALTNAME_INVALID"
+])
 
 /**
  * One clear message for each way a server connection can fail; `timeoutMillis`
@@ -361,6 +392,21 @@ const connectError = (where: string, timeoutMillis: number) => (cause: unknown):
       reason: "open",
       message: `the PostgreSQL server at ${where} cancelled a statement (${detail}); ` +
         `raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it`
+    })
+  }
+  if (code === undefined && /does not support SSL/.test(detail)) {
+    return new StoreError({
+      reason: "open",
+      message: `the PostgreSQL server at ${where} does not accept TLS connections, which the URL's sslmode asks ` +
+        `for; remove sslmode from --database-url / DATABASE_URL (or use sslmode=disable), or enable ssl on the server`
+    })
+  }
+  if (code !== undefined && tlsVerificationCodes.has(code)) {
+    return new StoreError({
+      reason: "open",
+      message: `the PostgreSQL server at ${where} presented a TLS certificate that could not be verified ` +
+        `(${code}: ${detail}); name the authority that signed it with sslrootcert=/path/to/ca.pem in the URL, ` +
+        `or use sslmode=require to encrypt without verifying it`
     })
   }
   if (code === "3D000") {
@@ -419,7 +465,7 @@ export const layerServer = (
       const failedToConnect = connectError(where, connectTimeout)
       const makePool = () =>
         new Pg.Pool({
-          connectionString: Redacted.value(options.url),
+          connectionString: libpqUrl(Redacted.value(options.url)),
           max: options.poolSize ?? 4,
           connectionTimeoutMillis: connectTimeout,
           idleTimeoutMillis: Duration.toMillis(options.idleTimeout ?? Duration.seconds(30)),

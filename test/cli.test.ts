@@ -21,7 +21,7 @@ import * as Embedder from "../src/Embedder.js"
 import { EmbedError } from "../src/Errors.js"
 import * as FaultServer from "../src/FaultServer.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
@@ -36,6 +36,7 @@ import {
   fakePostgres,
   openAiFlags,
   repoRoot,
+  tempDir,
   testDatabaseUrl,
   withClient
 } from "./support.js"
@@ -625,6 +626,43 @@ describe("ragpipe CLI against a PostgreSQL server it cannot use", () => {
         )
       }
       assert.strictEqual(fake.accepted(), 2)
+    }))
+
+  it.scopedLive("sslmode as psql reads it; a server without TLS, or a certificate not verified: what to do", () =>
+    Effect.gen(function*() {
+      // a self-signed certificate for 127.0.0.1, made for this test
+      const dir = yield* tempDir("ragpipe-tls-")
+      const key = NodePath.join(dir, "key.pem")
+      const cert = NodePath.join(dir, "cert.pem")
+      execFileSync("openssl", [
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert
+      ], { stdio: "ignore" })
+      const tls = yield* fakePostgres("no-pgvector", {
+        key: NodeFs.readFileSync(key, "utf8"),
+        cert: NodeFs.readFileSync(cert, "utf8")
+      })
+      const plain = yield* fakePostgres("no-pgvector")
+      const url = (port: number, query: string) => `postgres://alice:${password}@127.0.0.1:${port}/docs?${query}`
+      const search = (port: number, query: string) =>
+        ragpipeE(["search", "otters", "--database-url", url(port, query)])
+      const noPgvector = /^ragpipe: the PostgreSQL server at alice@127\.0\.0\.1:\d+\/docs has no pgvector extension/
+
+      // require: encrypted, the certificate not verified (as with libpq), and no warning about it
+      assertStoreRefused(yield* search(tls.port, "sslmode=require"), noPgvector)
+      // verify-full: verified against the named authority, or refused with what to do
+      assertStoreRefused(yield* search(tls.port, `sslmode=verify-full&sslrootcert=${cert}`), noPgvector)
+      assertStoreRefused(
+        yield* search(tls.port, "sslmode=verify-full"),
+        /could not be verified \(DEPTH_ZERO_SELF_SIGNED_CERT: .*\); name the authority .* sslrootcert=/
+      )
+      assert.strictEqual(tls.accepted(), 3)
+      // a server that answers a TLS request with no
+      assertStoreRefused(
+        yield* search(plain.port, "sslmode=require"),
+        /does not accept TLS connections, which the URL's sslmode asks for; remove sslmode from --database-url/
+      )
+      assert.strictEqual(plain.accepted(), 1)
     }))
 })
 

@@ -11,6 +11,7 @@ import * as NodeFs from "node:fs"
 import * as NodeNet from "node:net"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
+import * as NodeTls from "node:tls"
 import { fileURLToPath } from "node:url"
 import * as Chunker from "../src/Chunker.js"
 import * as Database from "../src/Database.js"
@@ -264,9 +265,14 @@ const answer = (rows: number): Buffer => {
  *   `pg_available_extensions`, answered with no row: a server without
  *   pgvector;
  * - `silent`: connections are accepted and never answered.
- * Closed, with every connection, when the scope closes.
+ * A client's request for TLS is refused, unless `tls` gives the key and
+ * certificate to accept it with. Closed, with every connection, when the
+ * scope closes.
  */
-export const fakePostgres = (mode: "no-pgvector" | "silent"): Effect.Effect<FakePostgres, never, Scope.Scope> =>
+export const fakePostgres = (
+  mode: "no-pgvector" | "silent",
+  tls?: { readonly key: string; readonly cert: string }
+): Effect.Effect<FakePostgres, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.async<{ readonly fake: FakePostgres; readonly server: NodeNet.Server; readonly sockets: Set<NodeNet.Socket> }>(
       (resume) => {
@@ -284,7 +290,9 @@ export const fakePostgres = (mode: "no-pgvector" | "silent"): Effect.Effect<Fake
           }
           let pending = Buffer.alloc(0)
           let started = false
-          socket.on("data", (data) => {
+          // the connection: the socket, or the TLS session over it once one is accepted
+          let conn: NodeNet.Socket | NodeTls.TLSSocket = socket
+          const onData = (data: Buffer) => {
             pending = Buffer.concat([pending, data])
             for (;;) {
               if (!started) {
@@ -293,12 +301,20 @@ export const fakePostgres = (mode: "no-pgvector" | "silent"): Effect.Effect<Fake
                 if (pending.length < length) return
                 const code = pending.readInt32BE(4)
                 pending = pending.subarray(length)
+                if (code === 80877103 && tls !== undefined) {
+                  socket.write("S")
+                  socket.off("data", onData)
+                  conn = new NodeTls.TLSSocket(socket, { isServer: true, key: tls.key, cert: tls.cert })
+                  conn.on("error", () => {})
+                  conn.on("data", onData)
+                  return
+                }
                 if (code === 80877103) {
                   socket.write("N") // no TLS
                   continue
                 }
                 started = true
-                socket.write(Buffer.concat([
+                conn.write(Buffer.concat([
                   message("R", int32(0)),
                   message("K", Buffer.concat([int32(4242), int32(1)])),
                   readyForQuery
@@ -312,15 +328,15 @@ export const fakePostgres = (mode: "no-pgvector" | "silent"): Effect.Effect<Fake
               const body = pending.subarray(5, length + 1)
               pending = pending.subarray(length + 1)
               if (type === "X") {
-                socket.end()
+                conn.end()
                 return
               }
               if (type === "Q") {
                 const query = body.subarray(0, body.length - 1).toString("utf8")
                 queries.push(query)
-                socket.write(answer(query.includes("pg_available_extensions") ? 0 : 1))
+                conn.write(answer(query.includes("pg_available_extensions") ? 0 : 1))
               } else if (type === "S") {
-                socket.write(Buffer.concat([
+                conn.write(Buffer.concat([
                   message(
                     "E",
                     Buffer.concat([
@@ -334,7 +350,8 @@ export const fakePostgres = (mode: "no-pgvector" | "silent"): Effect.Effect<Fake
                 ]))
               }
             }
-          })
+          }
+          socket.on("data", onData)
         })
         server.listen(0, "127.0.0.1", () => {
           const { port } = server.address() as NodeNet.AddressInfo
