@@ -294,6 +294,31 @@ const parseUrl = (url: Redacted.Redacted<string>): URL | string => {
   }
 }
 
+const sslModes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "no-verify"]
+
+/** What is wrong with the URL's TLS parameters: an unknown sslmode, a file that cannot be read. */
+const tlsProblem = (params: URLSearchParams): string | undefined => {
+  const mode = params.get("sslmode")
+  if (mode !== null && !sslModes.includes(mode)) {
+    return `the database URL's sslmode is "${mode}"; use one of ${sslModes.slice(0, 6).join(", ")}`
+  }
+  if (mode === "verify-ca" && !params.has("sslrootcert") && params.get("uselibpqcompat") !== "false") {
+    return "the database URL's sslmode=verify-ca needs sslrootcert=/path/to/ca.pem, the authority to check the " +
+      "server's certificate against (or use sslmode=verify-full)"
+  }
+  for (const name of ["sslrootcert", "sslcert", "sslkey"]) {
+    const file = params.get(name)
+    if (file === null) continue
+    try {
+      NodeFs.accessSync(file, NodeFs.constants.R_OK)
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code
+      return `the database URL's ${name} names ${file}, which cannot be read (${code ?? causeMessage(error)})`
+    }
+  }
+  return undefined
+}
+
 /**
  * What is wrong with a connection URL, or `undefined` when `pg` can use it.
  * The message never repeats the URL, which may hold a password.
@@ -303,26 +328,38 @@ const parseUrl = (url: Redacted.Redacted<string>): URL | string => {
  */
 export const checkUrl = (url: Redacted.Redacted<string>): string | undefined => {
   const parsed = parseUrl(url)
-  return typeof parsed === "string" ? parsed : undefined
+  return typeof parsed === "string" ? parsed : tlsProblem(parsed.searchParams)
 }
 
 /**
- * The URL as `pg` is given it: `sslmode` keeps the meaning it has for libpq
- * (psql, and most other clients): `require` encrypts without verifying the
- * server's certificate (as `verify-ca` does with `sslrootcert`), `verify-ca`
- * checks it against `sslrootcert`, `verify-full` also checks the host name,
- * `disable` turns TLS off. Left to itself, `pg` 8 takes every mode but
- * `disable` for `verify-full` and warns about it on every start. A URL that
- * sets `uselibpqcompat` itself is left alone.
+ * The URLs `pg` is given, in the order to try them: `sslmode` keeps the
+ * meaning it has for libpq (psql, and most other clients). `require`
+ * encrypts without verifying the server's certificate (with `sslrootcert`,
+ * it verifies as `verify-ca` does), `verify-ca` checks it against
+ * `sslrootcert`, `verify-full` also checks the host name, `disable` turns
+ * TLS off; with `prefer` or `allow`, a server that does not offer TLS is
+ * connected to without it (the second URL). Left to itself, `pg` 8 takes
+ * every mode but `disable` for `verify-full` and warns about it on every
+ * start. `pg`'s own `no-verify`, and a URL that sets `uselibpqcompat`
+ * itself, are taken as they are.
  */
-const libpqUrl = (url: string): string => {
+const connectionUrls = (url: string): readonly [string, ...Array<string>] => {
   const parsed = parseUrl(Redacted.make(url))
-  if (typeof parsed === "string" || parsed.hash !== "") return url
+  if (typeof parsed === "string" || parsed.hash !== "") return [url]
   const params = parsed.searchParams
-  if (!params.has("sslmode") || params.has("uselibpqcompat")) return url
+  const mode = params.get("sslmode")
+  if (mode === null || mode === "no-verify" || params.has("uselibpqcompat")) return [url]
   const text = url.trim()
-  return `${text}${text.includes("?") ? "&" : "?"}uselibpqcompat=true`
+  const withMode = (next: string) => text.replace(/([?&])sslmode=[^&]*/g, `$1sslmode=${next}`)
+  const compat = (u: string) => `${u}&uselibpqcompat=true`
+  return mode === "prefer" || mode === "allow"
+    ? [compat(withMode("prefer")), withMode("disable")]
+    : [compat(text)]
 }
+
+/** The connection failed because the server does not offer TLS. */
+const isTlsRefused = (cause: unknown): boolean =>
+  cause instanceof Error && /does not support SSL/.test(cause.message)
 
 /**
  * Where a connection URL points, without its password: safe to print.
@@ -463,9 +500,9 @@ export const layerServer = (
       const statementTimeout = Duration.toMillis(options.statementTimeout ?? Duration.minutes(10))
       const connectTimeout = Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
       const failedToConnect = connectError(where, connectTimeout)
-      const makePool = () =>
+      const makePool = (connectionString: string) =>
         new Pg.Pool({
-          connectionString: libpqUrl(Redacted.value(options.url)),
+          connectionString,
           max: options.poolSize ?? 4,
           connectionTimeoutMillis: connectTimeout,
           idleTimeoutMillis: Duration.toMillis(options.idleTimeout ?? Duration.seconds(30)),
@@ -475,9 +512,9 @@ export const layerServer = (
           options: `-c client_connection_check_interval=1000` +
             (options.schema === undefined ? "" : ` -c search_path=${options.schema},public`)
         })
-      const pool = yield* ledger.acquireRelease(
-        "pg-pool",
-        Effect.sync(makePool).pipe(
+      /** A pool for `url` whose first connection worked (else ended, failing with the connection's error). */
+      const openPool = (url: string) =>
+        Effect.sync(() => makePool(url)).pipe(
           Effect.tap((pool) =>
             Effect.sync(() => {
               pool.on("error", () => {})
@@ -487,10 +524,17 @@ export const layerServer = (
           Effect.tap((pool) =>
             Effect.tryPromise({
               try: () => pool.query("SELECT 1"),
-              catch: failedToConnect
+              catch: (cause) => cause
             }).pipe(Effect.tapError(() => Effect.promise(() => pool.end())))
           )
-        ),
+        )
+      const [first, ...fallbacks] = connectionUrls(Redacted.value(options.url))
+      const pool = yield* ledger.acquireRelease(
+        "pg-pool",
+        fallbacks.reduce(
+          (opened, next) => Effect.catchIf(opened, isTlsRefused, () => openPool(next)),
+          openPool(first)
+        ).pipe(Effect.mapError(failedToConnect)),
         (pool) => Effect.promise(() => pool.end()),
         where
       )

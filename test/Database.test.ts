@@ -17,6 +17,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import Pg from "pg"
+import { fileURLToPath } from "node:url"
 import * as Database from "../src/Database.js"
 import { StoreError } from "../src/Errors.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
@@ -75,6 +76,31 @@ describe("Database.checkUrl and describeUrl", () => {
       assert.match(problem!, /--database-url \/ DATABASE_URL/)
       assert.notInclude(problem!, password)
       assert.strictEqual(Database.describeUrl(Redacted.make(url)), "(unparsable URL)")
+    }
+  })
+
+  it("check the TLS parameters: a known sslmode, an authority for verify-ca, files that can be read", () => {
+    const base = `postgres://alice:${password}@db.example/docs`
+    for (const query of ["sslmode=require", "sslmode=prefer", "sslmode=verify-full", "sslmode=disable"]) {
+      assert.isUndefined(Database.checkUrl(Redacted.make(`${base}?${query}`)), query)
+    }
+    const readable = fileURLToPath(import.meta.url)
+    assert.isUndefined(Database.checkUrl(Redacted.make(`${base}?sslmode=verify-ca&sslrootcert=${readable}`)))
+    const bad: ReadonlyArray<readonly [string, string]> = [
+      ["sslmode=required", `the database URL's sslmode is "required"; use one of disable, allow, prefer, require, `],
+      ["sslmode=verify-ca", "the database URL's sslmode=verify-ca needs sslrootcert=/path/to/ca.pem"],
+      [
+        "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        "sslrootcert names /nonexistent/ca.pem, which cannot be read (ENOENT)"
+      ],
+      ["sslcert=/nonexistent/client.pem", "sslcert names /nonexistent/client.pem, which cannot be read (ENOENT)"]
+    ]
+    for (const [query, expected] of bad) {
+      const problem = Database.checkUrl(Redacted.make(`${base}?${query}`))
+      assert.include(problem ?? "", expected, query)
+      assert.notInclude(problem!, password)
+      // still described: the URL itself is well formed
+      assert.strictEqual(Database.describeUrl(Redacted.make(`${base}?${query}`)), "alice@db.example:5432/docs")
     }
   })
 })

@@ -656,13 +656,18 @@ describe("ragpipe CLI against a PostgreSQL server it cannot use", () => {
         yield* search(tls.port, "sslmode=verify-full"),
         /could not be verified \(DEPTH_ZERO_SELF_SIGNED_CERT: .*\); name the authority .* sslrootcert=/
       )
-      assert.strictEqual(tls.accepted(), 3)
-      // a server that answers a TLS request with no
+      // prefer: TLS where the server offers it
+      assertStoreRefused(yield* search(tls.port, "sslmode=prefer"), noPgvector)
+      assert.strictEqual(tls.accepted(), 4)
+      assert.strictEqual(tls.secured(), 4)
+      // a server that answers a TLS request with no: refused, but with prefer connected to without TLS
       assertStoreRefused(
         yield* search(plain.port, "sslmode=require"),
         /does not accept TLS connections, which the URL's sslmode asks for; remove sslmode from --database-url/
       )
-      assert.strictEqual(plain.accepted(), 1)
+      assertStoreRefused(yield* search(plain.port, "sslmode=prefer"), noPgvector)
+      assert.strictEqual(plain.accepted(), 3)
+      assert.strictEqual(plain.secured(), 0)
     }))
 })
 

@@ -216,6 +216,8 @@ export interface FakePostgres {
   readonly open: () => number
   /** the simple queries received, in order */
   readonly queries: ReadonlyArray<string>
+  /** connections on which TLS was accepted */
+  readonly secured: () => number
 }
 
 const message = (type: string, body: Buffer): Buffer => {
@@ -279,6 +281,7 @@ export const fakePostgres = (
         const sockets = new Set<NodeNet.Socket>()
         const queries: Array<string> = []
         let accepted = 0
+        let secured = 0
         const server = NodeNet.createServer((socket) => {
           accepted++
           sockets.add(socket)
@@ -302,6 +305,7 @@ export const fakePostgres = (
                 const code = pending.readInt32BE(4)
                 pending = pending.subarray(length)
                 if (code === 80877103 && tls !== undefined) {
+                  secured++
                   socket.write("S")
                   socket.off("data", onData)
                   conn = new NodeTls.TLSSocket(socket, { isServer: true, key: tls.key, cert: tls.cert })
@@ -356,7 +360,7 @@ export const fakePostgres = (
         server.listen(0, "127.0.0.1", () => {
           const { port } = server.address() as NodeNet.AddressInfo
           resume(Effect.succeed({
-            fake: { port, accepted: () => accepted, open: () => sockets.size, queries },
+            fake: { port, accepted: () => accepted, open: () => sockets.size, queries, secured: () => secured },
             server,
             sockets
           }))
