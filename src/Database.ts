@@ -508,8 +508,8 @@ export const layerServer = (
           idleTimeoutMillis: Duration.toMillis(options.idleTimeout ?? Duration.seconds(30)),
           application_name: "ragpipe",
           ...(statementTimeout > 0 ? { statement_timeout: statementTimeout } : {}),
-          // the server notices a vanished client within a second even mid-statement
-          options: `-c client_connection_check_interval=1000` +
+          // the server notices a vanished client within a quarter of a second even mid-statement
+          options: `-c client_connection_check_interval=250` +
             (options.schema === undefined ? "" : ` -c search_path=${options.schema},public`)
         })
       /** A pool for `url` whose first connection worked (else ended, failing with the connection's error). */

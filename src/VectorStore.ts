@@ -1123,8 +1123,8 @@ export const makeWith = (
       if (!embedded) {
         // A server notices a vanished client (kill -9) only between statements; during a long build
         // it would go on holding the table's lock. Where the platform supports it (Linux, macOS, BSD),
-        // have it look every second. In a savepoint, as other platforms refuse the setting.
-        yield* sql.withTransaction(sql.unsafe(`SET LOCAL client_connection_check_interval = 1000`)).pipe(
+        // have it look four times a second. In a savepoint, as other platforms refuse the setting.
+        yield* sql.withTransaction(sql.unsafe(`SET LOCAL client_connection_check_interval = 250`)).pipe(
           Effect.ignore
         )
       }
