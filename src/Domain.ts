@@ -293,6 +293,10 @@ export const StoreStats = Schema.Struct({
   chunks: Schema.Int,
   dimensions: Schema.NullOr(Schema.Int),
   model: Schema.NullOr(Schema.String),
+  /**
+   * bytes the store's tables take, with their indexes and TOAST (not the
+   * rest of the database they are in); an estimate for an in-memory store
+   */
   storeBytes: Schema.Number
 })
 

@@ -662,6 +662,9 @@ export interface Options {
 /** The table the migrations are recorded in: its presence is the store's. */
 const migrationsTable = "ragpipe_migrations"
 
+/** The store's tables (see `internal/migrations.ts`), whose sizes make its size. */
+const storeTables = ["documents", "chunks", "failures", "ragpipe_meta", "ragpipe_seen", migrationsTable]
+
 /** Fails with reason `missing` unless the database, in its current schema, holds a store. */
 const checkStoreExists = (sql: SqlClient.SqlClient) =>
   sql<{ present: boolean; database: string; schema: string | null }>`
@@ -1054,10 +1057,14 @@ export const makeWith = (
     )
 
   const stats: Service["stats"] = Effect.gen(function*() {
+    // the size of the store's own tables, with their indexes and TOAST, not of the database
+    // around them, which may hold anything else
     const [counts] = yield* sql<{ documents: number; chunks: number; bytes: string }>`
       SELECT (SELECT count(*)::int FROM documents) AS documents,
              (SELECT count(*)::int FROM chunks) AS chunks,
-             pg_database_size(current_database())::text AS bytes`
+             (SELECT coalesce(sum(pg_total_relation_size(t)), 0)::text
+              FROM unnest(ARRAY[${sql.unsafe(storeTables.map((t) => `to_regclass('${t}')`).join(", "))}]) AS t)
+               AS bytes`
     const dimensions = yield* readMeta("dimensions")
     const model = yield* readMeta("model")
     return {

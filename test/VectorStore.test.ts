@@ -1,19 +1,24 @@
 /**
  * Opening the PostgreSQL store: `VectorStore.layer` creates it in a database
  * that holds none; `layerWith({ mustExist: true })`, for commands that only
- * read, refuses such a database and leaves nothing in it. On PGlite always,
- * on the server when RAGPIPE_TEST_DATABASE_URL is set.
+ * read, refuses such a database and leaves nothing in it. And the size its
+ * `stats` report. On PGlite always, on the server when
+ * RAGPIPE_TEST_DATABASE_URL is set.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
 import * as Database from "../src/Database.js"
+import * as Embedder from "../src/Embedder.js"
 import { StoreError } from "../src/Errors.js"
+import * as Ingest from "../src/Ingest.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { createDatabase, tempDir, testDatabaseUrl } from "./support.js"
+import { backends, createDatabase, doc, ledgerLayer, tempDir, testDatabaseUrl } from "./support.js"
 
 type SqlLayer = Layer.Layer<SqlClient.SqlClient, StoreError, ResourceLedger.ResourceLedger>
 
@@ -79,4 +84,30 @@ describe("VectorStore.layerWith({ mustExist: true })", () => {
       }),
     60_000
   )
+})
+
+describe.each(backends)("VectorStore.stats on $name", (backend) => {
+  it.scopedLive("storeBytes: the store's own tables, not the rest of the database", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      yield* Effect.gen(function*() {
+        const store = yield* VectorStore.VectorStore
+        const sql = yield* SqlClient.SqlClient
+        const empty = (yield* store.stats).storeBytes
+        assert.isAbove(empty, 0)
+        // two megabytes of something else beside the store
+        yield* sql`CREATE TABLE unrelated AS SELECT g, repeat(md5(g::text), 32) AS t FROM generate_series(1, 2000) g`
+        const [other] = yield* sql<{ bytes: string }>`SELECT pg_total_relation_size('unrelated')::text AS bytes`
+        assert.isAbove(Number(other!.bytes), 2_000_000)
+        assert.strictEqual((yield* store.stats).storeBytes, empty)
+        // a hundred documents of the store's own
+        const docs = Array.from({ length: 100 }, (_, i) => doc(`d${i}.txt`, `document ${i} `.repeat(200)))
+        yield* Ingest.ingestStream(Stream.fromIterable(docs.map(Either.right)))
+        const filled = yield* store.stats
+        assert.strictEqual(filled.documents, 100)
+        assert.isAbove(filled.storeBytes, empty)
+      }).pipe(Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
+        Layer.provideMerge(ledgerLayer)
+      )))
+    }))
 })
