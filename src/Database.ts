@@ -446,15 +446,25 @@ const connectError = (where: string, timeoutMillis: number) => (cause: unknown):
         `or use sslmode=require to encrypt without verifying it`
     })
   }
+  if (code === "53300") {
+    return new StoreError({
+      reason: "open",
+      message: `the PostgreSQL server at ${where} has no connection left for ragpipe (${detail}); ` +
+        `lower --db-pool-size, close other clients, or raise the server's max_connections or the role's ` +
+        `connection limit`
+    })
+  }
   if (code === "3D000") {
     return new StoreError({
       reason: "open",
       message: `the database in ${where} does not exist (${detail}); create it (createdb) or fix --database-url`
     })
   }
+  // the server's own refusal says what it refused; a socket error's code says enough
+  const why = cause instanceof Pg.DatabaseError ? `${detail}, SQLSTATE ${code}` : code ?? detail
   return new StoreError({
     reason: "open",
-    message: `cannot reach the PostgreSQL server at ${where} (${code ?? detail}); ` +
+    message: `cannot reach the PostgreSQL server at ${where} (${why}); ` +
       `check that it is running and that --database-url / DATABASE_URL is right`
   })
 }

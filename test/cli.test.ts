@@ -714,7 +714,7 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
     }
   }, 120_000)
 
-  it("a user without the privileges the store's schema needs: exit 1, which privilege, and what to do", async () => {
+  it("a user without the privileges the store needs, or without a connection: exit 1, which, what to do", async () => {
     const role = `ragpipe_plain_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
     const owned = `${role}_owned`
     await withClient(server!, (c) => c.query(`CREATE ROLE ${role} LOGIN`))
@@ -742,6 +742,13 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
         noCreate.stderr,
         "(permission denied for schema public); the user needs the CREATE privilege on the schema " +
           "(GRANT CREATE ON SCHEMA public TO <user>)"
+      )
+      // a role allowed no connection: the server's reason, and what to change
+      await withClient(server!, (c) => c.query(`ALTER ROLE ${role} CONNECTION LIMIT 0`))
+      const noSlot = await ragpipe(["stats", "--database-url", as(owned)])
+      assertStoreRefused(
+        noSlot,
+        new RegExp(`has no connection left for ragpipe \\(too many connections for role "${role}"\\); lower `)
       )
     } finally {
       await foreign.drop()
