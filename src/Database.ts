@@ -264,7 +264,10 @@ export interface ServerOptions {
   readonly idleTimeout?: Duration.DurationInput
   /** the server cancels a statement running longer than this (default 10 minutes; 0 disables) */
   readonly statementTimeout?: Duration.DurationInput
-  /** schema to create and use ahead of `public` (tests isolate themselves with it) */
+  /**
+   * schema to create and use ahead of `public`: a store of its own beside
+   * others in the same database (the store is looked for there only)
+   */
   readonly schema?: string
 }
 

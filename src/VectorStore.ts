@@ -665,20 +665,42 @@ const migrationsTable = "ragpipe_migrations"
 /** The store's tables (see `internal/migrations.ts`), whose sizes make its size. */
 const storeTables = ["documents", "chunks", "failures", "ragpipe_meta", "ragpipe_seen", migrationsTable]
 
-/** Fails with reason `missing` unless the database, in its current schema, holds a store. */
-const checkStoreExists = (sql: SqlClient.SqlClient) =>
-  sql<{ present: boolean; database: string; schema: string | null }>`
-    SELECT to_regclass(${migrationsTable}) IS NOT NULL AS present, current_database() AS database,
-      current_schema() AS schema`.pipe(
+/**
+ * Where the store is: its database, and the schema its tables are created
+ * in (the first of the search path that exists; `null` when none does).
+ */
+interface Location {
+  readonly database: string
+  readonly schema: string | null
+}
+
+const locate = (sql: SqlClient.SqlClient) =>
+  sql<Location>`SELECT current_database() AS database, current_schema() AS schema`.pipe(
+    Effect.map((rows) => rows[0] ?? { database: "", schema: null }),
+    Effect.mapError(queryError("looking for the store"))
+  )
+
+/**
+ * A store table's name, qualified with the store's schema: only there may
+ * the store be found. Unqualified, a table elsewhere on the search path
+ * (a store in `public`, for a store in a schema of its own ahead of it)
+ * would be taken for the store's. A schema whose name would need quoting is
+ * left to the search path.
+ */
+const inSchema = (location: Location, table: string): string =>
+  location.schema !== null && /^[a-z_][a-z0-9_]*$/.test(location.schema) ? `${location.schema}.${table}` : table
+
+/** Fails with reason `missing` unless the store's schema holds a store. */
+const checkStoreExists = (sql: SqlClient.SqlClient, location: Location) =>
+  sql<{ present: boolean }>`SELECT to_regclass(${inSchema(location, migrationsTable)}) IS NOT NULL AS present`.pipe(
     Effect.mapError(queryError("looking for the store")),
     Effect.flatMap((rows) => {
-      const found = rows[0]
-      if (found === undefined || found.present) return Effect.void
+      if (rows[0]?.present !== false) return Effect.void
       return Effect.fail(
         new StoreError({
           reason: "missing",
-          message: `there is no ragpipe store in database "${found.database}" ` +
-            `(schema "${found.schema ?? "none"}"); run \`ragpipe ingest <dir>\` into it first, ` +
+          message: `there is no ragpipe store in database "${location.database}" ` +
+            `(schema "${location.schema ?? "none"}"); run \`ragpipe ingest <dir>\` into it first, ` +
             "or name the database that holds the store"
         })
       )
@@ -696,14 +718,15 @@ export const makeWith = (
   options: Options = {}
 ): Effect.Effect<Service, StoreError, SqlClient.SqlClient> => Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  if (options.mustExist === true) yield* checkStoreExists(sql)
+  const location = yield* locate(sql)
+  if (options.mustExist === true) yield* checkStoreExists(sql, location)
   // chunks are written with a binary COPY: on a server on a client of its
   // pool, on the embedded database from memory
   const serverPool = yield* Effect.serviceOption(ServerPool)
   const copyArena = new CopyArena()
   const embeddedCopy = yield* Effect.serviceOption(EmbeddedCopy)
 
-  yield* PgMigrator.run({ loader: migrations, table: migrationsTable }).pipe(
+  yield* PgMigrator.run({ loader: migrations, table: inSchema(location, migrationsTable) }).pipe(
     Effect.provide(NodeContext.layer),
     // a migration whose statement failed is a defect of the migrator's, holding that failure
     Effect.catchAllDefect((defect) =>
@@ -1059,12 +1082,11 @@ export const makeWith = (
   const stats: Service["stats"] = Effect.gen(function*() {
     // the size of the store's own tables, with their indexes and TOAST, not of the database
     // around them, which may hold anything else
+    const tables = sql.unsafe(storeTables.map((t) => `to_regclass('${inSchema(location, t)}')`).join(", "))
     const [counts] = yield* sql<{ documents: number; chunks: number; bytes: string }>`
       SELECT (SELECT count(*)::int FROM documents) AS documents,
              (SELECT count(*)::int FROM chunks) AS chunks,
-             (SELECT coalesce(sum(pg_total_relation_size(t)), 0)::text
-              FROM unnest(ARRAY[${sql.unsafe(storeTables.map((t) => `to_regclass('${t}')`).join(", "))}]) AS t)
-               AS bytes`
+             (SELECT coalesce(sum(pg_total_relation_size(t)), 0)::text FROM unnest(ARRAY[${tables}]) AS t) AS bytes`
     const dimensions = yield* readMeta("dimensions")
     const model = yield* readMeta("model")
     return {

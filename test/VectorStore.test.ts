@@ -18,7 +18,7 @@ import { StoreError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { backends, createDatabase, doc, ledgerLayer, tempDir, testDatabaseUrl } from "./support.js"
+import { backends, createDatabase, doc, ledgerLayer, tempDir, testDatabaseUrl, withClient } from "./support.js"
 
 type SqlLayer = Layer.Layer<SqlClient.SqlClient, StoreError, ResourceLedger.ResourceLedger>
 
@@ -111,3 +111,47 @@ describe.each(backends)("VectorStore.stats on $name", (backend) => {
       )))
     }))
 })
+
+describe.skipIf(testDatabaseUrl === undefined || testDatabaseUrl === "")(
+  "VectorStore in a schema of its own (runs when RAGPIPE_TEST_DATABASE_URL is set)",
+  () => {
+    it.scopedLive("beside a store in public: refused when it must exist, then created and filled apart from it", () =>
+      Effect.gen(function*() {
+        const db = yield* Effect.acquireRelease(
+          Effect.promise(() => createDatabase(testDatabaseUrl!, "schemas")),
+          (db) => Effect.promise(db.drop)
+        )
+        const server = (schema?: string) =>
+          Database.layerServer({
+            url: Redacted.make(db.url),
+            poolSize: 2,
+            ...(schema === undefined ? {} : { schema })
+          })
+        const run = (sqlLayer: SqlLayer, options: VectorStore.Options, path?: string) =>
+          Effect.gen(function*() {
+            if (path !== undefined) yield* Ingest.ingestStream(Stream.make(Either.right(doc(path, `text of ${path}`))))
+            return yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.stats)
+          }).pipe(
+            Effect.provide(
+              Layer.mergeAll(VectorStore.layerWith(options), Embedder.layerHashing({ dimensions: 64 })).pipe(
+                Layer.provideMerge(sqlLayer),
+                Layer.provideMerge(ledgerLayer)
+              )
+            )
+          )
+        assert.strictEqual((yield* run(server(), {}, "public.txt")).documents, 1)
+        const refused = yield* Effect.flip(run(server("second"), { mustExist: true }))
+        assert.strictEqual(refused.reason, "missing")
+        assert.include(refused.message, `(schema "second")`)
+        assert.strictEqual((yield* run(server("second"), {}, "second.txt")).documents, 1)
+        assert.strictEqual((yield* run(server("second"), { mustExist: true })).documents, 1)
+        assert.strictEqual((yield* run(server(), { mustExist: true })).documents, 1)
+        const paths = (schema: string) =>
+          Effect.promise(() =>
+            withClient(db.url, (c) => c.query<{ path: string }>(`SELECT path FROM ${schema}.documents ORDER BY path`))
+          ).pipe(Effect.map((r) => r.rows.map((row) => row.path)))
+        assert.deepStrictEqual(yield* paths("public"), ["public.txt"])
+        assert.deepStrictEqual(yield* paths("second"), ["second.txt"])
+      }), 60_000)
+  }
+)
