@@ -23,12 +23,15 @@ describe("heap setting of the executable", () => {
     )
   })
 
-  it("a run names a server by --database-url or DATABASE_URL", () => {
+  it("a run names a server by --database-url or, without --data-dir, DATABASE_URL", () => {
     expect(storeKindOf(["ingest", "docs", "--database-url", "postgres://h/db"], undefined)).toBe("server")
     expect(storeKindOf(["ingest", "docs", "--database-url=postgres://h/db"], undefined)).toBe("server")
     expect(storeKindOf(["ingest", "docs"], "postgres://h/db")).toBe("server")
     expect(storeKindOf(["ingest", "docs"], " ")).toBe("embedded")
     expect(storeKindOf(["ingest", "docs", "--data-dir", "x"], undefined)).toBe("embedded")
+    // --data-dir on the command line wins over DATABASE_URL, as it does for the store
+    expect(storeKindOf(["ingest", "docs", "--data-dir", "x"], "postgres://h/db")).toBe("embedded")
+    expect(storeKindOf(["ingest", "docs", "--data-dir=x"], "postgres://h/db")).toBe("embedded")
     // an option that only starts alike is not this one
     expect(storeKindOf(["ingest", "--database-urls"], undefined)).toBe("embedded")
   })

@@ -615,6 +615,24 @@ describe("ragpipe CLI against a PostgreSQL server it cannot use", () => {
     )
   })
 
+  it("--data-dir on the command line wins over DATABASE_URL; --data-dir with --database-url is refused", async () => {
+    const port = await closedPort()
+    const elsewhere = { DATABASE_URL: `postgres://alice:${password}@127.0.0.1:${port}/docs` }
+    const data = NodePath.join(scratch, "explicit-data-dir")
+    // the variable names a server that is not there: only the data directory can make these work
+    const ingest = await ragpipe(["ingest", corpusDir, "--data-dir", data, "--json"], elsewhere)
+    assert.strictEqual(ingest.code, 0, ingest.stderr)
+    assert.isTrue(NodeFs.existsSync(NodePath.join(data, "pgdata", "PG_VERSION")))
+    const stats = await ragpipe(["stats", "--data-dir", data, "--json"], elsewhere)
+    assert.strictEqual(stats.code, 0, stats.stderr)
+    assert.strictEqual(lastJson(stats.stdout).documents, lastJson(ingest.stdout).files.ingested)
+    // without --data-dir the variable decides
+    assertStoreRefused(await ragpipe(["stats"], elsewhere), /^ragpipe: cannot reach the PostgreSQL server at alice@/)
+    // both on the command line
+    const both = await ragpipe(["stats", "--data-dir", data, "--database-url", elsewhere.DATABASE_URL])
+    assertStoreRefused(both, /^ragpipe: --data-dir and --database-url name two different stores; give one of them/)
+  })
+
   it.scopedLive("a server without pgvector: exit 1, says how to install it, no password", () =>
     Effect.gen(function*() {
       const fake = yield* fakePostgres("no-pgvector")

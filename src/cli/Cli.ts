@@ -57,11 +57,10 @@ export class ExitRequest extends Data.TaggedError("ExitRequest")<{ readonly code
 const withEnv = <A>(option: Options.Options<A>, config: Config.Config<A>) =>
   Options.withFallbackConfig(option, config)
 
-const dataDir = withEnv(
-  Options.text("data-dir"),
-  Config.string("RAGPIPE_DATA_DIR")
-).pipe(
-  Options.withDefault(Database.defaultDataDir),
+// The two store options are read without their variables: which store a
+// command uses depends on where each came from (see `storeTarget`).
+const dataDir = Options.text("data-dir").pipe(
+  Options.optional,
   Options.withDescription("directory of the embedded database (env RAGPIPE_DATA_DIR; default .ragpipe)")
 )
 
@@ -124,7 +123,7 @@ const retryPolicy = (timeout: string) =>
 /** Where the store lives: the embedded database in a directory, or a server. */
 const store = {
   dataDir,
-  databaseUrl: withEnv(Options.redacted("database-url"), Config.redacted("DATABASE_URL")).pipe(
+  databaseUrl: Options.redacted("database-url").pipe(
     Options.optional,
     Options.withDescription("PostgreSQL server to use instead of the embedded database (env DATABASE_URL)")
   ),
@@ -140,7 +139,7 @@ const store = {
 }
 
 interface StoreOptions {
-  readonly dataDir: string
+  readonly dataDir: Option.Option<string>
   readonly databaseUrl: Option.Option<Redacted.Redacted>
   readonly dbPoolSize: number
   readonly dbConnectTimeout: string
@@ -148,39 +147,26 @@ interface StoreOptions {
   readonly dbStatementTimeout: string
 }
 
-/** The server's URL, unless none is given: a blank DATABASE_URL (or --database-url) names none. */
-const serverUrl = (o: StoreOptions): Option.Option<Redacted.Redacted> =>
-  Option.filter(o.databaseUrl, (url) => String(Redacted.value(url)).trim() !== "")
+/** The store a command uses: a data directory, or a server (with the pool settings). */
+type StoreTarget =
+  | { readonly _tag: "embedded"; readonly dataDir: string }
+  | { readonly _tag: "server"; readonly url: Redacted.Redacted<string>; readonly options: StoreOptions }
+
+const isBlank = (url: Redacted.Redacted): boolean => String(Redacted.value(url)).trim() === ""
+
+/** A variable, or none when it is unset (a string variable cannot be malformed). */
+const variable = <A>(config: Config.Config<A>) =>
+  Effect.orElseSucceed(Config.option(config), () => Option.none<A>())
 
 /**
- * The store the options name. `mustExist` (commands that only read): a
- * missing store is an error, on a server as in a data directory, and
- * nothing is created.
+ * Which store the options name, checked. What is given on the command line
+ * decides: `--data-dir` the embedded database (whatever DATABASE_URL says:
+ * a variable set for another program must not overrule it), `--database-url`
+ * a server (a blank one names none: the embedded database); both at once
+ * are an error. Without either, DATABASE_URL (unless blank) names a server,
+ * else RAGPIPE_DATA_DIR or `.ragpipe` the data directory.
  */
-const storeLayer = (o: StoreOptions, mustExist: boolean) =>
-  Option.match(serverUrl(o), {
-    onNone: () =>
-      VectorStore.layerWith({ mustExist }).pipe(
-        Layer.provide(Database.layerPglite({ dataDir: o.dataDir, mustExist }))
-      ),
-    onSome: (url) =>
-      VectorStore.layerWith({ mustExist }).pipe(
-        Layer.provide(Database.layerServer({
-          url: url as Redacted.Redacted<string>,
-          poolSize: o.dbPoolSize,
-          connectTimeout: Option.getOrElse(parseDuration(o.dbConnectTimeout), () => Duration.seconds(10)),
-          idleTimeout: Option.getOrElse(parseDuration(o.dbIdleTimeout), () => Duration.seconds(30)),
-          statementTimeout: Option.getOrElse(parseDuration(o.dbStatementTimeout), () => Duration.minutes(10))
-        }))
-      )
-  })
-
-const storeName = (o: StoreOptions) => Option.match(serverUrl(o), {
-  onNone: () => o.dataDir,
-  onSome: (url) => Database.describeUrl(url as Redacted.Redacted<string>)
-})
-
-const checkStoreOptions = (o: StoreOptions) =>
+const storeTarget = (o: StoreOptions): Effect.Effect<StoreTarget, InvalidInput> =>
   Effect.gen(function*() {
     if (o.dbPoolSize < 1) return yield* invalid(`--db-pool-size must be at least 1 (got ${o.dbPoolSize})`)
     for (
@@ -194,7 +180,50 @@ const checkStoreOptions = (o: StoreOptions) =>
         return yield* invalid(`${name} must be a duration such as 30s, 500ms or 10m (got ${value})`)
       }
     }
+    const embedded = (dataDir: string): StoreTarget => ({ _tag: "embedded", dataDir })
+    const server = (url: Redacted.Redacted): StoreTarget => ({
+      _tag: "server",
+      url: url as Redacted.Redacted<string>,
+      options: o
+    })
+    const envDataDir = Effect.map(variable(Config.string("RAGPIPE_DATA_DIR")), (dir) =>
+      embedded(Option.getOrElse(dir, () => Database.defaultDataDir)))
+    if (Option.isSome(o.dataDir) && Option.isSome(o.databaseUrl) && !isBlank(o.databaseUrl.value)) {
+      return yield* invalid(
+        "--data-dir and --database-url name two different stores; give one of them " +
+          "(--data-dir for the embedded database, --database-url for a PostgreSQL server)"
+      )
+    }
+    if (Option.isSome(o.dataDir)) return embedded(o.dataDir.value)
+    if (Option.isSome(o.databaseUrl)) {
+      return isBlank(o.databaseUrl.value) ? yield* envDataDir : server(o.databaseUrl.value)
+    }
+    const envUrl = yield* variable(Config.redacted("DATABASE_URL"))
+    return Option.isSome(envUrl) && !isBlank(envUrl.value) ? server(envUrl.value) : yield* envDataDir
   })
+
+/**
+ * The store layer of a target. `mustExist` (commands that only read): a
+ * missing store is an error, on a server as in a data directory, and
+ * nothing is created.
+ */
+const storeLayer = (target: StoreTarget, mustExist: boolean) => {
+  const store = VectorStore.layerWith({ mustExist })
+  if (target._tag === "embedded") {
+    return store.pipe(Layer.provide(Database.layerPglite({ dataDir: target.dataDir, mustExist })))
+  }
+  const o = target.options
+  return store.pipe(Layer.provide(Database.layerServer({
+    url: target.url,
+    poolSize: o.dbPoolSize,
+    connectTimeout: Option.getOrElse(parseDuration(o.dbConnectTimeout), () => Duration.seconds(10)),
+    idleTimeout: Option.getOrElse(parseDuration(o.dbIdleTimeout), () => Duration.seconds(30)),
+    statementTimeout: Option.getOrElse(parseDuration(o.dbStatementTimeout), () => Duration.minutes(10))
+  })))
+}
+
+const storeName = (target: StoreTarget) =>
+  target._tag === "embedded" ? target.dataDir : Database.describeUrl(target.url)
 
 /** Fail with the exit code of the signal when one arrives before `effect` ends. */
 const interruptOnSignal = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -376,7 +405,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
   },
   (o) =>
     Effect.gen(function*() {
-      yield* checkStoreOptions(o)
+      const target = yield* storeTarget(o)
       const chunker: Chunker.Options = { chunkSize: o.chunkSize, chunkOverlap: o.chunkOverlap }
       const checked = Chunker.validateOptions(chunker)
       if (Either.isLeft(checked)) return yield* invalid(checked.left)
@@ -449,7 +478,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
             )
             : Effect.succeed({ index: Either.right<Format.IndexReport>(null), summary })
         ),
-        Effect.provide(Layer.merge(storeLayer(o, false), deps.embedder(providerSettings(o, o.concurrency))))
+        Effect.provide(Layer.merge(storeLayer(target, false), deps.embedder(providerSettings(o, o.concurrency))))
       )
 
       const indexReport = Either.getOrNull(index)
@@ -493,7 +522,7 @@ const searchCommand = (deps: Dependencies) => Command.make(
   },
   (o) =>
     Effect.gen(function*() {
-      yield* checkStoreOptions(o)
+      const target = yield* storeTarget(o)
       const retry = yield* retryPolicy(o.timeout)
       const hits = yield* Effect.gen(function*() {
         const store = yield* VectorStore.VectorStore
@@ -505,7 +534,7 @@ const searchCommand = (deps: Dependencies) => Command.make(
             dimensions: settings.dimensions ?? stats.dimensions ?? undefined
           }))
         )
-      }).pipe(Effect.provide(storeLayer(o, true)), interruptOnSignal)
+      }).pipe(Effect.provide(storeLayer(target, true)), interruptOnSignal)
       yield* Console.log(o.json ? JSON.stringify(hits) : Format.searchTable(hits))
     })
 ).pipe(Command.withDescription("search the store; prints rank, score, path, heading and a snippet"))
@@ -526,7 +555,7 @@ const statsCommand = Command.make(
   },
   (o) =>
     Effect.gen(function*() {
-      yield* checkStoreOptions(o)
+      const target = yield* storeTarget(o)
       const asJson = o.json
       const withChecksum = o.checksum
       const { checksum, stats } = yield* Effect.gen(function*() {
@@ -534,11 +563,11 @@ const statsCommand = Command.make(
         const stats = yield* store.stats
         const checksum = withChecksum ? yield* store.checksum : undefined
         return { stats, checksum }
-      }).pipe(Effect.provide(storeLayer(o, true)), interruptOnSignal)
+      }).pipe(Effect.provide(storeLayer(target, true)), interruptOnSignal)
       yield* Console.log(
         asJson
           ? JSON.stringify(checksum === undefined ? stats : { ...stats, checksum })
-          : Format.statsTable(stats, storeName(o), checksum)
+          : Format.statsTable(stats, storeName(target), checksum)
       )
     })
 ).pipe(Command.withDescription("documents, chunks, dimensions, model and size of the store"))
@@ -551,13 +580,13 @@ const indexCommand = Command.make(
   { ...store, json },
   (o) =>
     Effect.gen(function*() {
-      yield* checkStoreOptions(o)
+      const target = yield* storeTarget(o)
       const asJson = o.json
       const build = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.createIndex).pipe(
-        Effect.provide(storeLayer(o, true)),
+        Effect.provide(storeLayer(target, true)),
         interruptOnSignal
       )
-      yield* Console.log(asJson ? JSON.stringify(build) : Format.indexTable(build, storeName(o)))
+      yield* Console.log(asJson ? JSON.stringify(build) : Format.indexTable(build, storeName(target)))
     })
 ).pipe(Command.withDescription(
   `build the HNSW vector index (${VectorStore.hnswIndexName}, cosine) that speeds up search on large stores`
@@ -575,11 +604,11 @@ const failuresCommand = Command.make(
   },
   (o) =>
     Effect.gen(function*() {
-      yield* checkStoreOptions(o)
+      const target = yield* storeTarget(o)
       if (o.limit < 1) return yield* invalid(`--limit must be at least 1 (got ${o.limit})`)
       const asJson = o.json
       const rows = yield* Effect.flatMap(VectorStore.VectorStore, (s) => s.failures(o.limit)).pipe(
-        Effect.provide(storeLayer(o, true)),
+        Effect.provide(storeLayer(target, true)),
         interruptOnSignal
       )
       yield* Console.log(asJson ? JSON.stringify(rows) : Format.failuresTable(rows))

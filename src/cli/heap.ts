@@ -33,15 +33,20 @@ export const heapGrowingPercent = { server: 40, embedded: 50 } as const
 /** The store a command line writes to, as far as the heap setting is concerned. */
 export type StoreKind = keyof typeof heapGrowingPercent
 
+const mentions = (args: ReadonlyArray<string>, option: string): boolean =>
+  args.some((arg) => arg === option || arg.startsWith(`${option}=`))
+
 /**
- * `server` when the arguments or the environment name a PostgreSQL server
- * (`--database-url`, DATABASE_URL), else `embedded`.
+ * `server` when the arguments or the environment name a PostgreSQL server,
+ * else `embedded`, as the command picks its store: `--database-url` names
+ * one, `--data-dir` the embedded database whatever DATABASE_URL says, and
+ * without either DATABASE_URL decides.
  */
-export const storeKindOf = (args: ReadonlyArray<string>, databaseUrl: string | undefined): StoreKind =>
-  args.some((arg) => arg === "--database-url" || arg.startsWith("--database-url=")) ||
-    (databaseUrl !== undefined && databaseUrl.trim() !== "")
-    ? "server"
-    : "embedded"
+export const storeKindOf = (args: ReadonlyArray<string>, databaseUrl: string | undefined): StoreKind => {
+  if (mentions(args, "--database-url")) return "server"
+  if (mentions(args, "--data-dir")) return "embedded"
+  return databaseUrl !== undefined && databaseUrl.trim() !== "" ? "server" : "embedded"
+}
 
 const flagName = "--heap-growing-percent"
 
