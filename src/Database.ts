@@ -290,12 +290,23 @@ const parseUrl = (url: Redacted.Redacted<string>): URL | string => {
   }
   // WHATWG URLs need a host where pg does not (postgres://user@/db?host=/run/postgresql)
   const withHost = text.replace(/^([^:]+:\/\/(?:[^@/?#]*@)?)(?=[/?#]|$)/, "$1localhost")
+  let parsed: URL
   try {
-    return new URL(withHost)
+    parsed = new URL(withHost)
   } catch {
-    return `the database URL (--database-url / DATABASE_URL) cannot be parsed: check its host and port (a number); expected ${urlForm}`
+    return `the database URL (--database-url / DATABASE_URL) cannot be parsed: check its host and port (a number) ` +
+      `and ${encodingHint}; expected ${urlForm}`
   }
+  // a '#' starts a fragment, which a connection URL never has: it was meant as part of a password
+  if (parsed.hash !== "") {
+    return `the database URL (--database-url / DATABASE_URL) has a '#' in it, which ends the URL there: ` +
+      encodingHint
+  }
+  return parsed
 }
+
+const encodingHint = "write special characters in the user name and password percent-encoded " +
+  "(# as %23, @ as %40, / as %2F, ? as %3F, : as %3A)"
 
 const sslModes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "no-verify"]
 
@@ -348,7 +359,7 @@ export const checkUrl = (url: Redacted.Redacted<string>): string | undefined => 
  */
 const connectionUrls = (url: string): readonly [string, ...Array<string>] => {
   const parsed = parseUrl(Redacted.make(url))
-  if (typeof parsed === "string" || parsed.hash !== "") return [url]
+  if (typeof parsed === "string") return [url]
   const params = parsed.searchParams
   const mode = params.get("sslmode")
   if (mode === null || mode === "no-verify" || params.has("uselibpqcompat")) return [url]

@@ -68,7 +68,11 @@ describe("Database.checkUrl and describeUrl", () => {
       ["not a url", /is not a URL/],
       [`mysql://alice:${password}@db.example/docs`, /is a mysql:\/\/ URL, not a PostgreSQL one/],
       [`https://alice:${password}@db.example/docs`, /is a https:\/\/ URL/],
-      [`postgres://alice:${password}@db.example:port/docs`, /cannot be parsed: check its host and port/]
+      [`postgres://alice:${password}@db.example:port/docs`, /cannot be parsed: check its host and port/],
+      // special characters of a password not percent-encoded
+      [`postgres://alice:${password}/x@db.example/docs`, /cannot be parsed: .* percent-encoded \(# as %23, @ as %40/],
+      [`postgres://alice:${password}#x@db.example/docs`, /cannot be parsed: .* percent-encoded \(# as %23, @ as %40/],
+      [`postgres://alice:${password}@x#y@db.example/docs`, /has a '#' in it, which ends the URL there: write special/]
     ]
     for (const [url, expected] of bad) {
       const problem = Database.checkUrl(Redacted.make(url))
