@@ -64,6 +64,17 @@ const isAlive = (pid: number): boolean => {
   }
 }
 
+/** `path`, or the part of it on the way, that exists and is not a directory; undefined when none is. */
+const notADirectory = (path: string): string | undefined => {
+  for (let p = path; ; p = NodePath.dirname(p)) {
+    try {
+      return NodeFs.statSync(p).isDirectory() ? undefined : p
+    } catch {
+      if (NodePath.dirname(p) === p) return undefined
+    }
+  }
+}
+
 /**
  * Take an exclusive lock on a data directory, so that two processes never
  * open the same embedded database. A lock left by a process that no longer
@@ -108,7 +119,12 @@ const lockDataDir = (dataDir: string) => {
     catch: (error) =>
       error instanceof StoreError ? error : new StoreError({
         reason: "open",
-        message: `cannot use the data directory ${dataDir}: ${causeMessage(error)}`
+        message: Option.match(Option.fromNullable(notADirectory(dataDir)), {
+          onNone: () => `cannot use the data directory ${dataDir}: ${causeMessage(error)}`,
+          onSome: (file) =>
+            `cannot use the data directory ${dataDir}: ${file} is a file, not a directory; ` +
+            `point --data-dir (RAGPIPE_DATA_DIR) at a directory (a new one is created)`
+        })
       })
   })
   return Effect.flatMap(ResourceLedger, (ledger) =>

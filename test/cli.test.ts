@@ -175,6 +175,19 @@ describe("ragpipe CLI", () => {
     assertNoStack(noStore.stderr)
     assert.isFalse(NodeFs.existsSync(NodePath.join(scratch, "empty", "pgdata")))
 
+    // a data directory that is a file, or lies below one
+    const file = NodePath.join(scratch, "a-file")
+    NodeFs.writeFileSync(file, "not a directory")
+    for (const dir of [file, NodePath.join(file, "store")]) {
+      const notADir = await ragpipe(["ingest", corpusDir, "--data-dir", dir])
+      assert.strictEqual(notADir.code, 1)
+      assert.strictEqual(
+        notADir.stderr.trim(),
+        `ragpipe: cannot use the data directory ${dir}: ${file} is a file, not a directory; ` +
+          "point --data-dir (RAGPIPE_DATA_DIR) at a directory (a new one is created)"
+      )
+    }
+
     const overlap = await ragpipe(["ingest", corpusDir, "--chunk-size", "500", "--chunk-overlap", "400"])
     assert.strictEqual(overlap.code, 1)
     assert.match(overlap.stderr, /chunk-overlap/)
