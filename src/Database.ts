@@ -608,7 +608,8 @@ export const layerServer = (
 /**
  * The store's database from configuration: `DATABASE_URL` selects a
  * PostgreSQL server (pool size `RAGPIPE_DB_POOL_SIZE`, default 4); otherwise
- * the embedded database in `RAGPIPE_DATA_DIR` (default `.ragpipe`).
+ * the embedded database in `RAGPIPE_DATA_DIR` (default `.ragpipe`). A blank
+ * variable counts as unset, as on the command line.
  *
  * @since 0.1.0
  * @category layers
@@ -619,7 +620,10 @@ export const layerConfig: Layer.Layer<
   ResourceLedger
 > = Layer.unwrapEffect(
   Effect.gen(function*() {
-    const url = yield* Config.option(Config.redacted("DATABASE_URL"))
+    const url = Option.filter(
+      yield* Config.option(Config.redacted("DATABASE_URL")),
+      (u) => Redacted.value(u).trim() !== ""
+    )
     if (Option.isSome(url)) {
       const poolSize = yield* Config.integer("RAGPIPE_DB_POOL_SIZE").pipe(Config.withDefault(4))
       return layerServer({ url: url.value as Redacted.Redacted<string>, poolSize }) as Layer.Layer<
@@ -628,7 +632,10 @@ export const layerConfig: Layer.Layer<
         ResourceLedger
       >
     }
-    const dataDir = yield* Config.string("RAGPIPE_DATA_DIR").pipe(Config.withDefault(defaultDataDir))
+    const dataDir = Option.getOrElse(
+      Option.filter(yield* Config.option(Config.string("RAGPIPE_DATA_DIR")), (dir) => dir.trim() !== ""),
+      () => defaultDataDir
+    )
     return layerPglite({ dataDir }) as Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError, ResourceLedger>
   })
 )

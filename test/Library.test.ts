@@ -96,5 +96,12 @@ describe("library layers", () => {
         Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["RAGPIPE_DATA_DIR", dir]])))
       )
       assert.deepStrictEqual(rows, [{ one: 1 }])
+      // a blank DATABASE_URL names no server, as on the command line
+      const blank = yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ one: number }>`SELECT 1 AS one`).pipe(
+        Effect.provide(Database.layerConfig),
+        Effect.provide(ResourceLedger.layer()),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["RAGPIPE_DATA_DIR", dir], ["DATABASE_URL", " "]])))
+      )
+      assert.deepStrictEqual(blank, [{ one: 1 }])
     }))
 })

@@ -175,6 +175,16 @@ describe("ragpipe CLI", () => {
     assertNoStack(noStore.stderr)
     assert.isFalse(NodeFs.existsSync(NodePath.join(scratch, "empty", "pgdata")))
 
+    // an empty --data-dir is refused; a blank RAGPIPE_DATA_DIR names none, as if it were unset
+    const emptyDataDir = await ragpipe(["stats", "--data-dir", ""])
+    assert.strictEqual(emptyDataDir.code, 1)
+    assert.strictEqual(emptyDataDir.stderr.trim(), "ragpipe: --data-dir must name a directory (got an empty name)")
+    const unset = await ragpipe(["stats", "--json"])
+    for (const blank of ["", " "]) {
+      const blankVariable = await ragpipe(["stats", "--json"], { RAGPIPE_DATA_DIR: blank })
+      assert.deepStrictEqual(blankVariable, unset)
+    }
+
     // a data directory that is a file, or lies below one
     const file = NodePath.join(scratch, "a-file")
     NodeFs.writeFileSync(file, "not a directory")

@@ -186,8 +186,12 @@ const storeTarget = (o: StoreOptions): Effect.Effect<StoreTarget, InvalidInput> 
       url: url as Redacted.Redacted<string>,
       options: o
     })
+    // a blank RAGPIPE_DATA_DIR names none, as a blank DATABASE_URL does
     const envDataDir = Effect.map(variable(Config.string("RAGPIPE_DATA_DIR")), (dir) =>
-      embedded(Option.getOrElse(dir, () => Database.defaultDataDir)))
+      embedded(Option.getOrElse(Option.filter(dir, (d) => d.trim() !== ""), () => Database.defaultDataDir)))
+    if (Option.isSome(o.dataDir) && o.dataDir.value.trim() === "") {
+      return yield* invalid("--data-dir must name a directory (got an empty name)")
+    }
     if (Option.isSome(o.dataDir) && Option.isSome(o.databaseUrl) && !isBlank(o.databaseUrl.value)) {
       return yield* invalid(
         "--data-dir and --database-url name two different stores; give one of them " +
