@@ -150,7 +150,7 @@ interface StoreOptions {
 /** The store a command uses: a data directory, or a server (with the pool settings). */
 type StoreTarget =
   | { readonly _tag: "embedded"; readonly dataDir: string }
-  | { readonly _tag: "server"; readonly url: Redacted.Redacted<string>; readonly options: StoreOptions }
+  | { readonly _tag: "server"; readonly server: Database.ServerOptions }
 
 const isBlank = (url: Redacted.Redacted): boolean => String(Redacted.value(url)).trim() === ""
 
@@ -169,22 +169,24 @@ const variable = <A>(config: Config.Config<A>) =>
 const storeTarget = (o: StoreOptions): Effect.Effect<StoreTarget, InvalidInput> =>
   Effect.gen(function*() {
     if (o.dbPoolSize < 1) return yield* invalid(`--db-pool-size must be at least 1 (got ${o.dbPoolSize})`)
-    for (
-      const [name, value] of [
-        ["--db-connect-timeout", o.dbConnectTimeout],
-        ["--db-idle-timeout", o.dbIdleTimeout],
-        ["--db-statement-timeout", o.dbStatementTimeout]
-      ] as const
-    ) {
-      if (Option.isNone(parseDuration(value))) {
-        return yield* invalid(`${name} must be a duration such as 30s, 500ms or 10m (got ${value})`)
-      }
-    }
+    const duration = (name: string, value: string) =>
+      Option.match(parseDuration(value), {
+        onNone: () => invalid(`${name} must be a duration such as 30s, 500ms or 10m (got ${value})`),
+        onSome: Effect.succeed
+      })
+    const connectTimeout = yield* duration("--db-connect-timeout", o.dbConnectTimeout)
+    const idleTimeout = yield* duration("--db-idle-timeout", o.dbIdleTimeout)
+    const statementTimeout = yield* duration("--db-statement-timeout", o.dbStatementTimeout)
     const embedded = (dataDir: string): StoreTarget => ({ _tag: "embedded", dataDir })
     const server = (url: Redacted.Redacted): StoreTarget => ({
       _tag: "server",
-      url: url as Redacted.Redacted<string>,
-      options: o
+      server: {
+        url: url as Redacted.Redacted<string>,
+        poolSize: o.dbPoolSize,
+        connectTimeout,
+        idleTimeout,
+        statementTimeout
+      }
     })
     // a blank RAGPIPE_DATA_DIR names none, as a blank DATABASE_URL does
     const envDataDir = Effect.map(variable(Config.string("RAGPIPE_DATA_DIR")), (dir) =>
@@ -213,21 +215,13 @@ const storeTarget = (o: StoreOptions): Effect.Effect<StoreTarget, InvalidInput> 
  */
 const storeLayer = (target: StoreTarget, mustExist: boolean) => {
   const store = VectorStore.layerWith({ mustExist })
-  if (target._tag === "embedded") {
-    return store.pipe(Layer.provide(Database.layerPglite({ dataDir: target.dataDir, mustExist })))
-  }
-  const o = target.options
-  return store.pipe(Layer.provide(Database.layerServer({
-    url: target.url,
-    poolSize: o.dbPoolSize,
-    connectTimeout: Option.getOrElse(parseDuration(o.dbConnectTimeout), () => Duration.seconds(10)),
-    idleTimeout: Option.getOrElse(parseDuration(o.dbIdleTimeout), () => Duration.seconds(30)),
-    statementTimeout: Option.getOrElse(parseDuration(o.dbStatementTimeout), () => Duration.minutes(10))
-  })))
+  return target._tag === "embedded"
+    ? store.pipe(Layer.provide(Database.layerPglite({ dataDir: target.dataDir, mustExist })))
+    : store.pipe(Layer.provide(Database.layerServer(target.server)))
 }
 
 const storeName = (target: StoreTarget) =>
-  target._tag === "embedded" ? target.dataDir : Database.describeUrl(target.url)
+  target._tag === "embedded" ? target.dataDir : Database.describeUrl(target.server.url)
 
 /** Fail with the exit code of the signal when one arrives before `effect` ends. */
 const interruptOnSignal = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
