@@ -32,6 +32,9 @@ describe("heap setting of the executable", () => {
     // --data-dir on the command line wins over DATABASE_URL, as it does for the store
     expect(storeKindOf(["ingest", "docs", "--data-dir", "x"], "postgres://h/db")).toBe("embedded")
     expect(storeKindOf(["ingest", "docs", "--data-dir=x"], "postgres://h/db")).toBe("embedded")
+    // a blank --database-url names none, and overrides DATABASE_URL, as it does for the store
+    expect(storeKindOf(["ingest", "docs", "--database-url", " "], "postgres://h/db")).toBe("embedded")
+    expect(storeKindOf(["ingest", "docs", "--database-url="], "postgres://h/db")).toBe("embedded")
     // an option that only starts alike is not this one
     expect(storeKindOf(["ingest", "--database-urls"], undefined)).toBe("embedded")
   })

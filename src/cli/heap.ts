@@ -33,18 +33,25 @@ export const heapGrowingPercent = { server: 40, embedded: 50 } as const
 /** The store a command line writes to, as far as the heap setting is concerned. */
 export type StoreKind = keyof typeof heapGrowingPercent
 
-const mentions = (args: ReadonlyArray<string>, option: string): boolean =>
-  args.some((arg) => arg === option || arg.startsWith(`${option}=`))
+/** The value given to `option` (`--option value` or `--option=value`), if it is given. */
+const valueOf = (args: ReadonlyArray<string>, option: string): string | undefined => {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === option) return args[i + 1] ?? ""
+    if (args[i]!.startsWith(`${option}=`)) return args[i]!.slice(option.length + 1)
+  }
+  return undefined
+}
 
 /**
  * `server` when the arguments or the environment name a PostgreSQL server,
  * else `embedded`, as the command picks its store: `--database-url` names
- * one, `--data-dir` the embedded database whatever DATABASE_URL says, and
- * without either DATABASE_URL decides.
+ * one (a blank one none), `--data-dir` the embedded database whatever
+ * DATABASE_URL says, and without either DATABASE_URL decides.
  */
 export const storeKindOf = (args: ReadonlyArray<string>, databaseUrl: string | undefined): StoreKind => {
-  if (mentions(args, "--database-url")) return "server"
-  if (mentions(args, "--data-dir")) return "embedded"
+  const urlOption = valueOf(args, "--database-url")
+  if (urlOption !== undefined) return urlOption.trim() !== "" ? "server" : "embedded"
+  if (valueOf(args, "--data-dir") !== undefined) return "embedded"
   return databaseUrl !== undefined && databaseUrl.trim() !== "" ? "server" : "embedded"
 }
 
