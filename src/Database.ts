@@ -461,7 +461,7 @@ const connectError = (where: string, timeoutMillis: number) => (cause: unknown):
         `raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it`
     })
   }
-  if (code === undefined && /does not support SSL/.test(detail)) {
+  if (isTlsRefused(cause)) {
     return new StoreError({
       reason: "open",
       message: `the PostgreSQL server at ${where} does not accept TLS connections, which the URL's sslmode asks ` +
