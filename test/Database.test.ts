@@ -22,7 +22,7 @@ import * as Database from "../src/Database.js"
 import { StoreError } from "../src/Errors.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { closedPort, createDatabase, fakePostgres, testDatabaseUrl } from "./support.js"
+import { closedPort, fakePostgres, scopedDatabase, testDatabaseUrl } from "./support.js"
 
 const password = "pw-Zq81-never-shown"
 
@@ -171,13 +171,6 @@ const variant = (base: string, change: { user?: string; password?: string; datab
   return url.toString()
 }
 
-/** A database of its own for the scope, dropped when it closes. */
-const scopedDatabase = (purpose: string) =>
-  Effect.acquireRelease(
-    Effect.promise(() => createDatabase(server!, purpose)),
-    (db) => Effect.promise(db.drop)
-  )
-
 /** A plain client beside the pool, to watch what the pool's connections do. */
 const monitor = Effect.acquireRelease(
   Effect.promise(async () => {
@@ -226,7 +219,7 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
 
   it.scopedLive("the pool never holds more connections than its size, and closes them all with its scope", () =>
     Effect.gen(function*() {
-      const db = yield* scopedDatabase("pool")
+      const db = yield* scopedDatabase(server!, "pool")
       const watch = yield* monitor
       const poolSize = 3
       const scope = yield* Scope.make()
@@ -267,7 +260,7 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
 
   it.scopedLive("an idle connection is closed after the idle timeout; the next statement opens another", () =>
     Effect.gen(function*() {
-      const db = yield* scopedDatabase("idle")
+      const db = yield* scopedDatabase(server!, "idle")
       const watch = yield* monitor
       const context = yield* Layer.build(
         Database.layerServer({ url: Redacted.make(db.url), idleTimeout: Duration.millis(200) }).pipe(
@@ -288,7 +281,7 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
 
   it.scopedLive("a statement whose fiber is interrupted is cancelled on the server, and the pool goes on", () =>
     Effect.gen(function*() {
-      const db = yield* scopedDatabase("cancel")
+      const db = yield* scopedDatabase(server!, "cancel")
       const watch = yield* monitor
       const context = yield* Layer.build(
         Database.layerServer({ url: Redacted.make(db.url), poolSize: 1 }).pipe(Layer.provide(ResourceLedger.layer()))
@@ -316,7 +309,7 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
 
   it.scopedLive("a statement past the statement timeout is ended by the server, and the error says what to raise", () =>
     Effect.gen(function*() {
-      const db = yield* scopedDatabase("timeout")
+      const db = yield* scopedDatabase(server!, "timeout")
       const context = yield* Layer.build(
         VectorStore.layer.pipe(
           Layer.provideMerge(Database.layerServer({ url: Redacted.make(db.url), statementTimeout: Duration.millis(200) })),

@@ -18,7 +18,7 @@ import { StoreError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { backends, createDatabase, doc, ledgerLayer, tempDir, testDatabaseUrl, withClient } from "./support.js"
+import { backends, doc, ledgerLayer, scopedDatabase, tempDir, testDatabaseUrl, withClient } from "./support.js"
 
 type SqlLayer = Layer.Layer<SqlClient.SqlClient, StoreError, ResourceLedger.ResourceLedger>
 
@@ -73,10 +73,7 @@ describe("VectorStore.layerWith({ mustExist: true })", () => {
     "on the PostgreSQL server (runs when RAGPIPE_TEST_DATABASE_URL is set): the same",
     () =>
       Effect.gen(function*() {
-        const db = yield* Effect.acquireRelease(
-          Effect.promise(() => createDatabase(testDatabaseUrl!, "nostore")),
-          (db) => Effect.promise(db.drop)
-        )
+        const db = yield* scopedDatabase(testDatabaseUrl!, "nostore")
         yield* refusedThenCreated(
           Database.layerServer({ url: Redacted.make(db.url), poolSize: 2 }),
           new RegExp(`database "${db.name}"`)
@@ -117,10 +114,7 @@ describe.skipIf(testDatabaseUrl === undefined || testDatabaseUrl === "")(
   () => {
     it.scopedLive("beside a store in public: refused when it must exist, then created and filled apart from it", () =>
       Effect.gen(function*() {
-        const db = yield* Effect.acquireRelease(
-          Effect.promise(() => createDatabase(testDatabaseUrl!, "schemas")),
-          (db) => Effect.promise(db.drop)
-        )
+        const db = yield* scopedDatabase(testDatabaseUrl!, "schemas")
         const server = (schema?: string) =>
           Database.layerServer({
             url: Redacted.make(db.url),

@@ -196,6 +196,16 @@ export const createDatabase = async (
   }
 }
 
+/**
+ * A database of its own on the server at `base` for the scope (see
+ * {@link createDatabase}), dropped when the scope closes.
+ */
+export const scopedDatabase = (base: string, purpose: string) =>
+  Effect.acquireRelease(
+    Effect.promise(() => createDatabase(base, purpose)),
+    (db) => Effect.promise(db.drop)
+  )
+
 /** A port on the loopback interface that nothing listens on (it was free a moment ago). */
 export const closedPort = (): Promise<number> =>
   new Promise((resolve, reject) => {
