@@ -666,17 +666,22 @@ const migrationsTable = "ragpipe_migrations"
 const storeTables = ["documents", "chunks", "failures", "ragpipe_meta", "ragpipe_seen", migrationsTable]
 
 /**
- * Where the store is: its database, and the schema its tables are created
- * in (the first of the search path that exists; `null` when none does).
+ * Where the store is: its database, the schema its tables are created in
+ * (the first of the search path that exists; `null` when none does), and
+ * whether that schema holds a store.
  */
 interface Location {
   readonly database: string
   readonly schema: string | null
+  readonly present: boolean
 }
 
 const locate = (sql: SqlClient.SqlClient) =>
-  sql<Location>`SELECT current_database() AS database, current_schema() AS schema`.pipe(
-    Effect.map((rows) => rows[0] ?? { database: "", schema: null }),
+  sql<Location>`
+    SELECT current_database() AS database, current_schema() AS schema,
+      current_schema() IS NOT NULL
+        AND to_regclass(format('%I.%I', current_schema(), ${migrationsTable}::text)) IS NOT NULL AS present`.pipe(
+    Effect.map((rows) => rows[0] ?? { database: "", schema: null, present: false }),
     Effect.mapError(queryError("looking for the store"))
   )
 
@@ -690,22 +695,14 @@ const locate = (sql: SqlClient.SqlClient) =>
 const inSchema = (location: Location, table: string): string =>
   location.schema !== null && /^[a-z_][a-z0-9_]*$/.test(location.schema) ? `${location.schema}.${table}` : table
 
-/** Fails with reason `missing` unless the store's schema holds a store. */
-const checkStoreExists = (sql: SqlClient.SqlClient, location: Location) =>
-  sql<{ present: boolean }>`SELECT to_regclass(${inSchema(location, migrationsTable)}) IS NOT NULL AS present`.pipe(
-    Effect.mapError(queryError("looking for the store")),
-    Effect.flatMap((rows) => {
-      if (rows[0]?.present !== false) return Effect.void
-      return Effect.fail(
-        new StoreError({
-          reason: "missing",
-          message: `there is no ragpipe store in database "${location.database}" ` +
-            `(schema "${location.schema ?? "none"}"); run \`ragpipe ingest <dir>\` into it first, ` +
-            "or name the database that holds the store"
-        })
-      )
-    })
-  )
+/** The store's schema holds no store. */
+const storeMissing = (location: Location) =>
+  new StoreError({
+    reason: "missing",
+    message: `there is no ragpipe store in database "${location.database}" ` +
+      `(schema "${location.schema ?? "none"}"); run \`ragpipe ingest <dir>\` into it first, ` +
+      "or name the database that holds the store"
+  })
 
 /**
  * The PostgreSQL implementation over the `SqlClient` in the context, opened
@@ -719,7 +716,7 @@ export const makeWith = (
 ): Effect.Effect<Service, StoreError, SqlClient.SqlClient> => Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const location = yield* locate(sql)
-  if (options.mustExist === true) yield* checkStoreExists(sql, location)
+  if (options.mustExist === true && !location.present) return yield* storeMissing(location)
   // chunks are written with a binary COPY: on a server on a client of its
   // pool, on the embedded database from memory
   const serverPool = yield* Effect.serviceOption(ServerPool)
