@@ -545,18 +545,42 @@ interface Frame {
   listed: boolean
 }
 
-/** At most this many candidates per pull of {@link candidatesOf}. */
+/** At most this many candidates per pull of {@link candidatesOf}, by default. */
 const candidatesPerPull = 256
+
+/** How {@link candidatesOf} sizes its pulls. */
+interface Pulls {
+  /** at most this many candidates per pull */
+  readonly size: number
+  /**
+   * a pull goes on into and out of directories: for a consumer that takes
+   * whole groups anyway (the check of unchanged files), where a pull per
+   * directory only cost stream steps — on an unchanged re-run of 10,000
+   * files in 289 directories, 493 pulls where 11 do
+   */
+  readonly acrossDirectories: boolean
+}
+
+/**
+ * A directory's entry as a path: the directory's real path and the entry's
+ * name (which holds no separator), without `path.join`'s normalisation —
+ * the walk's most frequent call.
+ */
+const childPath = (dir: string, name: string): string =>
+  dir.endsWith(nodePath.sep) ? dir + name : dir + nodePath.sep + name
 
 /**
  * The candidates below the root, depth first, in listing order. One pull
- * lists on until it has {@link candidatesPerPull} candidates, the walk
- * would enter or leave a directory, or the walk ends. The open directories
- * form a stack in the ledger, in the stream's scope: entering and leaving a
- * directory are synchronous calls, and an early end closes the directories
- * still open innermost first.
+ * lists on until it has `pulls.size` candidates, the walk would enter or
+ * leave a directory (unless `pulls.acrossDirectories`), or the walk ends.
+ * The open directories form a stack in the ledger, in the stream's scope:
+ * entering and leaving a directory are synchronous calls, and an early end
+ * closes the directories still open innermost first.
  */
-const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
+const candidatesOf = (
+  ctx: Context,
+  pulls: Pulls = { size: candidatesPerPull, acrossDirectories: false }
+): Stream.Stream<Candidate, LoaderError> =>
   Stream.unwrapScoped(Effect.map(ctx.ledger.stack<DirLike>("dir", (dir) => dir.close()), (dirs) => {
     const stack: Array<Frame> = []
     let started = false
@@ -593,7 +617,7 @@ const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
     }
 
     const step = (): Effect.Effect<Chunk.Chunk<Candidate>, Option.Option<LoaderError>> => {
-      while (out.length < candidatesPerPull) {
+      while (out.length < pulls.size) {
         const top = stack[stack.length - 1]
         if (top === undefined) {
           if (!started) {
@@ -610,12 +634,12 @@ const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
           const descends = entry.isDirectory() || entry.isSymbolicLink()
           // a pull ends where the walk enters or leaves a directory: what a
           // consumer takes first opens no directory it does not need
-          if (descends && out.length > 0) break
+          if (descends && out.length > 0 && !pulls.acrossDirectories) break
           top.next++
           if (name === ".git" || name === "node_modules") continue
           if (!ctx.includeHidden && name.startsWith(".")) continue
           const rel = top.rel === "" ? name : `${top.rel}/${name}`
-          const abs = nodePath.join(top.lineage[top.lineage.length - 1]!, name)
+          const abs = childPath(top.lineage[top.lineage.length - 1]!, name)
           if (entry.isFile()) {
             const format = accept(ctx, rel, name)
             if (format !== undefined) out.push({ _tag: "File", path: rel, absolute: abs, format })
@@ -666,7 +690,7 @@ const candidatesOf = (ctx: Context): Stream.Stream<Candidate, LoaderError> =>
           if (top.entries.length < dirBatchSize) top.listed = true
           continue
         }
-        if (out.length > 0) break
+        if (out.length > 0 && !pulls.acrossDirectories) break
         // listed: closed now, before the walk goes on
         stack.pop()
         dirs.pop()
@@ -998,8 +1022,10 @@ export const walkWith = (
         ledger,
         scratch: Buffer.allocUnsafe(64 * 1024)
       }
-      const candidates = candidatesOf(ctx)
       const unchanged = options.unchanged
+      const candidates = unchanged === undefined
+        ? candidatesOf(ctx)
+        : candidatesOf(ctx, { size: unchangedGroup, acrossDirectories: true })
       // the next group is listed and stat'ed while the store answers about
       // this one (in order)
       const toRead = unchanged === undefined ? candidates : candidates.pipe(
