@@ -349,7 +349,11 @@ const toBatches = (
 }
 
 /** How the run builds its source, given the store's check of unchanged files (when it offers one). */
-type SourceOf<E, R> = (unchanged: Loader.Options["unchanged"]) => Stream.Stream<SourceItem, E, R>
+interface SourceOf<E, R> {
+  readonly stream: (unchanged: Loader.Options["unchanged"]) => Stream.Stream<SourceItem, E, R>
+  /** the source leaves out the files the check answers (the run counts them from its answers) */
+  readonly omitsUnchanged: boolean
+}
 
 const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   sourceOf: SourceOf<E, R>,
@@ -398,22 +402,35 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
 
   // Offered to the filesystem loader: files whose fingerprint is the stored
   // one are not read at all, and the store lists them seen as it finds them.
-  // A failed check only means they are read. `claimed` holds the paths so
-  // listed until their `unchanged` items come by (a few groups at most).
-  // When no document is stored completely with these settings (a first run,
-  // or the first after a settings change), no file can be claimed: the
-  // loader then neither stats files for it nor waits for its answers, and
-  // no stored document can be up to date, so none is looked up either.
+  // A failed check only means they are read. A source that leaves the
+  // files so found out of its stream (the filesystem loader does) has them
+  // counted here, as the answers come: on an unchanged re-run of 10,000
+  // files they then cost no step of the pipeline (eight alternating
+  // re-runs each against the server, when this came in: 162–181 ms,
+  // median 169, against 198–215 ms, median 206, with every file an item).
+  // For any other source
+  // `claimed` holds the paths so listed until their `unchanged` items come
+  // by (a few groups at most). When no document is stored completely with
+  // these settings (a first run, or the first after a settings change), no
+  // file can be claimed: the loader then neither stats files for it nor
+  // waits for its answers, and no stored document can be up to date, so
+  // none is looked up either.
   const anyComplete = yield* store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true))
   const claimable = options.rehash !== true && anyComplete
   const claimed = new Set<string>()
+  const noteClaimed = (paths: ReadonlySet<string>) =>
+    sourceOf.omitsUnchanged
+      ? Effect.suspend(() => {
+        counters.seen += paths.size
+        counters.unchanged += paths.size
+        return publishNow
+      })
+      : Effect.sync(() => {
+        for (const path of paths) claimed.add(path)
+      })
   const unchanged: Loader.Options["unchanged"] = !claimable ? undefined : (files) =>
     store.claimUnchanged(runId, files, settings).pipe(
-      Effect.tap((paths) =>
-        Effect.sync(() => {
-          for (const path of paths) claimed.add(path)
-        })
-      ),
+      Effect.tap(noteClaimed),
       Effect.orElseSucceed(() => new Set<string>())
     )
 
@@ -743,7 +760,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
 
   // Lookups, empty-document writes and chunking work on whole groups, not
   // on single documents: a stream step costs more than chunking a document.
-  const pipeline = untilStopped(sourceOf(unchanged)).pipe(
+  const pipeline = untilStopped(sourceOf.stream(unchanged)).pipe(
     groupWithin({ maxCost: options.lookupBatchSize ?? 256, window: Duration.millis(200) }),
     Stream.mapEffect(prepareGroup),
     untilStopped,
@@ -822,7 +839,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
 export const ingestStream = <E, R>(
   source: Stream.Stream<SourceItem, E, R>,
   options: Options = {}
-): Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore> => ingestSource(() => source, options)
+): Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore> => ingestSource({ stream: () => source, omitsUnchanged: false }, options)
 
 /**
  * Load documents through the {@link Loader.Loader} in the context (the
@@ -837,11 +854,18 @@ export const ingestWith = (
   loader: Loader.Options,
   options: Options = {}
 ): Effect.Effect<Summary, LoaderError | StoreError, Embedder | VectorStore | Loader.Loader> =>
-  Effect.flatMap(Loader.Loader, (service) =>
-    ingestSource(
-      (unchanged) => service.load(unchanged === undefined ? loader : { ...loader, unchanged }),
-      options
-    ))
+  Effect.flatMap(Loader.Loader, (service) => {
+    const omitsUnchanged = service.omitsUnchanged === true
+    return ingestSource({
+      stream: (unchanged) =>
+        service.load(
+          unchanged === undefined
+            ? loader
+            : { ...loader, unchanged, ...(omitsUnchanged ? { omitUnchanged: true } : {}) }
+        ),
+      omitsUnchanged
+    }, options)
+  })
 
 /**
  * Walk a directory and ingest what it holds.

@@ -86,6 +86,14 @@ export interface Options {
    * empty set when in doubt, and the files are read.
    */
   readonly unchanged?: (files: ReadonlyArray<FileFingerprint>) => Effect.Effect<ReadonlySet<string>>
+  /**
+   * With {@link unchanged}: the files it answers are left out of the stream
+   * instead of emitted as `unchanged` skips — for a caller that counts them
+   * from its answers (the ingest does, with the filesystem loader). Default
+   * false. A {@link Loader} tells whether it honours this by
+   * `omitsUnchanged`.
+   */
+  readonly omitUnchanged?: boolean
 }
 
 /**
@@ -909,13 +917,14 @@ const loadGroup = (ctx: Context) => (group: ReadonlyArray<Candidate>): Effect.Ef
 
 /**
  * Ask `unchanged` about a group of candidates: those it confirms become
- * `unchanged` skips, the others stay candidates. Files whose stat fails or
- * that changed too recently are not offered (they are read, and the read
- * reports what is wrong).
+ * `unchanged` skips (or, with `omit`, leave the group), the others stay
+ * candidates. Files whose stat fails or that changed too recently are not
+ * offered (they are read, and the read reports what is wrong).
  */
 const filterUnchanged = (
   ctx: Context,
-  unchanged: NonNullable<Options["unchanged"]>
+  unchanged: NonNullable<Options["unchanged"]>,
+  omit: boolean
 ) =>
 (group: Chunk.Chunk<Candidate>): Effect.Effect<Chunk.Chunk<Candidate>> =>
   Effect.flatMap(Clock.currentTimeMillis, (now) => {
@@ -934,7 +943,11 @@ const filterUnchanged = (
     }
     if (offered.length === 0) return Effect.succeed(group)
     return Effect.map(unchanged(offered), (known) =>
-      known.size === 0 ? group : Chunk.map(group, (candidate): Candidate =>
+      known.size === 0
+        ? group
+        : omit
+        ? Chunk.filter(group, (candidate) => !(candidate._tag === "File" && known.has(candidate.path)))
+        : Chunk.map(group, (candidate): Candidate =>
         candidate._tag === "File" && known.has(candidate.path)
           ? skippedCandidate(candidate.path, "unchanged", "unchanged since it was stored (same size, times and inode)")
           : candidate))
@@ -1031,7 +1044,7 @@ export const walkWith = (
       const toRead = unchanged === undefined ? candidates : candidates.pipe(
         Stream.rechunk(unchangedGroup),
         Stream.chunks,
-        Stream.mapEffect(filterUnchanged(ctx, unchanged), { concurrency: 2 }),
+        Stream.mapEffect(filterUnchanged(ctx, unchanged, options.omitUnchanged === true), { concurrency: 2 }),
         Stream.flattenChunks
       )
       // Reads run in groups of at most `readAhead` files, one after the
@@ -1078,6 +1091,12 @@ export const walk = (options: Options): Stream.Stream<LoadResult, LoaderError, R
 export class Loader extends Context.Tag("ragpipe/Loader")<Loader, {
   /** The documents (and skipped files) under `options.root`, lazily. */
   readonly load: (options: Options) => Stream.Stream<LoadResult, LoaderError>
+  /**
+   * `load` honours {@link Options.omitUnchanged}: files its `unchanged`
+   * check answers are then not emitted. A loader without it emits them (or
+   * does not ask), and an ingest counts what it emits.
+   */
+  readonly omitsUnchanged?: boolean
 }>() {}
 
 /**
@@ -1089,7 +1108,8 @@ export class Loader extends Context.Tag("ragpipe/Loader")<Loader, {
 export const layer: Layer.Layer<Loader, never, ResourceLedger.ResourceLedger> = Layer.effect(
   Loader,
   Effect.map(ResourceLedger.ResourceLedger, (ledger) => ({
-    load: (options) => walk(options).pipe(Stream.provideService(ResourceLedger.ResourceLedger, ledger))
+    load: (options) => walk(options).pipe(Stream.provideService(ResourceLedger.ResourceLedger, ledger)),
+    omitsUnchanged: true
   }))
 )
 

@@ -7,6 +7,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
@@ -18,6 +19,7 @@ import * as CircuitBreaker from "../src/CircuitBreaker.js"
 import * as Embedder from "../src/Embedder.js"
 import { EmbedError, StoreError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
+import * as Loader from "../src/Loader.js"
 import { makeHashingEmbedder } from "../src/internal/hashingEmbedder.js"
 import * as MemoryVectorStore from "../src/MemoryVectorStore.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
@@ -281,6 +283,39 @@ describe.each(backends)("Ingest on $name", (backend) => {
       }).pipe(
         Effect.provide(withHashing(data))
       )
+    }))
+
+  it.scopedLive("files found unchanged count once: left out by the filesystem loader, or emitted by another", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      writeOldFiles(work)
+      writeFiles(work, { "d.md": "# D\n\ndelta\n" }) // too new to be trusted: read, and found the same
+      // a loader of its own that asks the store but emits what it answers, as `unchanged` skips
+      const emitting = Layer.effect(
+        Loader.Loader,
+        Effect.map(ResourceLedger.ResourceLedger, (ledger) => ({
+          load: (options: Loader.Options) =>
+            Loader.walk(options).pipe(Stream.provideService(ResourceLedger.ResourceLedger, ledger))
+        }))
+      )
+      const run = <E, R>(loader: Layer.Layer<Loader.Loader, E, R>) =>
+        Effect.gen(function*() {
+          const progress = yield* Ref.make<Ingest.Progress>(Ingest.emptyProgress)
+          const summary = yield* Ingest.ingestWith({ root: work }, { progress }).pipe(Effect.provide(loader))
+          return { files: summary.files, progress: yield* Ref.get(progress) }
+        }).pipe(Effect.withClock(aheadClock(60_000)))
+      const expected = {
+        files: { seen: 4, ingested: 0, unchanged: 4, skipped: 0, removed: 0 },
+        progress: { filesSeen: 4, filesIngested: 0, filesUnchanged: 4, filesSkipped: 0, chunksWritten: 0, chunksFailed: 0 }
+      }
+
+      yield* Effect.gen(function*() {
+        assert.strictEqual((yield* run(Loader.layer)).files.ingested, 4)
+        assert.deepStrictEqual(yield* run(Loader.layer), expected)
+        assert.deepStrictEqual(yield* run(emitting), expected)
+        assert.deepStrictEqual(yield* run(Loader.layer), expected)
+      }).pipe(Effect.provide(withHashing(data)))
     }))
 
   it.scopedLive("a store with no document complete with the run's settings is not asked about unchanged files", () =>

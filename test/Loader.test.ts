@@ -7,6 +7,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
 import { spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -826,6 +827,45 @@ describe("Loader.walk", () => {
         const snapshot = yield* assertAllReleased
         assert.isAtMost(counts(snapshot, "dir").acquired, 3)
         assert.isAtMost(counts(snapshot, "file").acquired, Loader.readAhead)
+      })
+    ))
+
+  it.scoped("unchanged check: files of many directories in one group; answered files are skipped, or left out", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        manyFiles(dir, 1500, 40) // d0 … d37
+        // a minute on: the files' fingerprints can be trusted
+        yield* TestClock.setTime(Date.now() + 60_000)
+        const groups: Array<ReadonlyArray<Loader.FileFingerprint>> = []
+        // the check knows the files with an even number
+        const unchanged = (files: ReadonlyArray<Loader.FileFingerprint>) =>
+          Effect.sync(() => {
+            groups.push(files)
+            return new Set(files.filter((f) => Number(f.path.slice(-7, -3)) % 2 === 0).map((f) => f.path))
+          })
+        const even = (p: string) => Number(p.slice(-7, -3)) % 2 === 0
+
+        const skipping = yield* collect({ root: dir, unchanged })
+        // groups of 1,024 files whatever the directories: every file offered once
+        assert.deepStrictEqual(groups.map((g) => g.length), [1024, 476])
+        assert.strictEqual(new Set(groups.flat().map((f) => f.path)).size, 1500)
+        for (const f of groups.flat()) {
+          const st = fs.statSync(path.join(dir, f.path))
+          assert.strictEqual(f.fingerprint, Loader.fingerprintOf(st))
+        }
+        assert.strictEqual(skipping.docs.length, 750)
+        assert.isTrue(skipping.docPaths.every((p) => !even(p)))
+        assert.strictEqual(skipping.skipped.length, 750)
+        assert.isTrue(skipping.skipped.every((s) => s.reason === "unchanged" && even(s.path)))
+
+        groups.length = 0
+        const omitting = yield* collect({ root: dir, unchanged, omitUnchanged: true })
+        assert.deepStrictEqual(groups.map((g) => g.length), [1024, 476])
+        assert.deepStrictEqual(omitting.docPaths, skipping.docPaths)
+        assert.deepStrictEqual(omitting.skipped, [])
+        const snapshot = yield* assertAllReleased
+        // the answered files were never opened: 750 of the two walks together
+        assert.strictEqual(counts(snapshot, "file").acquired, 1500)
       })
     ))
 
