@@ -408,13 +408,12 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   // files they then cost no step of the pipeline (eight alternating
   // re-runs each against the server, when this came in: 162–181 ms,
   // median 169, against 198–215 ms, median 206, with every file an item).
-  // For any other source
-  // `claimed` holds the paths so listed until their `unchanged` items come
-  // by (a few groups at most). When no document is stored completely with
-  // these settings (a first run, or the first after a settings change), no
-  // file can be claimed: the loader then neither stats files for it nor
-  // waits for its answers, and no stored document can be up to date, so
-  // none is looked up either.
+  // For any other source `claimed` holds the paths so listed until their
+  // `unchanged` items come by (a few groups at most). When no document is
+  // stored completely with these settings (a first run, or the first after
+  // a settings change), no file can be claimed: the loader then neither
+  // stats files for it nor waits for its answers, and no stored document
+  // can be up to date, so none is looked up either.
   const anyComplete = yield* store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true))
   const claimable = options.rehash !== true && anyComplete
   const claimed = new Set<string>()
@@ -839,7 +838,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
 export const ingestStream = <E, R>(
   source: Stream.Stream<SourceItem, E, R>,
   options: Options = {}
-): Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore> => ingestSource({ stream: () => source, omitsUnchanged: false }, options)
+): Effect.Effect<Summary, E | StoreError, R | Embedder | VectorStore> =>
+  ingestSource({ stream: () => source, omitsUnchanged: false }, options)
 
 /**
  * Load documents through the {@link Loader.Loader} in the context (the

@@ -640,8 +640,9 @@ const candidatesOf = (
           const entry = top.entries[top.next]!
           const name = entry.name
           const descends = entry.isDirectory() || entry.isSymbolicLink()
-          // a pull ends where the walk enters or leaves a directory: what a
-          // consumer takes first opens no directory it does not need
+          // a pull ends where the walk enters or leaves a directory (unless
+          // it spans them): what a consumer takes first opens no directory
+          // it does not need
           if (descends && out.length > 0 && !pulls.acrossDirectories) break
           top.next++
           if (name === ".git" || name === "node_modules") continue
