@@ -20,6 +20,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import Pg from "pg"
 import { StoreError } from "./Errors.js"
@@ -387,6 +388,28 @@ const connectionUrls = (url: string): readonly [string, ...Array<string>] => {
     : [compat(text)]
 }
 
+/**
+ * The URL with the user named, as psql names it: when neither the URL
+ * (`user@` or a `user` parameter) nor PGUSER names one, the operating
+ * system's user. pg takes the USER variable instead, and without it (a
+ * service, a container, cron) sends no user at all, which the server
+ * refuses ("no PostgreSQL user name specified in startup packet").
+ */
+const withUser = (url: string, pgUser: string | undefined): string => {
+  const parsed = parseUrl(Redacted.make(url))
+  if (typeof parsed === "string" || parsed.username !== "" || parsed.searchParams.has("user")) return url
+  if (pgUser !== undefined && pgUser.trim() !== "") return url
+  let name: string
+  try {
+    name = NodeOs.userInfo().username
+  } catch {
+    return url
+  }
+  const text = url.trim()
+  const separator = text.endsWith("?") || text.endsWith("&") ? "" : parsed.search === "" ? "?" : "&"
+  return `${text}${separator}user=${encodeURIComponent(name)}`
+}
+
 /** The connection failed because the server does not offer TLS. */
 const isTlsRefused = (cause: unknown): boolean =>
   cause instanceof Error && /does not support SSL/.test(cause.message)
@@ -568,7 +591,7 @@ export const layerServer = (
             }).pipe(Effect.tapError(() => Effect.promise(() => pool.end())))
           )
         )
-      const [first, ...fallbacks] = connectionUrls(Redacted.value(options.url))
+      const [first, ...fallbacks] = connectionUrls(withUser(Redacted.value(options.url), process.env["PGUSER"]))
       const pool = yield* ledger.acquireRelease(
         "pg-pool",
         fallbacks.reduce(

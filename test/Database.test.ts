@@ -16,8 +16,9 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
-import Pg from "pg"
+import * as NodeOs from "node:os"
 import { fileURLToPath } from "node:url"
+import Pg from "pg"
 import * as Database from "../src/Database.js"
 import { StoreError } from "../src/Errors.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
@@ -142,6 +143,32 @@ describe("Database.layerServer: a server it cannot use", () => {
       // the client gave up on the socket
       for (let i = 0; i < 100 && fake.open() > 0; i++) yield* Effect.sleep("10 millis")
       assert.strictEqual(fake.open(), 0)
+    }))
+
+  it.scopedLive("a URL without a user connects as PGUSER, else as the system's user, as psql does", () =>
+    Effect.gen(function*() {
+      const fake = yield* fakePostgres("no-pgvector")
+      const saved = process.env["PGUSER"]
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          if (saved === undefined) delete process.env["PGUSER"]
+          else process.env["PGUSER"] = saved
+        })
+      )
+      const system = NodeOs.userInfo().username
+      delete process.env["PGUSER"]
+      // each open connects once: the server lacks pgvector, so it fails after its first query
+      yield* openFailure(`postgres://127.0.0.1:${fake.port}/docs`)
+      yield* openFailure(`postgres://127.0.0.1:${fake.port}/docs?`)
+      yield* openFailure(`postgres://127.0.0.1:${fake.port}/docs?application_name=x`)
+      process.env["PGUSER"] = " "
+      yield* openFailure(`postgres://127.0.0.1:${fake.port}/docs`)
+      process.env["PGUSER"] = "carol"
+      yield* openFailure(`postgres://127.0.0.1:${fake.port}/docs`)
+      // named in the URL: that user, whatever PGUSER says
+      yield* openFailure(`postgres://bob@127.0.0.1:${fake.port}/docs`)
+      yield* openFailure(`postgres://127.0.0.1:${fake.port}/docs?user=dave`)
+      assert.deepStrictEqual(fake.users, [system, system, system, system, "carol", "bob", "dave"])
     }))
 
   it.scopedLive("a server without pgvector: says so and how to install it, and closes its connections", () =>

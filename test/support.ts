@@ -226,6 +226,8 @@ export interface FakePostgres {
   readonly open: () => number
   /** the simple queries received, in order */
   readonly queries: ReadonlyArray<string>
+  /** the user each connection's startup message named (undefined: none), in order */
+  readonly users: ReadonlyArray<string | undefined>
   /** connections on which TLS was accepted */
   readonly secured: () => number
 }
@@ -290,6 +292,7 @@ export const fakePostgres = (
       (resume) => {
         const sockets = new Set<NodeNet.Socket>()
         const queries: Array<string> = []
+        const users: Array<string | undefined> = []
         let accepted = 0
         let secured = 0
         const server = NodeNet.createServer((socket) => {
@@ -313,6 +316,7 @@ export const fakePostgres = (
                 const length = pending.readInt32BE(0)
                 if (pending.length < length) return
                 const code = pending.readInt32BE(4)
+                const startup = pending.subarray(8, length)
                 pending = pending.subarray(length)
                 if (code === 80877103 && tls !== undefined) {
                   secured++
@@ -328,6 +332,10 @@ export const fakePostgres = (
                   continue
                 }
                 started = true
+                // the startup parameters: name and value, each ending with a NUL, then a NUL
+                const words = startup.toString("utf8").split("\0")
+                const userAt = words.findIndex((word, i) => i % 2 === 0 && word === "user")
+                users.push(userAt >= 0 ? words[userAt + 1] : undefined)
                 conn.write(Buffer.concat([
                   message("R", int32(0)),
                   message("K", Buffer.concat([int32(4242), int32(1)])),
@@ -370,7 +378,7 @@ export const fakePostgres = (
         server.listen(0, "127.0.0.1", () => {
           const { port } = server.address() as NodeNet.AddressInfo
           resume(Effect.succeed({
-            fake: { port, accepted: () => accepted, open: () => sockets.size, queries, secured: () => secured },
+            fake: { port, accepted: () => accepted, open: () => sockets.size, queries, users, secured: () => secured },
             server,
             sockets
           }))
