@@ -392,7 +392,7 @@ const connectionUrls = (url: string): readonly [string, ...Array<string>] => {
  * The URL with the user named, as psql names it: when neither the URL
  * (`user@` or a `user` parameter) nor PGUSER names one, the operating
  * system's user. pg takes the USER variable instead, and without it (a
- * service, a container, cron) sends no user at all, which the server
+ * service, a container, cron) sends an empty user name, which the server
  * refuses ("no PostgreSQL user name specified in startup packet").
  */
 const withUser = (url: string, pgUser: string | undefined): string => {
