@@ -410,6 +410,22 @@ const withUser = (url: string, pgUser: string | undefined): string => {
   return `${text}${separator}user=${encodeURIComponent(name)}`
 }
 
+/**
+ * The URL without its `options` parameter, and that parameter's value (the
+ * server settings the connection asks for, `-c name=value ...`). pg lets
+ * the URL's `options` replace the pool's own, which would drop the settings
+ * the pool asks for (see {@link layerServer}): they are joined instead.
+ */
+const splitOptions = (url: string): { readonly url: string; readonly options: string | undefined } => {
+  const parsed = parseUrl(Redacted.make(url))
+  if (typeof parsed === "string" || !parsed.searchParams.has("options")) return { url, options: undefined }
+  const options = parsed.searchParams.getAll("options").join(" ")
+  const text = url.trim()
+  const query = text.indexOf("?")
+  const kept = text.slice(query + 1).split("&").filter((pair) => pair.split("=", 1)[0] !== "options")
+  return { url: kept.length === 0 ? text.slice(0, query) : `${text.slice(0, query + 1)}${kept.join("&")}`, options }
+}
+
 /** The connection failed because the server does not offer TLS. */
 const isTlsRefused = (cause: unknown): boolean =>
   cause instanceof Error && /does not support SSL/.test(cause.message)
@@ -563,6 +579,7 @@ export const layerServer = (
       const statementTimeout = Duration.toMillis(options.statementTimeout ?? Duration.minutes(10))
       const connectTimeout = Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
       const failedToConnect = connectError(where, connectTimeout)
+      const given = splitOptions(withUser(Redacted.value(options.url), process.env["PGUSER"]))
       const makePool = (connectionString: string) =>
         new Pg.Pool({
           connectionString,
@@ -572,7 +589,9 @@ export const layerServer = (
           application_name: "ragpipe",
           ...(statementTimeout > 0 ? { statement_timeout: statementTimeout } : {}),
           // the server notices a vanished client within a quarter of a second even mid-statement
+          // (unless the URL's options say otherwise); the store's schema comes first in the path
           options: `-c client_connection_check_interval=250` +
+            (given.options === undefined ? "" : ` ${given.options}`) +
             (options.schema === undefined ? "" : ` -c search_path=${options.schema},public`)
         })
       /** A pool for `url` whose first connection worked (else ended, failing with the connection's error). */
@@ -591,7 +610,7 @@ export const layerServer = (
             }).pipe(Effect.tapError(() => Effect.promise(() => pool.end())))
           )
         )
-      const [first, ...fallbacks] = connectionUrls(withUser(Redacted.value(options.url), process.env["PGUSER"]))
+      const [first, ...fallbacks] = connectionUrls(given.url)
       const pool = yield* ledger.acquireRelease(
         "pg-pool",
         fallbacks.reduce(

@@ -285,6 +285,33 @@ describe.skipIf(server === undefined)("Database.layerServer on the PostgreSQL se
       assert.strictEqual(left.connected, 0)
     }))
 
+  it.scopedLive("server settings in the URL's options are added to the pool's own, not put in their place", () =>
+    Effect.gen(function*() {
+      const db = yield* scopedDatabase(server!, "options")
+      /** work_mem and client_connection_check_interval on a connection of a pool opened with `url` */
+      const settings = (url: string) =>
+        Effect.scoped(Effect.gen(function*() {
+          const context = yield* Layer.build(
+            Database.layerServer({ url: Redacted.make(url) }).pipe(Layer.provide(ResourceLedger.layer()))
+          )
+          const sql = yield* Effect.provide(SqlClient.SqlClient, context)
+          const rows = yield* sql<{ workMem: string; check: string }>`
+            SELECT current_setting('work_mem') AS "workMem",
+                   current_setting('client_connection_check_interval') AS "check"`
+          return rows[0]
+        }))
+      const withQuery = (query: string) => `${db.url}${db.url.includes("?") ? "&" : "?"}${query}`
+      // the pool's own: the server notices a vanished client within 250 ms
+      assert.strictEqual((yield* settings(db.url))?.check, "250ms")
+      assert.deepStrictEqual(yield* settings(withQuery("options=-c%20work_mem%3D8MB")), { workMem: "8MB", check: "250ms" })
+      // among other parameters; a setting the URL names itself wins
+      const named = "options=-c%20work_mem%3D9MB%20-c%20client_connection_check_interval%3D1000"
+      assert.deepStrictEqual(
+        yield* settings(withQuery(`application_name=x&${named}&connect_timeout=5`)),
+        { workMem: "9MB", check: "1s" }
+      )
+    }))
+
   it.scopedLive("an idle connection is closed after the idle timeout; the next statement opens another", () =>
     Effect.gen(function*() {
       const db = yield* scopedDatabase(server!, "idle")
