@@ -401,6 +401,7 @@ const lockLost = (cause: Error) =>
 const hintFor = (cause: unknown): string => {
   if (!(cause instanceof Error)) return ""
   const code = (cause as { code?: unknown }).code
+  if (code === readOnlyCode) return readOnlyHint(true)
   if (code === "57014" && /statement timeout/.test(cause.message)) {
     return "; raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it"
   }
@@ -424,6 +425,14 @@ const serverErrorIn = (error: unknown): (Error & { readonly code: string }) | un
   return undefined
 }
 
+/** SQLSTATE read_only_sql_transaction: a write where the server takes none. */
+const readOnlyCode = "25006"
+
+/** What to do about a refused write: the `stored` clause when a store is there to read. */
+const readOnlyHint = (stored: boolean) =>
+  "; the server takes no writes here (a standby, or default_transaction_read_only is on for the user or " +
+  `the database): point --database-url at one that does${stored ? " — search, stats and failures work here" : ""}`
+
 /** What to do about a privilege the schema's creation lacked (SQLSTATE 42501). */
 const privilegeHint = (message: string): string =>
   /extension/.test(message)
@@ -438,7 +447,11 @@ const privilegeHint = (message: string): string =>
 const migrationError = (error: { readonly message: string; readonly cause?: unknown }) => {
   const server = serverErrorIn(error.cause)
   const detail = server === undefined ? causeDetail(error.cause) : ` (${server.message})`
-  const hint = server?.code === "42501" ? privilegeHint(server.message) : ""
+  const hint = server?.code === "42501"
+    ? privilegeHint(server.message)
+    : server?.code === readOnlyCode
+    ? readOnlyHint(false)
+    : ""
   return new StoreError({
     reason: "migration",
     message: `could not prepare the database schema: ${error.message}${detail}${hint}`

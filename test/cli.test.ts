@@ -798,6 +798,37 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
     }
   }, 120_000)
 
+  it("a database that takes no writes: ingest exits 1 saying so, with or without a store; reading works", async () => {
+    const fresh = await createDatabase(server!, "readonly")
+    const stored = await createDatabase(server!, "readonly")
+    try {
+      const storeOf = (db: { readonly url: string }) => {
+        const url = new URL(db.url)
+        url.password = password
+        return ["--database-url", url.toString()]
+      }
+      assert.strictEqual((await ragpipe(["ingest", corpusDir, ...storeOf(stored)])).code, 0)
+      for (const db of [fresh, stored]) {
+        await withClient(server!, (c) => c.query(`ALTER DATABASE ${db.name} SET default_transaction_read_only = on`))
+      }
+      const hint = "the server takes no writes here (a standby, or default_transaction_read_only is on for the " +
+        "user or the database): point --database-url at one that does"
+      const noSchema = await ragpipe(["ingest", corpusDir, ...storeOf(fresh)])
+      assertStoreRefused(noSchema, /^ragpipe: could not prepare the database schema: .*in a read-only transaction\); /)
+      assert.include(noSchema.stderr, hint)
+      assert.notInclude(noSchema.stderr, "search, stats and failures work here")
+      const noWrite = await ragpipe(["ingest", corpusDir, ...storeOf(stored)])
+      assertStoreRefused(noWrite, /^ragpipe: preparing the store failed: .*in a read-only transaction\); /)
+      assert.include(noWrite.stderr, `${hint} — search, stats and failures work here`)
+      const stats = await ragpipe(["stats", ...storeOf(stored), "--json"])
+      assert.strictEqual(stats.code, 0, stats.stderr)
+      assert.isAbove(lastJson(stats.stdout).documents, 0)
+    } finally {
+      await fresh.drop()
+      await stored.drop()
+    }
+  }, 120_000)
+
   it("the commands that only read refuse a database without a store, and create nothing in it", async () => {
     const db = await createDatabase(server!, "nostore")
     try {
