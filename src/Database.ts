@@ -620,8 +620,17 @@ export const layerServer = (
         (pool) => Effect.promise(() => pool.end()),
         where
       )
+      // whether the server has pgvector and, if it is installed, whether its
+      // schema is on the connection's search path
       const available = yield* Effect.tryPromise({
-        try: () => pool.query("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"),
+        try: () =>
+          pool.query<{ schema: string | null; visible: boolean | null }>(
+            `SELECT n.nspname AS schema, n.nspname = ANY (current_schemas(false)) AS visible
+             FROM pg_available_extensions a
+             LEFT JOIN pg_extension e ON e.extname = a.name
+             LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
+             WHERE a.name = 'vector'`
+          ),
         catch: failedToConnect
       })
       if (available.rowCount === 0) {
@@ -630,6 +639,17 @@ export const layerServer = (
           message: `the PostgreSQL server at ${where} has no pgvector extension; install pgvector on the server ` +
             `(on Debian, scripts/setup-postgres builds and installs it), then run again`
         })
+      }
+      // pgvector installed in a schema of its own (CREATE EXTENSION vector
+      // SCHEMA extensions) that the search path leaves out: its type,
+      // operators and index methods are found through the path, so that
+      // schema is added at its end on every connection
+      const vectorSchema = available.rows[0]?.schema ?? null
+      if (vectorSchema !== null && available.rows[0]?.visible === false) {
+        const extend = "SELECT set_config('search_path', current_setting('search_path') || ', ' || quote_ident($1), false)"
+        pool.on("connect", (connection) => void connection.query(extend, [vectorSchema]).catch(() => {}))
+        // the pool's one connection so far
+        yield* Effect.tryPromise({ try: () => pool.query(extend, [vectorSchema]), catch: failedToConnect })
       }
       if (options.schema !== undefined) {
         yield* Effect.tryPromise({

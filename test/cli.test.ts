@@ -798,6 +798,37 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
     }
   }, 120_000)
 
+  it("pgvector in a schema of its own, off the search path: ingest, index, search and stats work", async () => {
+    const name = `ragpipe_extschema_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+    await withClient(server!, (c) => c.query(`CREATE DATABASE ${name}`))
+    const url = new URL(server!)
+    url.pathname = `/${name}`
+    try {
+      await withClient(url.toString(), async (c) => {
+        await c.query("CREATE SCHEMA extensions")
+        await c.query("CREATE EXTENSION vector SCHEMA extensions")
+      })
+      url.password = password
+      const store = ["--database-url", url.toString()]
+      for (const args of [["ingest", corpusDir], ["index"], ["search", "otters"], ["stats", "--checksum"]]) {
+        const result = await ragpipe([...args, ...store])
+        assert.strictEqual(result.code, 0, `${args.join(" ")}: ${result.stderr}`)
+        assertNoStack(result.stderr)
+      }
+      const search = await ragpipe(["search", "otters", ...store, "--json"])
+      assert.isAbove(lastJson(search.stdout).length, 0)
+      // the store's tables are in public, the extension stayed where it was
+      const where = await withClient(url.toString(), (c) =>
+        c.query<{ chunks: string; vector: string }>(
+          "SELECT (SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = 'chunks') AS chunks, " +
+            "(SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector') AS vector"
+        ))
+      assert.deepStrictEqual(where.rows[0], { chunks: "public", vector: "extensions" })
+    } finally {
+      await withClient(server!, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+    }
+  }, 120_000)
+
   it("a database that takes no writes: ingest exits 1 saying so, with or without a store; reading works", async () => {
     const fresh = await createDatabase(server!, "readonly")
     const stored = await createDatabase(server!, "readonly")
