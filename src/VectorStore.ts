@@ -753,7 +753,20 @@ export const makeWith = (
   const prepare: Service["prepare"] = ({ dimensions, model }) =>
     sql.withTransaction(Effect.gen(function*() {
       yield* sql`LOCK TABLE ragpipe_meta IN EXCLUSIVE MODE`
-      const stored = yield* readMeta("dimensions")
+      const [meta] = yield* sql<{ value: string | null; encoding: string }>`
+        SELECT (SELECT value FROM ragpipe_meta WHERE key = 'dimensions') AS value,
+               current_setting('server_encoding') AS encoding`
+      // documents are any Unicode text: a database in an encoding that
+      // cannot hold all of it would refuse whole groups of documents
+      if (meta !== undefined && meta.encoding !== "UTF8" && meta.encoding !== "SQL_ASCII") {
+        return yield* new StoreError({
+          reason: "open",
+          message: `the database's encoding is ${meta.encoding}, which cannot hold every document's text; ` +
+            `ragpipe needs a UTF8 database (createdb -E UTF8 -T template0 NAME, or CREATE DATABASE NAME ` +
+            `ENCODING 'UTF8' TEMPLATE template0)`
+        })
+      }
+      const stored = meta?.value ?? undefined
       // a store that holds no document yet (a first run that failed early) takes any dimension
       const empty = stored !== undefined && Number(stored) !== dimensions &&
         (yield* sql<{ empty: boolean }>`SELECT NOT EXISTS (SELECT 1 FROM documents) AS empty`)[0]?.empty === true

@@ -829,6 +829,30 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
     }
   }, 120_000)
 
+  it("a database in an encoding that cannot hold every text: ingest exits 1 before writing, and says so", async () => {
+    const name = `ragpipe_latin1_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+    await withClient(server!, (c) =>
+      c.query(`CREATE DATABASE ${name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`))
+    const url = new URL(server!)
+    url.pathname = `/${name}`
+    try {
+      url.password = password
+      const result = await ragpipe(["ingest", corpusDir, "--database-url", url.toString()])
+      assertStoreRefused(
+        result,
+        new RegExp(
+          "^ragpipe: the database's encoding is LATIN1, which cannot hold every document's text; " +
+            "ragpipe needs a UTF8 database \\(createdb -E UTF8 -T template0 NAME"
+        )
+      )
+      const documents = await withClient(url.toString(), (c) =>
+        c.query<{ n: number }>("SELECT count(*)::int AS n FROM documents"))
+      assert.strictEqual(documents.rows[0]!.n, 0)
+    } finally {
+      await withClient(server!, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+    }
+  }, 120_000)
+
   it("a database that takes no writes: ingest exits 1 saying so, with or without a store; reading works", async () => {
     const fresh = await createDatabase(server!, "readonly")
     const stored = await createDatabase(server!, "readonly")
