@@ -624,8 +624,9 @@ export const layerServer = (
       // schema is on the connection's search path
       const available = yield* Effect.tryPromise({
         try: () =>
-          pool.query<{ schema: string | null; visible: boolean | null }>(
-            `SELECT n.nspname AS schema, n.nspname = ANY (current_schemas(false)) AS visible
+          pool.query<{ schema: string | null; visible: boolean | null; placed: boolean }>(
+            `SELECT n.nspname AS schema, n.nspname = ANY (current_schemas(false)) AS visible,
+               current_schema() IS NOT NULL AS placed
              FROM pg_available_extensions a
              LEFT JOIN pg_extension e ON e.extname = a.name
              LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
@@ -643,9 +644,11 @@ export const layerServer = (
       // pgvector installed in a schema of its own (CREATE EXTENSION vector
       // SCHEMA extensions) that the search path leaves out: its type,
       // operators and index methods are found through the path, so that
-      // schema is added at its end on every connection
+      // schema is added at its end on every connection — unless no schema
+      // on the path exists: it would then become the store's (the store
+      // says there is none instead)
       const vectorSchema = available.rows[0]?.schema ?? null
-      if (vectorSchema !== null && available.rows[0]?.visible === false) {
+      if (vectorSchema !== null && available.rows[0]?.visible === false && available.rows[0]?.placed === true) {
         const extend = "SELECT set_config('search_path', current_setting('search_path') || ', ' || quote_ident($1), false)"
         pool.on("connect", (connection) => void connection.query(extend, [vectorSchema]).catch(() => {}))
         // the pool's one connection so far

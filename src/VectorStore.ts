@@ -685,16 +685,19 @@ const storeTables = ["documents", "chunks", "failures", "ragpipe_meta", "ragpipe
  */
 interface Location {
   readonly database: string
+  /** the first schema of the search path that exists */
   readonly schema: string | null
+  readonly searchPath: string
   readonly present: boolean
 }
 
 const locate = (sql: SqlClient.SqlClient) =>
   sql<Location>`
     SELECT current_database() AS database, current_schema() AS schema,
+      current_setting('search_path') AS "searchPath",
       current_schema() IS NOT NULL
         AND to_regclass(format('%I.%I', current_schema(), ${migrationsTable}::text)) IS NOT NULL AS present`.pipe(
-    Effect.map((rows) => rows[0] ?? { database: "", schema: null, present: false }),
+    Effect.map((rows) => rows[0] ?? { database: "", schema: null, searchPath: "", present: false }),
     Effect.mapError(queryError("looking for the store"))
   )
 
@@ -707,6 +710,15 @@ const locate = (sql: SqlClient.SqlClient) =>
  */
 const inSchema = (location: Location, table: string): string =>
   location.schema !== null && /^[a-z_][a-z0-9_]*$/.test(location.schema) ? `${location.schema}.${table}` : table
+
+/** The search path names no schema that exists: there is nowhere to look for the store, or to make it. */
+const noSchema = (location: Location) =>
+  new StoreError({
+    reason: "open",
+    message: `no schema on the search path (${location.searchPath}) exists in database "${location.database}", ` +
+      "so there is nowhere for the store: create the schema, or name one that exists in the search_path " +
+      "(the URL's options, or the user's setting)"
+  })
 
 /** The store's schema holds no store. */
 const storeMissing = (location: Location) =>
@@ -729,6 +741,7 @@ export const makeWith = (
 ): Effect.Effect<Service, StoreError, SqlClient.SqlClient> => Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const location = yield* locate(sql)
+  if (location.schema === null) return yield* noSchema(location)
   if (options.mustExist === true && !location.present) return yield* storeMissing(location)
   // chunks are written with a binary COPY: on a server on a client of its
   // pool, on the embedded database from memory
@@ -814,8 +827,10 @@ export const makeWith = (
             try {
               await client.connect()
               const { rows } = await client.query<{ locked: boolean; pid: number }>(
-                "SELECT pg_try_advisory_lock(hashtextextended('ragpipe-run:' || current_schema(), 0)) AS locked, " +
-                  "pg_backend_pid() AS pid"
+                // the store's schema as the pool sees it, whatever this connection's search path
+                "SELECT pg_try_advisory_lock(hashtextextended('ragpipe-run:' || $1, 0)) AS locked, " +
+                  "pg_backend_pid() AS pid",
+                [location.schema]
               )
               if (rows[0]?.locked === true) {
                 lock.pid = rows[0].pid

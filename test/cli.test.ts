@@ -853,6 +853,39 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
     }
   }, 120_000)
 
+  it("a search path in the URL's options: the store goes to its schema; one naming no schema that exists is refused", async () => {
+    const db = await createDatabase(server!, "searchpath")
+    try {
+      const url = new URL(db.url)
+      url.password = password
+      url.searchParams.set("options", "-c search_path=ragpipe_docs")
+      const store = ["--database-url", url.toString()]
+      const tables = () =>
+        withClient(db.url, (c) =>
+          c.query<{ schema: string; n: number }>(
+            "SELECT relnamespace::regnamespace::text AS schema, count(*)::int AS n FROM pg_class " +
+              "WHERE relkind = 'r' AND relname LIKE 'ragpipe%' GROUP BY 1"
+          )).then((r) => r.rows)
+      const refusal = new RegExp(
+        `^ragpipe: no schema on the search path \\(ragpipe_docs\\) exists in database "${db.name}", ` +
+          "so there is nowhere for the store: create the schema"
+      )
+      assertStoreRefused(await ragpipe(["ingest", corpusDir, ...store]), refusal)
+      assertStoreRefused(await ragpipe(["stats", ...store]), refusal)
+      assert.deepStrictEqual(await tables(), [])
+      // pgvector is in public, off this search path: found all the same
+      await withClient(db.url, (c) => c.query("CREATE SCHEMA ragpipe_docs"))
+      const ingest = await ragpipe(["ingest", corpusDir, ...store])
+      assert.strictEqual(ingest.code, 0, ingest.stderr)
+      assert.deepStrictEqual((await tables()).map((t) => t.schema), ["ragpipe_docs"])
+      const search = await ragpipe(["search", "otters", ...store, "--json"])
+      assert.strictEqual(search.code, 0, search.stderr)
+      assert.isAbove(lastJson(search.stdout).length, 0)
+    } finally {
+      await db.drop()
+    }
+  }, 120_000)
+
   it("a database that takes no writes: ingest exits 1 saying so, with or without a store; reading works", async () => {
     const fresh = await createDatabase(server!, "readonly")
     const stored = await createDatabase(server!, "readonly")
