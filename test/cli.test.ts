@@ -614,6 +614,14 @@ describe("ragpipe CLI", () => {
 /** A password no output may show. */
 const password = "pw-Cli7-never-shown"
 
+/** The options naming the database at `databaseUrl`, with the password (and a URL `options` parameter, if given). */
+const storeAt = (databaseUrl: string, options?: string): ReadonlyArray<string> => {
+  const url = new URL(databaseUrl)
+  url.password = password
+  if (options !== undefined) url.searchParams.set("options", options)
+  return ["--database-url", url.toString()]
+}
+
 /** Exit 1, one line on stderr that matches `expected`, no stack trace, and the password nowhere. */
 const assertStoreRefused = (result: Result, expected: RegExp) => {
   assert.strictEqual(result.code, 1, result.stderr)
@@ -799,17 +807,11 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
   }, 120_000)
 
   it("pgvector in a schema of its own, off the search path: ingest, index, search and stats work", async () => {
-    const name = `ragpipe_extschema_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
-    await withClient(server!, (c) => c.query(`CREATE DATABASE ${name}`))
-    const url = new URL(server!)
-    url.pathname = `/${name}`
+    const db = await createDatabase(server!, "extschema", {
+      setup: ["CREATE SCHEMA extensions", "CREATE EXTENSION vector SCHEMA extensions"]
+    })
     try {
-      await withClient(url.toString(), async (c) => {
-        await c.query("CREATE SCHEMA extensions")
-        await c.query("CREATE EXTENSION vector SCHEMA extensions")
-      })
-      url.password = password
-      const store = ["--database-url", url.toString()]
+      const store = storeAt(db.url)
       for (const args of [["ingest", corpusDir], ["index"], ["search", "otters"], ["stats", "--checksum"]]) {
         const result = await ragpipe([...args, ...store])
         assert.strictEqual(result.code, 0, `${args.join(" ")}: ${result.stderr}`)
@@ -818,26 +820,23 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
       const search = await ragpipe(["search", "otters", ...store, "--json"])
       assert.isAbove(lastJson(search.stdout).length, 0)
       // the store's tables are in public, the extension stayed where it was
-      const where = await withClient(url.toString(), (c) =>
+      const where = await withClient(db.url, (c) =>
         c.query<{ chunks: string; vector: string }>(
           "SELECT (SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = 'chunks') AS chunks, " +
             "(SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector') AS vector"
         ))
       assert.deepStrictEqual(where.rows[0], { chunks: "public", vector: "extensions" })
     } finally {
-      await withClient(server!, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+      await db.drop()
     }
   }, 120_000)
 
   it("a database in an encoding that cannot hold every text: ingest exits 1 before writing, and says so", async () => {
-    const name = `ragpipe_latin1_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
-    await withClient(server!, (c) =>
-      c.query(`CREATE DATABASE ${name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`))
-    const url = new URL(server!)
-    url.pathname = `/${name}`
+    const db = await createDatabase(server!, "latin1", {
+      create: "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    })
     try {
-      url.password = password
-      const result = await ragpipe(["ingest", corpusDir, "--database-url", url.toString()])
+      const result = await ragpipe(["ingest", corpusDir, ...storeAt(db.url)])
       assertStoreRefused(
         result,
         new RegExp(
@@ -845,21 +844,18 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
             "ragpipe needs a UTF8 database \\(createdb -E UTF8 -T template0 NAME"
         )
       )
-      const documents = await withClient(url.toString(), (c) =>
+      const documents = await withClient(db.url, (c) =>
         c.query<{ n: number }>("SELECT count(*)::int AS n FROM documents"))
       assert.strictEqual(documents.rows[0]!.n, 0)
     } finally {
-      await withClient(server!, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+      await db.drop()
     }
   }, 120_000)
 
   it("a search path in the URL's options: the store goes to its schema; one naming no schema that exists is refused", async () => {
     const db = await createDatabase(server!, "searchpath")
     try {
-      const url = new URL(db.url)
-      url.password = password
-      url.searchParams.set("options", "-c search_path=ragpipe_docs")
-      const store = ["--database-url", url.toString()]
+      const store = storeAt(db.url, "-c search_path=ragpipe_docs")
       const tables = () =>
         withClient(db.url, (c) =>
           c.query<{ schema: string; n: number }>(
@@ -890,25 +886,20 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
     const fresh = await createDatabase(server!, "readonly")
     const stored = await createDatabase(server!, "readonly")
     try {
-      const storeOf = (db: { readonly url: string }) => {
-        const url = new URL(db.url)
-        url.password = password
-        return ["--database-url", url.toString()]
-      }
-      assert.strictEqual((await ragpipe(["ingest", corpusDir, ...storeOf(stored)])).code, 0)
+      assert.strictEqual((await ragpipe(["ingest", corpusDir, ...storeAt(stored.url)])).code, 0)
       for (const db of [fresh, stored]) {
         await withClient(server!, (c) => c.query(`ALTER DATABASE ${db.name} SET default_transaction_read_only = on`))
       }
       const hint = "the server takes no writes here (a standby, or default_transaction_read_only is on for the " +
         "user or the database): point --database-url at one that does"
-      const noSchema = await ragpipe(["ingest", corpusDir, ...storeOf(fresh)])
+      const noSchema = await ragpipe(["ingest", corpusDir, ...storeAt(fresh.url)])
       assertStoreRefused(noSchema, /^ragpipe: could not prepare the database schema: .*in a read-only transaction\); /)
       assert.include(noSchema.stderr, hint)
       assert.notInclude(noSchema.stderr, "search, stats and failures work here")
-      const noWrite = await ragpipe(["ingest", corpusDir, ...storeOf(stored)])
+      const noWrite = await ragpipe(["ingest", corpusDir, ...storeAt(stored.url)])
       assertStoreRefused(noWrite, /^ragpipe: preparing the store failed: .*in a read-only transaction\); /)
       assert.include(noWrite.stderr, `${hint} — search, stats and failures work here`)
-      const stats = await ragpipe(["stats", ...storeOf(stored), "--json"])
+      const stats = await ragpipe(["stats", ...storeAt(stored.url), "--json"])
       assert.strictEqual(stats.code, 0, stats.stderr)
       assert.isAbove(lastJson(stats.stdout).documents, 0)
     } finally {
@@ -920,9 +911,7 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
   it("the commands that only read refuse a database without a store, and create nothing in it", async () => {
     const db = await createDatabase(server!, "nostore")
     try {
-      const url = new URL(db.url)
-      url.password = password
-      const store = ["--database-url", url.toString()]
+      const store = storeAt(db.url)
       const relations = () =>
         withClient(db.url, (c) =>
           c.query<{ n: number }>(

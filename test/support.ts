@@ -177,18 +177,23 @@ export const withClient = async <A>(url: string, f: (client: Pg.Client) => Promi
 }
 
 /**
- * A database of its own on the server, with pgvector, named after `purpose`;
- * returns its URL and a function dropping it.
+ * A database of its own on the server, named after `purpose`, with pgvector
+ * in public — or created with `options.create` after its name (an encoding,
+ * say) and prepared with `options.setup`'s statements instead; returns its
+ * URL and a function dropping it.
  */
 export const createDatabase = async (
   base: string,
-  purpose: string
+  purpose: string,
+  options: { readonly create?: string; readonly setup?: ReadonlyArray<string> } = {}
 ): Promise<{ name: string; url: string; drop: () => Promise<void> }> => {
   const name = `ragpipe_${purpose}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
-  await withClient(base, (c) => c.query(`CREATE DATABASE ${name}`))
+  await withClient(base, (c) => c.query(`CREATE DATABASE ${name} ${options.create ?? ""}`))
   const url = new URL(base)
   url.pathname = `/${name}`
-  await withClient(url.toString(), (c) => c.query("CREATE EXTENSION IF NOT EXISTS vector"))
+  await withClient(url.toString(), async (c) => {
+    for (const statement of options.setup ?? ["CREATE EXTENSION IF NOT EXISTS vector"]) await c.query(statement)
+  })
   return {
     name,
     url: url.toString(),
