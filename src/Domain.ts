@@ -261,6 +261,11 @@ export const IngestReport = Schema.Struct({
   outcome: Schema.Literal("completed", "stopped", "broken"),
   /** false when some directory could not be read: then no document was removed */
   walkComplete: Schema.Boolean,
+  /**
+   * stored documents kept although the run did not see them: the walk found
+   * no file at all, and `--allow-empty` was not given (0 otherwise)
+   */
+  kept: Schema.Int,
   /** skipped files counted by reason */
   skippedByReason: Schema.Record({ key: Schema.String, value: Schema.Int }),
   /** the first skipped files (at most 1000 in `ingest --json`), with their reasons */

@@ -144,6 +144,11 @@ export interface Summary {
   readonly outcome: Outcome
   /** false when some directory could not be read: then nothing was removed */
   readonly walkComplete: boolean
+  /**
+   * Stored documents the run did not see and kept all the same: the
+   * source produced no file at all (see `allowEmpty`). 0 otherwise.
+   */
+  readonly kept: number
   /** the first `maxSkippedListed` skipped files, with reasons */
   readonly skippedFiles: ReadonlyArray<SkippedFile>
   /** count of skipped files per reason */
@@ -215,10 +220,18 @@ export interface Options {
   readonly callBreaker?: CircuitBreaker.Options
   /**
    * Remove stored documents the source did not produce (default true). Only
-   * ever done when the source completed and reported no unreadable
-   * directory.
+   * ever done when the source completed, reported no unreadable directory
+   * and produced some file (see `allowEmpty`).
    */
   readonly removeMissing?: boolean
+  /**
+   * Let a run whose source produced no file at all remove every stored
+   * document (default false: such a run removes nothing and reports the
+   * documents it kept as `kept`). A walk that finds nothing is far more
+   * often a wrong or unmounted directory, or filters that match no file,
+   * than a corpus deleted on purpose.
+   */
+  readonly allowEmpty?: boolean
   /**
    * Read and hash every file, even those whose size, times and inode are
    * those stored with their document (default false: such files are not
@@ -801,9 +814,12 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   yield* deadline
 
   const outcome: Outcome = breakInfo !== undefined ? "broken" : stopped ? "stopped" : "completed"
-  const removed = outcome === "completed" && walkComplete && options.removeMissing !== false
-    ? yield* Effect.zipRight(flushSeen, store.removeUnseen(runId))
+  const removes = outcome === "completed" && walkComplete && options.removeMissing !== false
+  // a source that produced nothing leaves the store as it is, unless allowed
+  const kept = removes && counters.seen === 0 && options.allowEmpty !== true
+    ? (yield* store.stats).documents
     : 0
+  const removed = removes && kept === 0 ? yield* Effect.zipRight(flushSeen, store.removeUnseen(runId)) : 0
   const end = yield* Clock.currentTimeMillis
   yield* publishNow
   const summary: Summary = {
@@ -822,6 +838,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     durationMs: end - start,
     outcome,
     walkComplete,
+    kept,
     skippedFiles,
     skippedByReason
   }

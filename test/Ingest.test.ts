@@ -478,6 +478,44 @@ describe.each(backends)("Ingest on $name", (backend) => {
       )
     }))
 
+  it.scopedLive("a walk that finds no file keeps the stored documents, unless allowEmpty", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      writeFiles(work, { "a.md": "# A\n\nalpha\n", "sub/b.txt": "beta\n" })
+      yield* Effect.gen(function*() {
+        assert.strictEqual((yield* Ingest.ingestDirectory({ root: work })).files.ingested, 2)
+        // filters that match nothing (an unclosed bracket is a literal "[")
+        const filtered = yield* Ingest.ingestDirectory({ root: work, include: ["[z"] })
+        assert.deepStrictEqual(filtered.files, { seen: 0, ingested: 0, unchanged: 0, skipped: 0, removed: 0 })
+        assert.strictEqual(filtered.kept, 2)
+        assert.strictEqual(filtered.outcome, "completed")
+        assert.deepStrictEqual(yield* storedPaths, ["a.md", "sub/b.txt"])
+        // a directory emptied (or a share not mounted)
+        NodeFs.rmSync(NodePath.join(work, "a.md"))
+        NodeFs.rmSync(NodePath.join(work, "sub"), { recursive: true })
+        const empty = yield* Ingest.ingestDirectory({ root: work })
+        assert.deepStrictEqual([empty.files.removed, empty.kept], [0, 2])
+        assert.deepStrictEqual(yield* storedPaths, ["a.md", "sub/b.txt"])
+        // a file the walk skips is a file found: removal goes on as before
+        writeFiles(work, { "blank.txt": "  \n" })
+        const skipped = yield* Ingest.ingestDirectory({ root: work })
+        assert.deepStrictEqual([skipped.files.skipped, skipped.files.removed, skipped.kept], [1, 2, 0])
+        assert.deepStrictEqual(yield* storedPaths, [])
+        // allowed: an empty walk empties the store
+        writeFiles(work, { "c.md": "gamma\n" })
+        assert.strictEqual((yield* Ingest.ingestDirectory({ root: work })).files.ingested, 1)
+        NodeFs.rmSync(NodePath.join(work, "c.md"))
+        NodeFs.rmSync(NodePath.join(work, "blank.txt"))
+        const allowed = yield* Ingest.ingestDirectory({ root: work }, { allowEmpty: true })
+        assert.deepStrictEqual([allowed.files.removed, allowed.kept], [1, 0])
+        assert.deepStrictEqual(yield* storedPaths, [])
+        // an empty walk on an empty store keeps nothing and says so
+        const nothing = yield* Ingest.ingestDirectory({ root: work })
+        assert.deepStrictEqual([nothing.files.removed, nothing.kept], [0, 0])
+      }).pipe(Effect.provide(withHashing(data)))
+    }))
+
   it.scopedLive("a source that yields a path twice stores it once, with the last content", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh

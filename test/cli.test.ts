@@ -477,6 +477,32 @@ describe("ragpipe CLI", () => {
     assert.strictEqual(JSON.parse(search.stdout)[0].path, "a.md")
   })
 
+  it("a run that finds no file keeps the stored documents and exits 1 saying why; --allow-empty removes them", async () => {
+    const data = dataDir("empty-walk")
+    const work = providerCorpus("empty-walk-corpus")
+    assert.strictEqual((await ragpipe(["ingest", work, "--data-dir", data, "--quiet"])).code, 0)
+    const documents = async () => {
+      const stats = await ragpipe(["stats", "--data-dir", data, "--json"])
+      assert.strictEqual(stats.code, 0, stats.stderr)
+      return JSON.parse(stats.stdout).documents
+    }
+    assert.strictEqual(await documents(), 6)
+    const none = await ragpipe(["ingest", work, "--data-dir", data, "--include", "[z", "--json"])
+    assert.strictEqual(none.code, 1, none.stderr)
+    assert.deepStrictEqual(none.stderr.trim().split("\n"), [
+      `ragpipe: no file to ingest was found in ${work} with --include '[z', so the 6 documents stored by ` +
+      `earlier runs were kept. Check the directory and the filters; if it is meant to be empty, run again ` +
+      `with --allow-empty to remove them.`
+    ])
+    const summary = lastJson(none.stdout)
+    assert.deepStrictEqual([summary.outcome, summary.files.seen, summary.files.removed, summary.kept], ["completed", 0, 0, 6])
+    assert.strictEqual(await documents(), 6)
+    const allowed = await ragpipe(["ingest", work, "--data-dir", data, "--include", "[z", "--allow-empty", "--json"])
+    assert.strictEqual(allowed.code, 0, allowed.stderr)
+    assert.deepStrictEqual([lastJson(allowed.stdout).files.removed, lastJson(allowed.stdout).kept], [6, 0])
+    assert.strictEqual(await documents(), 0)
+  })
+
   for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
     it(`${signal} mid-ingest: exits ${code} promptly with a partial summary and nothing open`, async () => {
       const work = NodePath.join(scratch, `big-${signal}`)

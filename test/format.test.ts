@@ -52,6 +52,7 @@ describe("CLI formatting", () => {
     durationMs: 1500,
     outcome: "completed",
     walkComplete: true,
+    kept: 0,
     skippedByReason: { binary: 3, "too-large": 1 },
     skippedFiles: [
       { path: "a.bin", reason: "binary", detail: "a NUL byte at offset 12" },
@@ -71,6 +72,7 @@ describe("CLI formatting", () => {
         "durationMs",
         "outcome",
         "walkComplete",
+        "kept",
         "skippedByReason",
         "skippedFiles"
       ])
@@ -100,6 +102,29 @@ describe("CLI formatting", () => {
     assert.include(
       Format.ingestTable(report({ walkComplete: false })),
       "Some directories could not be read, so no stored document was removed in this run."
+    )
+    assert.notInclude(complete, "were kept")
+    assert.include(
+      Format.ingestTable(report({ files: { ...report().files, seen: 0 }, kept: 1200 })),
+      "\n\nNo file was found, so the 1200 stored documents were kept."
+    )
+  })
+
+  it("a run that found no file says where, with which filters, and how to empty the store", () => {
+    assert.strictEqual(
+      Format.keptWords(3, "docs", []),
+      "ragpipe: no file to ingest was found in docs, so the 3 documents stored by earlier runs were kept. " +
+        "Check the directory; if it is meant to be empty, run again with --allow-empty to remove them."
+    )
+    const filtered = Format.keptWords(3, "docs", ["--include '[z'", "--extension rst"])
+    assert.include(filtered, "found in docs with --include '[z' --extension rst, so the 3 documents")
+    assert.include(filtered, "Check the directory and the filters;")
+  })
+
+  it("shell words are quoted only where a shell would change them", () => {
+    assert.deepStrictEqual(
+      ["*.md", "docs/a-b_c.txt", ".rst", "[z", "it's", "a b", ""].map(Format.shellWord),
+      ["'*.md'", "docs/a-b_c.txt", ".rst", "'[z'", "'it'\\''s'", "'a b'", "''"]
     )
   })
 

@@ -399,6 +399,11 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       "rehash",
       "RAGPIPE_REHASH",
       "read and hash every file, even those whose size, times and inode are unchanged since they were stored"
+    ),
+    allowEmpty: flag(
+      "allow-empty",
+      "RAGPIPE_ALLOW_EMPTY",
+      "let a run that finds no file remove every stored document (without it, such a run keeps them and exits 1)"
     )
   },
   (o) =>
@@ -450,6 +455,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
           minSamples: o.minSamples,
           concurrency: o.concurrency,
           rehash: o.rehash,
+          allowEmpty: o.allowEmpty,
           retry,
           ...(o.embedder === "openai" ? { cache: { maxBytes: 64 * 1024 * 1024 } } : {}),
           ...Option.match(o.batchSize, { onNone: () => ({}), onSome: (batchSize) => ({ batchSize }) }),
@@ -490,6 +496,7 @@ const ingestCommand = (deps: Dependencies) => Command.make(
         durationMs: summary.durationMs,
         outcome: summary.outcome,
         walkComplete: summary.walkComplete,
+        kept: summary.kept,
         skippedByReason: summary.skippedByReason,
         skippedFiles: summary.skippedFiles,
         ...(buildIndex ? { index: indexReport } : {})
@@ -502,6 +509,15 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       }
       const stoppedBy = yield* Ref.get(signal)
       if (Option.isSome(stoppedBy)) return yield* new ExitRequest({ code: ExitCode[stoppedBy.value] })
+      if (summary.kept > 0) {
+        const filters = [
+          ...o.include.map((glob) => `--include ${Format.shellWord(glob)}`),
+          ...o.exclude.map((glob) => `--exclude ${Format.shellWord(glob)}`),
+          ...o.extension.map((extension) => `--extension ${Format.shellWord(extension)}`)
+        ]
+        yield* Console.error(Format.keptWords(summary.kept, o.dir, filters))
+        return yield* new ExitRequest({ code: ExitCode.failed })
+      }
     })
 ).pipe(Command.withDescription("walk a directory, chunk and embed its files, and store them"))
 

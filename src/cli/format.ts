@@ -22,6 +22,7 @@ export const ingestJson = (report: IngestReport): string =>
     durationMs: report.durationMs,
     outcome: report.outcome,
     walkComplete: report.walkComplete,
+    kept: report.kept,
     skippedByReason: report.skippedByReason,
     skippedFiles: report.skippedFiles,
     ...(report.index === undefined ? {} : { index: report.index })
@@ -77,6 +78,7 @@ export const ingestTable = (report: IngestReport): string => {
   if (!report.walkComplete) {
     lines.push("", "Some directories could not be read, so no stored document was removed in this run.")
   }
+  if (report.kept > 0) lines.push("", `No file was found, so the ${report.kept} stored documents were kept.`)
   return lines.join("\n")
 }
 
@@ -134,6 +136,21 @@ export const indexTable = (index: NonNullable<IndexReport>, store: string): stri
   ])
 
 /** The error-rate breaker's report, in words. */
+/** A word as a POSIX shell takes it back: as it is when that is safe, else in single quotes. */
+export const shellWord = (word: string): string =>
+  /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`
+
+/**
+ * Why a run that found no file kept the store's documents, and what to do;
+ * `filters` are the walk's options as given (`--include '*.md'`), if any.
+ */
+export const keptWords = (kept: number, dir: string, filters: ReadonlyArray<string>): string =>
+  `ragpipe: no file to ingest was found in ${dir}` +
+  (filters.length === 0 ? "" : ` with ${filters.join(" ")}`) +
+  `, so the ${kept} documents stored by earlier runs were kept. Check the directory` +
+  (filters.length === 0 ? "" : " and the filters") +
+  `; if it is meant to be empty, run again with --allow-empty to remove them.`
+
 export const breakerWords = (breaker: {
   readonly reason: string
   readonly ok: number
