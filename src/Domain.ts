@@ -80,6 +80,7 @@ export const SkipReason = Schema.Literal(
   "symlink-loop",
   "broken-symlink",
   "unreadable-directory",
+  "invalid-name",
   "unchanged"
 )
 

@@ -578,6 +578,30 @@ const childPath = (dir: string, name: string): string =>
   dir.endsWith(nodePath.sep) ? dir + name : dir + nodePath.sep + name
 
 /**
+ * Whether `abs`, a listed entry's path, names it. A name that is not valid
+ * UTF-8 is listed with U+FFFD in place of its bad bytes, and no entry has
+ * that name (unless one is really called so).
+ */
+const namesEntry = (ctx: Context, abs: string): boolean => {
+  try {
+    ctx.io.stat(abs)
+    return true
+  } catch (error) {
+    return errnoCode(error) !== "ENOENT"
+  }
+}
+
+/** An entry whose name is not valid UTF-8: it cannot be opened, nor stored under a name of its own. */
+const invalidName = (rel: string, kind: "file" | "directory"): Candidate =>
+  skippedCandidate(
+    rel,
+    "invalid-name",
+    `the ${kind}'s name is not valid UTF-8 (its bad bytes show as \uFFFD)` +
+      (kind === "directory" ? ", so nothing under it is read" : "") +
+      `; rename it to UTF-8 to ingest it (convmv converts names from another encoding)`
+  )
+
+/**
  * The candidates below the root, depth first, in listing order. One pull
  * lists on until it has `pulls.size` candidates, the walk would enter or
  * leave a directory (unless `pulls.acrossDirectories`), or the walk ends.
@@ -649,12 +673,18 @@ const candidatesOf = (
           if (!ctx.includeHidden && name.startsWith(".")) continue
           const rel = top.rel === "" ? name : `${top.rel}/${name}`
           const abs = childPath(top.lineage[top.lineage.length - 1]!, name)
+          const unnamed = name.includes("\uFFFD") && !namesEntry(ctx, abs)
           if (entry.isFile()) {
             const format = accept(ctx, rel, name)
-            if (format !== undefined) out.push({ _tag: "File", path: rel, absolute: abs, format })
+            if (format !== undefined) {
+              out.push(unnamed ? invalidName(rel, "file") : { _tag: "File", path: rel, absolute: abs, format })
+            }
           } else if (entry.isDirectory()) {
             if (!ctx.exclude.isEmpty && ctx.exclude.matches(rel, true)) continue
-            enter(abs, rel, top.lineage)
+            if (unnamed) out.push(invalidName(rel, "directory"))
+            else enter(abs, rel, top.lineage)
+          } else if (unnamed) {
+            if (accept(ctx, rel, name) !== undefined) out.push(invalidName(rel, "file"))
           } else if (entry.isSymbolicLink()) {
             return Effect.flatMap(
               Effect.promise(() => resolveSymlink(ctx, abs, rel, name, top.lineage)),
@@ -1069,8 +1099,11 @@ export const walkWith = (
  * `unreadable` (open/stat/read failed, the file vanished, or it is not a
  * regular file), `symlink-outside-root`, `symlink-loop` (a directory symlink
  * to a directory on the current path, or ELOOP), `broken-symlink`,
- * `unreadable-directory`, and `unchanged` (not read: see
- * {@link Options.unchanged}). Symlinks inside the root are followed.
+ * `unreadable-directory`, `invalid-name` (a file or directory whose name
+ * is not valid UTF-8: it cannot be opened, nor stored, under the name the
+ * listing gives it; it does not count as an unreadable directory), and
+ * `unchanged` (not read: see {@link Options.unchanged}). Symlinks inside the
+ * root are followed.
  *
  * Fails with a {@link LoaderError} only when the root does not exist, is not
  * a directory, or cannot be read.

@@ -656,6 +656,38 @@ describe("Loader.walk", () => {
       })
     ))
 
+  it.scoped("a name that is not valid UTF-8 is skipped as invalid-name; one really holding U+FFFD is read", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        write(dir, { "ok.md": "ok", "real\uFFFD.md": "a name with the replacement character itself" })
+        // Latin-1 names, as an old archive unpacks them: "café.md", "déjà/in.md" and "café.bin"
+        const raw = (...parts: ReadonlyArray<string | ReadonlyArray<number>>) =>
+          Buffer.concat([Buffer.from(dir + "/"), ...parts.map((p) => typeof p === "string" ? Buffer.from(p) : Buffer.from(p))])
+        fs.writeFileSync(raw("caf", [0xe9], ".md"), "latin-1 name")
+        fs.writeFileSync(raw("caf", [0xe9], ".bin"), "not a document by its extension")
+        fs.mkdirSync(raw("d", [0xe9], "j", [0xe0]))
+        fs.writeFileSync(raw("d", [0xe9], "j", [0xe0], "/in.md"), "inside")
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            fs.rmSync(raw("caf", [0xe9], ".md"))
+            fs.rmSync(raw("caf", [0xe9], ".bin"))
+            fs.rmSync(raw("d", [0xe9], "j", [0xe0]), { recursive: true })
+          })
+        )
+        for (const options of [{ root: dir }, { root: dir, unchanged: () => Effect.succeed(new Set<string>()) }]) {
+          const r = yield* collect(options)
+          assert.deepStrictEqual(r.docPaths, ["ok.md", "real\uFFFD.md"])
+          assert.deepStrictEqual(r.skipped.map((s) => [s.path, s.reason]), [
+            ["caf\uFFFD.md", "invalid-name"],
+            ["d\uFFFDj\uFFFD", "invalid-name"]
+          ])
+          assert.include(r.skippedByPath["caf\uFFFD.md"]!.detail, "the file's name is not valid UTF-8")
+          assert.include(r.skippedByPath["d\uFFFDj\uFFFD"]!.detail, "so nothing under it is read; rename it to UTF-8")
+          yield* assertAllReleased
+        }
+      })
+    ))
+
   it.scoped.skipIf(!chmodBlocksReads)("unreadable: chmod 000 file and directory (runs when permissions apply: not as root)", () =>
     withDir((dir) =>
       Effect.gen(function*() {
