@@ -157,4 +157,28 @@ describe("CLI formatting", () => {
     ])
     assert.strictEqual(text, "x.txt#0  http-503  5 attempt(s), last 2026-01-01T00:00:00Z\n   busy")
   })
+
+  it("control and bidirectional characters from names and texts are printed as escapes", () => {
+    assert.strictEqual(
+      Format.printable("a\nb\tc\rd\u001b[31mred\u007f\u0085\u202eevil.txt\u2066x\u2069 née ✓ \\"),
+      "a\\nb\\tc\\rd\\x1b[31mred\\x7f\\x85\\u202eevil.txt\\u2066x\\u2069 née ✓ \\"
+    )
+    const hit = { rank: 1, score: 0.5, chunkIndex: 0 }
+    assert.strictEqual(
+      Format.searchTable([{ ...hit, path: "a\nb.txt", heading: "\u001b]0;title\u0007", text: "x\u001b[2Jy" }]),
+      "1. 0.500  a\\nb.txt#0  [\\x1b]0;title\\x07]\n   x\\x1b[2Jy"
+    )
+    const skipped = Format.ingestTable(report({
+      skippedByReason: { unreadable: 1 },
+      skippedFiles: [{ path: "x\u001b[1m.md", reason: "unreadable", detail: "points to /a\nb" }]
+    }))
+    assert.include(skipped, "  x\\x1b[1m.md: unreadable (points to /a\\nb)")
+    assert.strictEqual(
+      Format.failuresTable([
+        { path: "f\u202e.txt", chunkIndex: 1, kind: "http-400", message: "bad\u0000", attempts: 1, lastSeen: "t" }
+      ]),
+      "f\\u202e.txt#1  http-400  1 attempt(s), last t\n   bad\\x00"
+    )
+    assert.include(Format.keptWords(1, "dir\nname", []), "found in dir\\nname,")
+  })
 })

@@ -28,6 +28,21 @@ export const ingestJson = (report: IngestReport): string =>
     ...(report.index === undefined ? {} : { index: report.index })
   })
 
+const namedEscapes: Readonly<Record<string, string>> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" }
+
+/**
+ * Text from the file system or the documents as a terminal may show it:
+ * control characters (C0, DEL, C1) and the bidirectional controls that
+ * reorder what follows them are written as escapes (`\n`, `\x1b`,
+ * `\u202e`), so that a file name or a chunk can neither break a line of the
+ * output, nor drive the terminal, nor disguise what it says.
+ */
+export const printable = (text: string): string =>
+  text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const code = c.charCodeAt(0)
+    return namedEscapes[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16)}`)
+  })
+
 const pad = (s: string, n: number) => s + " ".repeat(Math.max(0, n - s.length))
 const padLeft = (s: string, n: number) => " ".repeat(Math.max(0, n - s.length)) + s
 
@@ -71,7 +86,7 @@ export const ingestTable = (report: IngestReport): string => {
   if (reasons.length > 0) {
     lines.push("", "skipped: " + reasons.map(([reason, n]) => `${reason} ${n}`).join(", "))
     for (const file of report.skippedFiles.slice(0, 20)) {
-      lines.push(`  ${file.path}: ${file.reason} (${file.detail})`)
+      lines.push(`  ${printable(file.path)}: ${file.reason} (${printable(file.detail)})`)
     }
     if (report.files.skipped > 20) lines.push(`  ... and ${report.files.skipped - 20} more (see --json)`)
   }
@@ -103,9 +118,9 @@ export const searchTable = (hits: ReadonlyArray<SearchHit>): string =>
   hits.length === 0
     ? "No results."
     : hits.map((hit) =>
-      `${hit.rank}. ${hit.score.toFixed(3)}  ${hit.path}#${hit.chunkIndex}` +
-      (hit.heading.length > 0 ? `  [${hit.heading}]` : "") +
-      `\n   ${oneLine(hit.text, 160)}`
+      `${hit.rank}. ${hit.score.toFixed(3)}  ${printable(hit.path)}#${hit.chunkIndex}` +
+      (hit.heading.length > 0 ? `  [${printable(hit.heading)}]` : "") +
+      `\n   ${printable(oneLine(hit.text, 160))}`
     ).join("\n")
 
 /** The readable form of store statistics, with the checksum when computed. */
@@ -135,7 +150,6 @@ export const indexTable = (index: NonNullable<IndexReport>, store: string): stri
     ["vector index", indexWords(index)]
   ])
 
-/** The error-rate breaker's report, in words. */
 /** A word as a POSIX shell takes it back: as it is when that is safe, else in single quotes. */
 export const shellWord = (word: string): string =>
   /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`
@@ -145,12 +159,13 @@ export const shellWord = (word: string): string =>
  * `filters` are the walk's options as given (`--include '*.md'`), if any.
  */
 export const keptWords = (kept: number, dir: string, filters: ReadonlyArray<string>): string =>
-  `ragpipe: no file to ingest was found in ${dir}` +
+  `ragpipe: no file to ingest was found in ${printable(dir)}` +
   (filters.length === 0 ? "" : ` with ${filters.join(" ")}`) +
   `, so the ${kept} documents stored by earlier runs were kept. Check the directory` +
   (filters.length === 0 ? "" : " and the filters") +
   `; if it is meant to be empty, run again with --allow-empty to remove them.`
 
+/** The error-rate breaker's report, in words. */
 export const breakerWords = (breaker: {
   readonly reason: string
   readonly ok: number
@@ -177,5 +192,6 @@ export const failuresTable = (rows: ReadonlyArray<{
   rows.length === 0
     ? "No failures recorded."
     : rows.map((r) =>
-      `${r.path}#${r.chunkIndex}  ${r.kind}  ${r.attempts} attempt(s), last ${r.lastSeen}\n   ${oneLine(r.message, 160)}`
+      `${printable(r.path)}#${r.chunkIndex}  ${r.kind}  ${r.attempts} attempt(s), last ${r.lastSeen}\n   ` +
+      printable(oneLine(r.message, 160))
     ).join("\n")
