@@ -529,6 +529,19 @@ const connectError = (where: string, timeoutMillis: number) => (cause: unknown):
       message: `the database in ${where} does not exist (${detail}); create it (createdb) or fix --database-url`
     })
   }
+  // something listens there that is not PostgreSQL: it answers in another
+  // protocol (MariaDB: "unexpected copyData message"), or hangs up on the
+  // startup message (RabbitMQ, NATS)
+  if (
+    /unexpected \w+ message from backend|received invalid response/i.test(detail) ||
+    (!(cause instanceof Pg.DatabaseError) && (/Connection terminated unexpectedly/.test(detail) || code === "ECONNRESET"))
+  ) {
+    return new StoreError({
+      reason: "open",
+      message: `the server at ${where} did not answer as a PostgreSQL server does (${code ?? detail}); ` +
+        `check the host and port in --database-url / DATABASE_URL`
+    })
+  }
   // the server's own refusal says what it refused; a socket error's code says enough
   const why = cause instanceof Pg.DatabaseError ? `${detail}, SQLSTATE ${code}` : code ?? detail
   return new StoreError({

@@ -130,6 +130,26 @@ describe("Database.layerServer: a server it cannot use", () => {
       assert.strictEqual(open, 0)
     }))
 
+  it.scopedLive("something else than PostgreSQL at the address: says so, and to check the host and port", () =>
+    Effect.gen(function*() {
+      const answers = [
+        ["mariadb", /\((Received unexpected \w+ message from backend\.?|received invalid response: \w+)\)/],
+        ["hang-up", /\((Connection terminated unexpectedly|ECONNRESET)\)/]
+      ] as const
+      for (const [mode, why] of answers) {
+        const fake = yield* fakePostgres(mode)
+        const { message, open } = yield* openFailure(`postgres://alice:${password}@127.0.0.1:${fake.port}/docs`)
+        assert.match(
+          message,
+          new RegExp(`^the server at alice@127\\.0\\.0\\.1:${fake.port}/docs did not answer as a PostgreSQL server does `)
+        )
+        assert.match(message, why, message)
+        assert.match(message, /; check the host and port in --database-url \/ DATABASE_URL$/)
+        assert.notInclude(message, password)
+        assert.strictEqual(open, 0)
+      }
+    }))
+
   it.scopedLive("a server that never answers: fails after the connect timeout, its connection closed", () =>
     Effect.gen(function*() {
       const fake = yield* fakePostgres("silent")

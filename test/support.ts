@@ -283,13 +283,15 @@ const answer = (rows: number): Buffer => {
  *   is answered with one row holding 1, except one that reads
  *   `pg_available_extensions`, answered with no row: a server without
  *   pgvector;
- * - `silent`: connections are accepted and never answered.
+ * - `silent`: connections are accepted and never answered;
+ * - `mariadb`: a connection is greeted as MariaDB greets one;
+ * - `hang-up`: a connection is closed on the client's first message.
  * A client's request for TLS is refused, unless `tls` gives the key and
  * certificate to accept it with. Closed, with every connection, when the
  * scope closes.
  */
 export const fakePostgres = (
-  mode: "no-pgvector" | "silent",
+  mode: "no-pgvector" | "silent" | "mariadb" | "hang-up",
   tls?: { readonly key: string; readonly cert: string }
 ): Effect.Effect<FakePostgres, never, Scope.Scope> =>
   Effect.acquireRelease(
@@ -307,6 +309,17 @@ export const fakePostgres = (
           socket.on("error", () => {})
           if (mode === "silent") {
             socket.resume() // read and drop what comes, so that the client's close is seen
+            return
+          }
+          if (mode === "mariadb") {
+            // a handshake packet: 3 bytes of length, a sequence number, protocol 10, the version
+            const body = Buffer.concat([Buffer.from([10]), Buffer.from("5.5.5-10.11.19-MariaDB\0"), Buffer.alloc(70)])
+            socket.write(Buffer.concat([Buffer.from([body.length, 0, 0, 0]), body]))
+            socket.resume()
+            return
+          }
+          if (mode === "hang-up") {
+            socket.once("data", () => socket.destroy())
             return
           }
           let pending = Buffer.alloc(0)
