@@ -402,6 +402,10 @@ const hintFor = (cause: unknown): string => {
   if (!(cause instanceof Error)) return ""
   const code = (cause as { code?: unknown }).code
   if (code === readOnlyCode) return readOnlyHint(true)
+  if (code === "53100" || /No space left on device/.test(cause.message)) {
+    return "; the disk that holds the database is full — the documents written before are kept: free some " +
+      "space, then run again to finish"
+  }
   if (code === "57014" && /statement timeout/.test(cause.message)) {
     return "; raise --db-statement-timeout (RAGPIPE_DB_STATEMENT_TIMEOUT) or use 0 to disable it"
   }
@@ -758,13 +762,24 @@ export const makeWith = (
     Effect.mapError(migrationError)
   )
 
+  /**
+   * `sql.withTransaction`, except that a COMMIT or ROLLBACK that fails (a
+   * full disk, a lost connection) fails the effect with its error, where
+   * `sql.withTransaction` makes it a defect: an error to report, not a bug.
+   */
+  const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+    Effect.catchSomeDefect(
+      sql.withTransaction(effect),
+      (defect) => defect instanceof SqlError ? Option.some(Effect.fail(defect)) : Option.none()
+    )
+
   const readMeta = (key: string) =>
     sql<{ value: string }>`SELECT value FROM ragpipe_meta WHERE key = ${key}`.pipe(
       Effect.map((rows) => rows[0]?.value)
     )
 
   const prepare: Service["prepare"] = ({ dimensions, model }) =>
-    sql.withTransaction(Effect.gen(function*() {
+    transaction(Effect.gen(function*() {
       yield* sql`LOCK TABLE ragpipe_meta IN EXCLUSIVE MODE`
       const [meta] = yield* sql<{ value: string | null; encoding: string }>`
         SELECT (SELECT value FROM ragpipe_meta WHERE key = 'dimensions') AS value,
@@ -1029,7 +1044,7 @@ export const makeWith = (
           (rows) => copyChunks(client, rows, copyArena),
           writes
         ))
-      : sql.withTransaction(writeAll(sqlExec, insertChunksThroughSql, writes))
+      : transaction(writeAll(sqlExec, insertChunksThroughSql, writes))
     return write.pipe(
       Effect.mapError(queryError(
         writes.length === 1 ? `writing ${writes[0]!.document.path}` : `writing ${writes.length} documents`
@@ -1087,7 +1102,7 @@ export const makeWith = (
   // only those are sorted with the tie-breakers. The index scan returns at
   // most `hnsw.ef_search` rows, hence the setting.
   const indexedSearch = (query: Embedding, limit: number) =>
-    sql.withTransaction(Effect.zipRight(
+    transaction(Effect.zipRight(
       sql.unsafe(`SET LOCAL hnsw.ef_search = ${Math.min(1000, Math.max(40, Math.floor(limit)))}`),
       sql<HitRow>`
         WITH nearest AS MATERIALIZED (
@@ -1147,7 +1162,7 @@ export const makeWith = (
 
   // A cursor in one transaction: one sort, one snapshot, and pages of
   // `checksumPageRows` rows, whatever the store's size or collation.
-  const checksum: Service["checksum"] = sql.withTransaction(Effect.gen(function*() {
+  const checksum: Service["checksum"] = transaction(Effect.gen(function*() {
     yield* sql.unsafe(`DECLARE ragpipe_checksum NO SCROLL CURSOR FOR
       SELECT d.path, c.chunk_index AS "chunkIndex",
              encode(sha256(convert_to(c.text, 'UTF8')), 'hex') AS "textHash",
@@ -1176,7 +1191,7 @@ export const makeWith = (
           "dimensions are not known)"
       })
     }
-    const created = yield* sql.withTransaction(Effect.gen(function*() {
+    const created = yield* transaction(Effect.gen(function*() {
       const [existing] = yield* sql<{ exists: boolean }>`
         SELECT to_regclass(${hnswIndexName}) IS NOT NULL AS exists`
       if (existing?.exists === true) return false
@@ -1191,7 +1206,7 @@ export const makeWith = (
         // A server notices a vanished client (kill -9) only between statements; during a long build
         // it would go on holding the table's lock. Where the platform supports it (Linux, macOS, BSD),
         // have it look four times a second. In a savepoint, as other platforms refuse the setting.
-        yield* sql.withTransaction(sql.unsafe(`SET LOCAL client_connection_check_interval = 250`)).pipe(
+        yield* transaction(sql.unsafe(`SET LOCAL client_connection_check_interval = 250`)).pipe(
           Effect.ignore
         )
       }

@@ -13,12 +13,22 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import * as Database from "../src/Database.js"
+import type { SourceDocument } from "../src/Domain.js"
 import * as Embedder from "../src/Embedder.js"
 import { StoreError } from "../src/Errors.js"
 import * as Ingest from "../src/Ingest.js"
 import * as ResourceLedger from "../src/ResourceLedger.js"
 import * as VectorStore from "../src/VectorStore.js"
-import { backends, doc, ledgerLayer, scopedDatabase, tempDir, testDatabaseUrl, withClient } from "./support.js"
+import {
+  backends,
+  doc,
+  ledgerLayer,
+  scopedDatabase,
+  storedPaths,
+  tempDir,
+  testDatabaseUrl,
+  withClient
+} from "./support.js"
 
 type SqlLayer = Layer.Layer<SqlClient.SqlClient, StoreError, ResourceLedger.ResourceLedger>
 
@@ -104,6 +114,40 @@ describe.each(backends)("VectorStore.stats on $name", (backend) => {
         assert.strictEqual(filled.documents, 100)
         assert.isAbove(filled.storeBytes, empty)
       }).pipe(Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
+        Layer.provideMerge(ledgerLayer)
+      )))
+    }))
+})
+
+describe.each(backends)("VectorStore writes on $name", (backend) => {
+  it.scopedLive("a write that fails at COMMIT (a full disk) fails with what happened; earlier writes stay", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const ingest = (...docs: ReadonlyArray<SourceDocument>) =>
+          Ingest.ingestStream(Stream.fromIterable(docs.map(Either.right)), { removeMissing: false })
+        yield* ingest(doc("a.txt", "alpha"))
+        // checked when the transaction commits, as a write to a full disk fails then
+        yield* sql.unsafe(`CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+          RAISE EXCEPTION 'could not write to file "pg_wal/xlogtemp.42": No space left on device'
+            USING ERRCODE = '53100';
+          END $$`)
+        yield* sql.unsafe(`CREATE CONSTRAINT TRIGGER disk_full AFTER INSERT ON documents
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.path = 'full.txt') EXECUTE FUNCTION disk_full()`)
+        const failed = yield* Effect.flip(ingest(doc("b.txt", "beta"), doc("full.txt", "gamma")))
+        assert.instanceOf(failed, StoreError)
+        assert.strictEqual(failed.reason, "query")
+        assert.match(failed.message, /^writing 2 documents failed: .*No space left on device/)
+        assert.include(
+          failed.message,
+          "; the disk that holds the database is full — the documents written before are kept: free some space, " +
+            "then run again to finish"
+        )
+        assert.deepStrictEqual(yield* storedPaths, ["a.txt"])
+        yield* ingest(doc("b.txt", "beta"))
+        assert.deepStrictEqual(yield* storedPaths, ["a.txt", "b.txt"])
+      }).pipe(Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 16 })).pipe(
         Layer.provideMerge(ledgerLayer)
       )))
     }))
