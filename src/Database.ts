@@ -169,6 +169,38 @@ const loadPglite = (): Promise<PgliteModules> =>
   }))
 
 /**
+ * Below this much free space, an embedded database that fails to start is
+ * taken to lack room: it writes to its directory as it starts (a database
+ * whose disk filled up during a run could not start with 4.4 MiB left).
+ */
+const pgliteStartBytes = 64 * 1024 * 1024
+
+/**
+ * Why an embedded database in `dataDir` did not open, and what to do.
+ *
+ * @internal
+ */
+export const pgliteOpenFailure = (dataDir: string, cause: unknown, free = freeBytes(dataDir)): string =>
+  free !== undefined && free < pgliteStartBytes
+    ? `cannot open the embedded database in ${dataDir}: the disk that holds it has only ` +
+      `${(free / 1024 / 1024).toFixed(1)} MiB free (${causeMessage(cause)}); free some space and run ` +
+      `again — the store is kept as it is`
+    : `cannot open the embedded database in ${dataDir}: ${causeMessage(cause)}; ` +
+      `if the directory was written by another program or is damaged, move it away and run again`
+
+/** Free space, in bytes, for this user on the file system that holds `path` (or its closest existing parent). */
+const freeBytes = (path: string): number | undefined => {
+  for (let dir = path;; dir = NodePath.dirname(dir)) {
+    try {
+      const stats = NodeFs.statfsSync(dir)
+      return stats.bavail * stats.bsize
+    } catch {
+      if (NodePath.dirname(dir) === dir) return undefined
+    }
+  }
+}
+
+/**
  * Open PGlite with pgvector in `dataDir` (scoped: closed when the scope
  * closes). The first open of a new directory initialises the database.
  *
@@ -194,12 +226,7 @@ export const openPglite = (options: PgliteOptions) =>
           loadPglite().then(({ PGlite, vector }) =>
             PGlite.create(NodePath.join(dataDir, "pgdata"), { extensions: { vector } })
           ),
-        catch: (cause) =>
-          new StoreError({
-            reason: "open",
-            message: `cannot open the embedded database in ${dataDir}: ${causeMessage(cause)}; ` +
-              `if the directory was written by another program or is damaged, move it away and run again`
-          })
+        catch: (cause) => new StoreError({ reason: "open", message: pgliteOpenFailure(dataDir, cause) })
       }),
       (pglite) => Effect.promise(() => pglite.close()).pipe(Effect.orDie),
       dataDir

@@ -16,7 +16,9 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
+import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
 import Pg from "pg"
 import * as Database from "../src/Database.js"
@@ -106,6 +108,28 @@ describe("Database.checkUrl and describeUrl", () => {
       assert.notInclude(problem!, password)
       // still described: the URL itself is well formed
       assert.strictEqual(Database.describeUrl(Redacted.make(`${base}?${query}`)), "alice@db.example:5432/docs")
+    }
+  })
+})
+
+describe("Database: an embedded database that does not open", () => {
+  it("on a nearly full disk: says how much is free and to free some, not to move the store away", () => {
+    const cause = new Error("PGlite failed to initialize properly")
+    assert.strictEqual(
+      Database.pgliteOpenFailure("/data/db", cause, 4.5 * 1024 * 1024),
+      "cannot open the embedded database in /data/db: the disk that holds it has only 4.5 MiB free " +
+        "(PGlite failed to initialize properly); free some space and run again — the store is kept as it is"
+    )
+    const damaged = "cannot open the embedded database in /data/db: PGlite failed to initialize properly; " +
+      "if the directory was written by another program or is damaged, move it away and run again"
+    assert.strictEqual(Database.pgliteOpenFailure("/data/db", cause, 20 * 1024 ** 3), damaged)
+    // the free space of the disk that holds the directory, or of its closest existing parent
+    const free = NodeFs.statfsSync(NodeOs.tmpdir())
+    const roomy = free.bavail * free.bsize >= 64 * 1024 * 1024
+    for (const dir of [NodeOs.tmpdir(), NodePath.join(NodeOs.tmpdir(), "no", "such", "dir")]) {
+      const message = Database.pgliteOpenFailure(dir, cause)
+      if (roomy) assert.notInclude(message, "MiB free", message)
+      else assert.include(message, "MiB free", message)
     }
   })
 })
