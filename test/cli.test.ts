@@ -44,6 +44,8 @@ import {
 
 interface Result {
   readonly code: number | null
+  /** the signal that ended the process, if one did */
+  readonly signal: NodeJS.Signals | null
   readonly stdout: string
   readonly stderr: string
 }
@@ -71,23 +73,32 @@ const cleanEnv = (): NodeJS.ProcessEnv => {
 }
 
 /** Run the CLI in a child process (asynchronously: the test worker must stay responsive). */
-const run = (file: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Promise<Result> =>
+const run = (
+  file: string,
+  args: ReadonlyArray<string>,
+  env: NodeJS.ProcessEnv,
+  timeoutMillis = 180_000
+): Promise<Result> =>
   new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [file, ...args], {
       cwd: scratch,
       env: { ...cleanEnv(), ...env },
       stdio: ["ignore", "pipe", "pipe"],
-      timeout: 180_000
+      timeout: timeoutMillis
     })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d) => (stdout += d))
     child.stderr.on("data", (d) => (stderr += d))
     child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
   })
 
 const ragpipe = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}): Promise<Result> => run(cliPath, args, env)
+
+/** {@link ragpipe}, killed (SIGTERM) if it has not exited within `millis`. */
+const ragpipeWithin = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv, millis: number): Promise<Result> =>
+  run(cliPath, args, env, millis)
 
 const lastJson = (stdout: string): any => JSON.parse(stdout.trim().split("\n").at(-1)!)
 
@@ -475,6 +486,20 @@ describe("ragpipe CLI", () => {
     const search = await ragpipe(["search", "aardvarks", "--data-dir", data, "--json"])
     assert.strictEqual(search.code, 0, search.stderr)
     assert.strictEqual(JSON.parse(search.stdout)[0].path, "a.md")
+  })
+
+  it("a timer a library leaves behind does not keep the process from ending", async () => {
+    // as an embedded database that failed to start leaves one
+    const leak = NodePath.join(scratch, "leak.cjs")
+    NodeFs.writeFileSync(leak, "setInterval(() => {}, 10_000)\n")
+    const env = { NODE_OPTIONS: `--require ${leak}` }
+    const exits = await Promise.all([
+      ragpipeWithin(["stats", "--data-dir", NodePath.join(scratch, "no-store-here")], env, 30_000),
+      ragpipeWithin(["--version"], env, 30_000)
+    ])
+    assert.deepStrictEqual(exits.map((r) => [r.code, r.signal]), [[1, null], [0, null]], exits.map((r) => r.stderr).join("\n"))
+    assert.match(exits[0]!.stderr, /^ragpipe: there is no ragpipe store in /)
+    assert.match(exits[1]!.stdout, /\d+\.\d+\.\d+/)
   })
 
   it("a run that finds no file keeps the stored documents and exits 1 saying why; --allow-empty removes them", async () => {
