@@ -441,6 +441,8 @@ interface Core {
   readonly retryAt: number | undefined
   /** why the breaker is open, for `BreakerOpen.message` */
   readonly openReason: string
+  /** the last failure recorded, in words ("" before any), for `BreakerOpen.message` */
+  readonly lastFailure: string
   readonly inFlight: number
   /** `Clock` millis at which each running probe started (one entry per probe in flight) */
   readonly probeStarts: ReadonlyArray<number>
@@ -452,7 +454,8 @@ interface Core {
 
 type Outcome =
   | { readonly _tag: "Success" }
-  | { readonly _tag: "Failure"; readonly deadline: boolean }
+  /** `what`: the failure in words, for `BreakerOpen.message` */
+  | { readonly _tag: "Failure"; readonly deadline: boolean; readonly what: string }
   | { readonly _tag: "Interrupted" }
 
 interface Ticket {
@@ -466,6 +469,15 @@ type Decision =
   | { readonly _tag: "Reject"; readonly error: BreakerOpen }
   | { readonly _tag: "Wait"; readonly signal: Deferred.Deferred<void> }
   | { readonly _tag: "Run"; readonly ticket: Ticket }
+
+/** A failure in words: its message (the first 300 characters), or the value itself. */
+const describe = (failure: unknown): string => {
+  const text = typeof failure === "object" && failure !== null && "message" in failure &&
+      typeof failure.message === "string"
+    ? failure.message
+    : String(failure)
+  return text.length > 300 ? `${text.slice(0, 299)}…` : text
+}
 
 /** `values` without one occurrence of `value` */
 const withoutOne = (values: ReadonlyArray<number>, value: number): ReadonlyArray<number> => {
@@ -672,6 +684,7 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
       lastDelay: 1000,
       retryAt: undefined,
       openReason: "",
+      lastFailure: "",
       inFlight: 0,
       probeStarts: [],
       succeeded: 0,
@@ -775,8 +788,9 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
             reason: "open",
             breaker: name,
             retryAt,
-            message: `circuit breaker "${name}" is open ${core.openReason}; retry after ` +
-              new Date(retryAt).toISOString()
+            message: `circuit breaker "${name}" is open ${core.openReason}` +
+              (core.lastFailure === "" ? "" : ` (the last: ${core.lastFailure})`) +
+              `; retry after ${new Date(retryAt).toISOString()}`
           })
         }
       }
@@ -826,7 +840,7 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
           let core = before
           if (outcome._tag === "Failure") {
             yield* Metric.increment(failures)
-            core = { ...core, totals: { ...core.totals, failures: core.totals.failures + 1 } }
+            core = { ...core, lastFailure: outcome.what, totals: { ...core.totals, failures: core.totals.failures + 1 } }
           } else if (outcome._tag === "Success") {
             core = { ...core, totals: { ...core.totals, successes: core.totals.successes + 1 } }
           }
@@ -871,17 +885,19 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
 
     const classify = <A, E>(exit: Exit.Exit<Option.Option<A>, E>, elapsed: number): Outcome => {
       if (Exit.isSuccess(exit)) {
-        if (Option.isNone(exit.value)) return { _tag: "Failure", deadline: true }
+        if (Option.isNone(exit.value)) {
+          return { _tag: "Failure", deadline: true, what: "a probe ran past its deadline" }
+        }
         return slowMillis !== undefined && elapsed > slowMillis
-          ? { _tag: "Failure", deadline: false }
+          ? { _tag: "Failure", deadline: false, what: `a call took ${elapsed} ms, more than ${slowMillis} ms` }
           : { _tag: "Success" }
       }
       const cause = exit.cause
-      if (Cause.isDie(cause)) return { _tag: "Failure", deadline: false }
+      if (Cause.isDie(cause)) return { _tag: "Failure", deadline: false, what: describe(Cause.squash(cause)) }
       const errors = Chunk.toReadonlyArray(Cause.failures(cause))
       if (errors.length > 0) {
         for (const error of errors) {
-          if (isFailure(error)) return { _tag: "Failure", deadline: false }
+          if (isFailure(error)) return { _tag: "Failure", deadline: false, what: describe(error) }
         }
         return { _tag: "Success" }
       }

@@ -148,6 +148,25 @@ describe("CircuitBreaker", () => {
       assert.strictEqual(yield* breaker.state, "open")
     }))
 
+  it.scoped("the rejection names the last failure before the breaker opened: a message, a defect, at most 300 characters", () =>
+    Effect.gen(function*() {
+      const failures: ReadonlyArray<readonly [Effect.Effect<never, unknown>, string]> = [
+        [Effect.fail(new Error("getaddrinfo ENOTFOUND api.example.com")), "getaddrinfo ENOTFOUND api.example.com"],
+        [Effect.die(new Error("a bug")), "a bug"],
+        [Effect.fail("x".repeat(400)), `${"x".repeat(299)}…`]
+      ]
+      for (const [failure, last] of failures) {
+        const breaker = yield* CircuitBreaker.make({ name: "b", policy: CircuitBreaker.consecutiveFailures(2) })
+        yield* call(breaker, boom)
+        yield* Effect.exit(breaker.withBreaker(failure))
+        const error = rejected(yield* call(breaker, ok))
+        assert.strictEqual(
+          error.message.split(" (the last: ")[1],
+          `${last}); retry after ${new Date(error.retryAt!).toISOString()}`
+        )
+      }
+    }))
+
   it.scoped("while open, calls are rejected at once with BreakerOpen carrying retryAt; the effect is not run", () =>
     Effect.gen(function*() {
       yield* TestClock.adjust("5 seconds")
@@ -161,7 +180,8 @@ describe("CircuitBreaker", () => {
       assert.strictEqual(error.retryAt, 6_000)
       assert.strictEqual(
         error.message,
-        "circuit breaker \"embedder\" is open after 2 consecutive failures; retry after 1970-01-01T00:00:06.000Z"
+        "circuit breaker \"embedder\" is open after 2 consecutive failures (the last: boom); retry after " +
+          "1970-01-01T00:00:06.000Z"
       )
       yield* TestClock.adjust("999 millis")
       assert.strictEqual(rejected(yield* call(breaker, effect)).retryAt, 6_000)
