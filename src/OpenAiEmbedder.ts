@@ -464,6 +464,16 @@ const resolve = (config: Config): Either.Either<Resolved, EmbedError> => {
     }
     if (key !== "") secrets.push(key)
   }
+  const keyless = config.apiKey === undefined || Redacted.value(config.apiKey).trim() === ""
+  const authorized = Object.keys(headers).some((name) => name.toLowerCase() === "authorization")
+  if (keyless && !authorized && isOpenAiHost(config.baseUrl)) {
+    return Either.left(
+      configError(
+        "api.openai.com answers no request without an API key: set OPENAI_API_KEY (or RAGPIPE_API_KEY), " +
+          "or point --base-url (RAGPIPE_BASE_URL) at a server that needs none"
+      )
+    )
+  }
   // longest first, so a secret containing another is scrubbed whole
   secrets.sort((a, b) => b.length - a.length)
   return Either.right({

@@ -787,7 +787,9 @@ describe("OpenAiEmbedder", () => {
           [{ maxSockets: -1 }, /maxSockets/],
           [{ apiKey: Redacted.make(`${KEY}\n`) }, /API key/],
           [{ headers: { "x-secret": `${KEY}\r\nx-evil: 1` } }, /header x-secret/],
-          [{ headers: { "bad header": "v" } }, /header name/]
+          [{ headers: { "bad header": "v" } }, /header name/],
+          [{ baseUrl: "https://api.openai.com/v1" }, /^api\.openai\.com answers no request without an API key: /],
+          [{ baseUrl: "https://api.openai.com/v1", apiKey: Redacted.make(" ") }, /without an API key/]
         ]
         for (const [patch, message] of bad) {
           const error = yield* Effect.flip(OpenAiEmbedder.make({ ...base, ...patch }))
@@ -795,6 +797,10 @@ describe("OpenAiEmbedder", () => {
           assert.match(error.message, message)
           assertNoKey(error.message, "a config error")
         }
+        // OpenAI's own API with a key, or an authorization header of the caller's own: accepted
+        const openAi = { ...base, baseUrl: "https://api.openai.com/v1" }
+        yield* OpenAiEmbedder.make({ ...openAi, apiKey: Redacted.make("sk-test") })
+        yield* OpenAiEmbedder.make({ ...openAi, headers: { Authorization: "Bearer sk-test" } })
       }))
 
     it.effect("sendDimensions defaults to true only for text-embedding-3 models", () =>
