@@ -840,7 +840,11 @@ export const make = (options: Options): Effect.Effect<CircuitBreaker, never, Sco
           let core = before
           if (outcome._tag === "Failure") {
             yield* Metric.increment(failures)
-            core = { ...core, lastFailure: outcome.what, totals: { ...core.totals, failures: core.totals.failures + 1 } }
+            core = {
+              ...core,
+              lastFailure: outcome.what,
+              totals: { ...core.totals, failures: core.totals.failures + 1 }
+            }
           } else if (outcome._tag === "Success") {
             core = { ...core, totals: { ...core.totals, successes: core.totals.successes + 1 } }
           }

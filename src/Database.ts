@@ -559,10 +559,9 @@ const connectError = (where: string, timeoutMillis: number) => (cause: unknown):
   // something listens there that is not PostgreSQL: it answers in another
   // protocol (MariaDB: "unexpected copyData message"), or hangs up on the
   // startup message (RabbitMQ, NATS)
-  if (
-    /unexpected \w+ message from backend|received invalid response/i.test(detail) ||
-    (!(cause instanceof Pg.DatabaseError) && (/Connection terminated unexpectedly/.test(detail) || code === "ECONNRESET"))
-  ) {
+  const hungUp = !(cause instanceof Pg.DatabaseError) &&
+    (/Connection terminated unexpectedly/.test(detail) || code === "ECONNRESET")
+  if (/unexpected \w+ message from backend|received invalid response/i.test(detail) || hungUp) {
     return new StoreError({
       reason: "open",
       message: `the server at ${where} did not answer as a PostgreSQL server does (${code ?? detail}); ` +
