@@ -661,8 +661,10 @@ describe("Loader.walk", () => {
       Effect.gen(function*() {
         write(dir, { "ok.md": "ok", "real\uFFFD.md": "a name with the replacement character itself" })
         // Latin-1 names, as an old archive unpacks them: "café.md", "déjà/in.md" and "café.bin"
+        const bytes = (part: string | ReadonlyArray<number>) =>
+          typeof part === "string" ? Buffer.from(part) : Buffer.from(part)
         const raw = (...parts: ReadonlyArray<string | ReadonlyArray<number>>) =>
-          Buffer.concat([Buffer.from(dir + "/"), ...parts.map((p) => typeof p === "string" ? Buffer.from(p) : Buffer.from(p))])
+          Buffer.concat([Buffer.from(`${dir}/`), ...parts.map(bytes)])
         fs.writeFileSync(raw("caf", [0xe9], ".md"), "latin-1 name")
         fs.writeFileSync(raw("caf", [0xe9], ".bin"), "not a document by its extension")
         fs.mkdirSync(raw("d", [0xe9], "j", [0xe0]))
