@@ -298,7 +298,13 @@ export const StoreStats = Schema.Struct({
   documents: Schema.Int,
   chunks: Schema.Int,
   dimensions: Schema.NullOr(Schema.Int),
+  /** the model of the store's last ingest */
   model: Schema.NullOr(Schema.String),
+  /**
+   * documents by the model that embedded them: more than one while an
+   * ingest with another model has not finished
+   */
+  models: Schema.Record({ key: Schema.String, value: Schema.Int }),
   /**
    * bytes the store's tables take, with their indexes and TOAST (not the
    * rest of the database they are in); an estimate for an in-memory store

@@ -290,7 +290,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
       return removed
     })
 
-  const search: Service["search"] = (query, limit) =>
+  const search: Service["search"] = (query, limit, model) =>
     Effect.suspend(() => {
       if (!Number.isFinite(limit) || limit < 0) {
         return Effect.fail(queryError("searching", `LIMIT must be a non-negative number (got ${limit})`))
@@ -298,6 +298,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
       const queryNorm = normOf(query)
       const scored: Array<{ readonly path: string; readonly entry: ChunkEntry; readonly score: number }> = []
       for (const [path, doc] of documents) {
+        if (model !== undefined && doc.model !== model) continue
         for (const entry of doc.chunks) {
           const length = entry.embedded.embedding.length
           if (length !== query.length) {
@@ -329,7 +330,9 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
   const stats: Service["stats"] = Effect.sync(() => {
     let chunks = 0
     let storeBytes = 0
+    const models: Record<string, number> = {}
     for (const doc of documents.values()) {
+      models[doc.model] = (models[doc.model] ?? 0) + 1
       for (const { embedded } of doc.chunks) {
         chunks++
         storeBytes += utf8Bytes(embedded.chunk.text) + 4 * embedded.embedding.length
@@ -340,6 +343,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
       chunks,
       dimensions: dimensions ?? null,
       model: model ?? null,
+      models,
       storeBytes
     }
   })

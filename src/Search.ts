@@ -76,11 +76,16 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
   const store = yield* VectorStore
   const stats = yield* store.stats
   if (stats.chunks === 0) return [] as ReadonlyArray<SearchHit>
-  if (stats.model !== null && stats.model !== embedder.model) {
+  // documents of other models than the query's, the most numerous first
+  const others = Object.entries(stats.models)
+    .filter(([model]) => model !== embedder.model)
+    .sort(([a, m], [b, n]) => n - m || (a < b ? -1 : 1))
+  if ((stats.models[embedder.model] ?? 0) === 0 && others.length > 0) {
+    const stored = others[0]![0]
     return yield* new StoreError({
       reason: "model-mismatch",
-      message: `this store's embeddings were made by model ${stats.model} but the query embedder is ` +
-        `${embedder.model}: vectors of two models cannot be compared; ${searchWith(stats.model)}`
+      message: `this store's embeddings were made by model ${stored} but the query embedder is ` +
+        `${embedder.model}: vectors of two models cannot be compared; ${searchWith(stored)}`
     })
   }
   if (stats.dimensions !== null && stats.dimensions !== embedder.dimensions) {
@@ -98,7 +103,16 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
       message: `the query "${query}" has no words to search for; use letters or digits`
     })
   }
-  return yield* store.search(vector, limit)
+  if (others.length === 0) return yield* store.search(vector, limit)
+  // an ingest that changed the model has not finished: the documents of
+  // the query's model are searched, the others left out
+  const left = others.reduce((sum, [, n]) => sum + n, 0)
+  yield* Effect.logWarning(
+    `${left} of ${stats.documents} documents are left out of this search: they were embedded by ` +
+      `${others.map(([model]) => model).join(", ")}, whose vectors cannot be compared with ${embedder.model}'s ` +
+      `(an ingest that changed the model has not finished: run it again to finish)`
+  )
+  return yield* store.search(vector, limit, embedder.model)
 }) as (
   query: string,
   options?: Options

@@ -244,9 +244,17 @@ export interface Service {
   /**
    * Nearest chunks to the query vector by cosine distance, ties by path and
    * chunk index. Exact; once `createIndex` has built the HNSW index, the
-   * nearest chunks may be found through it, which is approximate.
+   * nearest chunks may be found through it, which is approximate. With
+   * `model`, only the chunks of documents embedded by that model, and
+   * always exactly: for a store that holds the vectors of two models (an
+   * ingest with another model that has not finished), whose distances
+   * cannot be compared.
    */
-  readonly search: (query: Embedding, limit: number) => Effect.Effect<ReadonlyArray<SearchHit>, StoreError>
+  readonly search: (
+    query: Embedding,
+    limit: number,
+    model?: string
+  ) => Effect.Effect<ReadonlyArray<SearchHit>, StoreError>
   /** Counts and settings of the store. */
   readonly stats: Effect.Effect<StoreStats, StoreError>
   /** Recorded chunk failures, by path and chunk index (at most `limit`). */
@@ -1086,13 +1094,15 @@ export const makeWith = (
     Effect.map((rows) => rows[0]?.present === true)
   )
 
-  // Exact: every chunk's distance, ties broken by path and chunk index.
-  const exactSearch = (query: Embedding, limit: number) =>
+  // Exact: every chunk's distance (of the documents of `model`, when given),
+  // ties broken by path and chunk index.
+  const exactSearch = (query: Embedding, limit: number, model?: string) =>
     sql<HitRow>`
       SELECT d.path, c.chunk_index AS "chunkIndex", c.heading_path AS "headingPath", c.text,
              1 - (c.embedding <=> q.v) AS score
       FROM chunks c JOIN documents d ON d.id = c.document_id,
            (SELECT ${vectorLiteral(query)}::vector AS v) q
+      WHERE ${model === undefined ? sql`true` : sql`d.model = ${model}`}
       ORDER BY c.embedding <=> q.v, d.path, c.chunk_index
       LIMIT ${limit}`
 
@@ -1117,8 +1127,10 @@ export const makeWith = (
         ORDER BY n.distance, d.path, c.chunk_index`
     ))
 
-  const search: Service["search"] = (query, limit) =>
-    Effect.flatMap(hasIndex, (indexed) => indexed ? indexedSearch(query, limit) : exactSearch(query, limit)).pipe(
+  const search: Service["search"] = (query, limit, model) =>
+    (model !== undefined
+      ? exactSearch(query, limit, model)
+      : Effect.flatMap(hasIndex, (indexed) => indexed ? indexedSearch(query, limit) : exactSearch(query, limit))).pipe(
       Effect.map((rows) =>
         rows.map((row, i): SearchHit => ({
           rank: i + 1,
@@ -1136,17 +1148,20 @@ export const makeWith = (
     // the size of the store's own tables, with their indexes and TOAST, not of the database
     // around them, which may hold anything else
     const tables = sql.unsafe(storeTables.map((t) => `to_regclass('${inSchema(location, t)}')`).join(", "))
-    const [counts] = yield* sql<{ documents: number; chunks: number; bytes: string }>`
-      SELECT (SELECT count(*)::int FROM documents) AS documents,
-             (SELECT count(*)::int FROM chunks) AS chunks,
+    const [counts] = yield* sql<{ chunks: number; models: string; bytes: string }>`
+      SELECT (SELECT count(*)::int FROM chunks) AS chunks,
+             (SELECT coalesce(json_object_agg(model, n), '{}')::text
+              FROM (SELECT model, count(*)::int AS n FROM documents GROUP BY model) m) AS models,
              (SELECT coalesce(sum(pg_total_relation_size(t)), 0)::text FROM unnest(ARRAY[${tables}]) AS t) AS bytes`
     const dimensions = yield* readMeta("dimensions")
     const model = yield* readMeta("model")
+    const models = JSON.parse(counts!.models) as Record<string, number>
     return {
-      documents: counts!.documents,
+      documents: Object.values(models).reduce((sum, n) => sum + n, 0),
       chunks: counts!.chunks,
       dimensions: dimensions === undefined ? null : Number(dimensions),
       model: model ?? null,
+      models,
       storeBytes: Number(counts!.bytes)
     }
   }).pipe(Effect.mapError(queryError("reading store statistics")))

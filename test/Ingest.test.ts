@@ -7,6 +7,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -214,6 +215,60 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.deepStrictEqual(queries, [])
       const hits = yield* Search.search("alpha").pipe(Effect.provide(hashing))
       assert.deepStrictEqual(hits.map((h) => h.path), ["a.txt"])
+    }))
+
+  it.scopedLive("two models' documents in one store: a search covers its own model's and says how many it left out", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const hashing = Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
+        Layer.provideMerge(ledgerLayer)
+      )
+      const other = Layer.mergeAll(
+        data(),
+        Embedder.layerTest({
+          model: "openai:other-model",
+          dimensions: 64,
+          maxBatchSize: 16,
+          embedBatch: (texts) => Effect.succeed(texts.map(() => new Float32Array(64).fill(0.125)))
+        })
+      ).pipe(Layer.provideMerge(ledgerLayer))
+      yield* Ingest.ingestStream(Stream.make(
+        Either.right(doc("a.txt", "alpha beta gamma")),
+        Either.right(doc("b.txt", "alpha delta"))
+      )).pipe(Effect.provide(hashing))
+      // an ingest with another model that got as far as one document
+      const partial = Stream.make(Either.right(doc("c.txt", "alpha epsilon")))
+      yield* Ingest.ingestStream(partial, { removeMissing: false }).pipe(Effect.provide(other))
+      const stats = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.stats).pipe(Effect.provide(hashing))
+      assert.deepStrictEqual(stats.models, { "hashing-v1": 2, "openai:other-model": 1 })
+      assert.strictEqual(stats.model, "openai:other-model")
+      const warnings: Array<string> = []
+      const capture = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(Array.isArray(message) ? message[0] : message))
+      })
+      const searched = (layer: typeof hashing) =>
+        Search.search("alpha", { limit: 10 }).pipe(
+          Effect.provide(layer),
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+          Effect.map((hits) => hits.map((h) => h.path).sort())
+        )
+      assert.deepStrictEqual(yield* searched(hashing), ["a.txt", "b.txt"])
+      assert.deepStrictEqual(yield* searched(other), ["c.txt"])
+      const unfinished = "(an ingest that changed the model has not finished: run it again to finish)"
+      assert.deepStrictEqual(warnings, [
+        "1 of 3 documents are left out of this search: they were embedded by openai:other-model, whose vectors " +
+        `cannot be compared with hashing-v1's ${unfinished}`,
+        "2 of 3 documents are left out of this search: they were embedded by hashing-v1, whose vectors " +
+        `cannot be compared with openai:other-model's ${unfinished}`
+      ])
+      // once the ingest finishes, every document is the new model's and nothing is left out
+      yield* Ingest.ingestStream(Stream.make(
+        Either.right(doc("a.txt", "alpha beta gamma")),
+        Either.right(doc("b.txt", "alpha delta")),
+        Either.right(doc("c.txt", "alpha epsilon"))
+      )).pipe(Effect.provide(other))
+      assert.deepStrictEqual(yield* searched(other), ["a.txt", "b.txt", "c.txt"])
+      assert.strictEqual(warnings.length, 2)
     }))
 
   it.scopedLive("files whose size, times and inode are unchanged are not read again; a changed one is", () =>

@@ -91,7 +91,14 @@ describe("MemoryVectorStore with Ingest", () => {
       const embedder = yield* Embedder.Embedder
       assert.deepStrictEqual(
         { ...stats, storeBytes: 0 },
-        { documents: 3, chunks: summary.chunks.written, dimensions: 384, model: embedder.model, storeBytes: 0 }
+        {
+          documents: 3,
+          chunks: summary.chunks.written,
+          dimensions: 384,
+          model: embedder.model,
+          models: { [embedder.model]: 3 },
+          storeBytes: 0
+        }
       )
       // the estimate: text bytes + 4 bytes per dimension, per chunk
       const chunks = corpus.flatMap((d) => Chunker.chunkDocument(d, Chunker.defaults))

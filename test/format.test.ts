@@ -150,6 +150,15 @@ describe("CLI formatting", () => {
     assert.strictEqual(Format.searchTable([]), "No results.")
   })
 
+  it("store statistics: documents by model only while the store holds more than one", () => {
+    const stats = { documents: 3, chunks: 9, dimensions: 64, model: "openai:m2", storeBytes: 2048 }
+    const one = Format.statsTable({ ...stats, models: { "openai:m2": 3 } }, "/data")
+    assert.notInclude(one, "by model")
+    assert.match(one, /\nmodel +openai:m2\n/)
+    const two = Format.statsTable({ ...stats, models: { "openai:m2": 1, "hashing-v1": 2 } }, "/data")
+    assert.match(two, /\ndocuments by model  +hashing-v1 2, openai:m2 1\n/)
+  })
+
   it("the failures table lists each failed chunk", () => {
     assert.strictEqual(Format.failuresTable([]), "No failures recorded.")
     const text = Format.failuresTable([

@@ -131,6 +131,13 @@ export const statsTable = (stats: StoreStats, dataDir: string, checksum?: string
     ["chunks", String(stats.chunks)],
     ["dimensions", stats.dimensions === null ? "-" : String(stats.dimensions)],
     ["model", stats.model ?? "-"],
+    // while an ingest that changed the model has not finished
+    ...(Object.keys(stats.models).length > 1
+      ? [[
+        "documents by model",
+        Object.entries(stats.models).sort(([a], [b]) => (a < b ? -1 : 1)).map(([m, n]) => `${m} ${n}`).join(", ")
+      ] as const]
+      : []),
     ["store size", formatBytes(stats.storeBytes)],
     ...(checksum === undefined ? [] : [["checksum", checksum] as const])
   ])
