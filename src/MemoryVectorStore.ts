@@ -416,6 +416,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
     removeUnseen,
     search,
     stats,
+    searchScope: Effect.map(stats, (s) => ({ hasChunks: s.chunks > 0, dimensions: s.dimensions, models: s.models })),
     failures,
     checksum,
     createIndex

@@ -10,7 +10,7 @@ import { Embedder } from "./Embedder.js"
 import { type EmbedError, InvalidInput, StoreError } from "./Errors.js"
 import { model as hashingModel } from "./internal/hashingEmbedder.js"
 import * as Retry from "./Retry.js"
-import { VectorStore } from "./VectorStore.js"
+import { type SearchScope, VectorStore } from "./VectorStore.js"
 
 /**
  * How a search runs: the number of hits and the retry policy of the query's
@@ -74,13 +74,17 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
   }
   const embedder = yield* Embedder
   const store = yield* VectorStore
-  const stats = yield* store.stats
-  if (stats.chunks === 0) return [] as ReadonlyArray<SearchHit>
+  const scope = yield* (store.searchScope ?? Effect.map(store.stats, (s): SearchScope => ({
+    hasChunks: s.chunks > 0,
+    dimensions: s.dimensions,
+    models: s.models
+  })))
+  if (!scope.hasChunks) return [] as ReadonlyArray<SearchHit>
   // documents of other models than the query's, the most numerous first
-  const others = Object.entries(stats.models)
+  const others = Object.entries(scope.models)
     .filter(([model]) => model !== embedder.model)
     .sort(([a, m], [b, n]) => n - m || (a < b ? -1 : 1))
-  if ((stats.models[embedder.model] ?? 0) === 0 && others.length > 0) {
+  if ((scope.models[embedder.model] ?? 0) === 0 && others.length > 0) {
     const stored = others[0]![0]
     return yield* new StoreError({
       reason: "model-mismatch",
@@ -88,11 +92,11 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
         `${embedder.model}: vectors of two models cannot be compared; ${searchWith(stored)}`
     })
   }
-  if (stats.dimensions !== null && stats.dimensions !== embedder.dimensions) {
+  if (scope.dimensions !== null && scope.dimensions !== embedder.dimensions) {
     return yield* new StoreError({
       reason: "dimension-mismatch",
-      message: `this store holds ${stats.dimensions}-dimensional embeddings but the query embedder produces ` +
-        `${embedder.dimensions}; search with --dimensions ${stats.dimensions}`
+      message: `this store holds ${scope.dimensions}-dimensional embeddings but the query embedder produces ` +
+        `${embedder.dimensions}; search with --dimensions ${scope.dimensions}`
     })
   }
   const embedQuery = embedder.embedBatch([query])
@@ -107,8 +111,9 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
   // an ingest that changed the model has not finished: the documents of
   // the query's model are searched, the others left out
   const left = others.reduce((sum, [, n]) => sum + n, 0)
+  const all = left + scope.models[embedder.model]!
   yield* Effect.logWarning(
-    `${left} of ${stats.documents} documents are left out of this search: they were embedded by ` +
+    `${left} of ${all} documents are left out of this search: they were embedded by ` +
       `${others.map(([model]) => model).join(", ")}, whose vectors cannot be compared with ${embedder.model}'s ` +
       `(an ingest that changed the model has not finished: run it again to finish)`
   )

@@ -82,6 +82,21 @@ export const isCompleteWith = (stored: StoredDocument, settings: DocumentSetting
   stored.dimensions === settings.dimensions
 
 /**
+ * What a search must know of a store before it embeds its query.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SearchScope {
+  /** whether the store holds any chunk */
+  readonly hasChunks: boolean
+  /** the dimensions of the store's embeddings (null before its first ingest) */
+  readonly dimensions: number | null
+  /** documents by the model that embedded them (as in `StoreStats.models`) */
+  readonly models: Readonly<Record<string, number>>
+}
+
+/**
  * A file as a run finds it on disk: its path and fingerprint
  * (`SourceDocument.fingerprint`).
  *
@@ -257,6 +272,12 @@ export interface Service {
   ) => Effect.Effect<ReadonlyArray<SearchHit>, StoreError>
   /** Counts and settings of the store. */
   readonly stats: Effect.Effect<StoreStats, StoreError>
+  /**
+   * What a search must know of the store, found without counting its
+   * chunks (which `stats` does, reading every one of them). Optional: a
+   * search takes it from `stats` where a store does not offer it.
+   */
+  readonly searchScope?: Effect.Effect<SearchScope, StoreError>
   /** Recorded chunk failures, by path and chunk index (at most `limit`). */
   readonly failures: (limit: number) => Effect.Effect<ReadonlyArray<FailureRow>, StoreError>
   /**
@@ -1166,6 +1187,22 @@ export const makeWith = (
     }
   }).pipe(Effect.mapError(queryError("reading store statistics")))
 
+  // The documents are read (by model), the chunks only probed for one: on
+  // the benchmark corpus, counting its 53,454 chunks took 19-66 ms, and
+  // the count grows with the store, search after search.
+  const searchScope: NonNullable<Service["searchScope"]> = Effect.gen(function*() {
+    const [scope] = yield* sql<{ hasChunks: boolean; models: string }>`
+      SELECT EXISTS (SELECT 1 FROM chunks) AS "hasChunks",
+             (SELECT coalesce(json_object_agg(model, n), '{}')::text
+              FROM (SELECT model, count(*)::int AS n FROM documents GROUP BY model) m) AS models`
+    const dimensions = yield* readMeta("dimensions")
+    return {
+      hasChunks: scope!.hasChunks,
+      dimensions: dimensions === undefined ? null : Number(dimensions),
+      models: JSON.parse(scope!.models) as Record<string, number>
+    }
+  }).pipe(Effect.mapError(queryError("reading store statistics")))
+
   const failures: Service["failures"] = (limit) =>
     sql<FailureRow>`
       SELECT d.path, f.chunk_index AS "chunkIndex", f.error_kind AS kind, f.message, f.attempts,
@@ -1245,6 +1282,7 @@ export const makeWith = (
     removeUnseen,
     search,
     stats,
+    searchScope,
     failures,
     checksum,
     createIndex

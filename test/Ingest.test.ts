@@ -239,28 +239,40 @@ describe.each(backends)("Ingest on $name", (backend) => {
       // an ingest with another model that got as far as one document
       const partial = Stream.make(Either.right(doc("c.txt", "alpha epsilon")))
       yield* Ingest.ingestStream(partial, { removeMissing: false }).pipe(Effect.provide(other))
-      const stats = yield* Effect.flatMap(VectorStore.VectorStore, (store) => store.stats).pipe(Effect.provide(hashing))
+      const { scope, stats } = yield* Effect.flatMap(
+        VectorStore.VectorStore,
+        (store) => Effect.all({ stats: store.stats, scope: store.searchScope! })
+      ).pipe(Effect.provide(hashing))
       assert.deepStrictEqual(stats.models, { "hashing-v1": 2, "openai:other-model": 1 })
       assert.strictEqual(stats.model, "openai:other-model")
+      assert.deepStrictEqual(scope, { hasChunks: true, dimensions: 64, models: stats.models })
       const warnings: Array<string> = []
       const capture = Logger.make(({ logLevel, message }) => {
         if (logLevel._tag === "Warning") warnings.push(String(Array.isArray(message) ? message[0] : message))
       })
-      const searched = (layer: typeof hashing) =>
+      // a store of its own making may offer no searchScope: the search reads stats instead
+      const withoutScope = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.flatMap(VectorStore.VectorStore, ({ searchScope: _, ...store }) =>
+          Effect.provideService(effect, VectorStore.VectorStore, store))
+      const searched = (layer: typeof hashing, scoped = true) =>
         Search.search("alpha", { limit: 10 }).pipe(
+          scoped ? (effect) => effect : withoutScope,
           Effect.provide(layer),
           Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
           Effect.map((hits) => hits.map((h) => h.path).sort())
         )
       assert.deepStrictEqual(yield* searched(hashing), ["a.txt", "b.txt"])
       assert.deepStrictEqual(yield* searched(other), ["c.txt"])
+      assert.deepStrictEqual(yield* searched(hashing, false), ["a.txt", "b.txt"])
+      assert.deepStrictEqual(yield* searched(other, false), ["c.txt"])
       const unfinished = "(an ingest that changed the model has not finished: run it again to finish)"
-      assert.deepStrictEqual(warnings, [
+      const leftOut = [
         "1 of 3 documents are left out of this search: they were embedded by openai:other-model, whose vectors " +
         `cannot be compared with hashing-v1's ${unfinished}`,
         "2 of 3 documents are left out of this search: they were embedded by hashing-v1, whose vectors " +
         `cannot be compared with openai:other-model's ${unfinished}`
-      ])
+      ]
+      assert.deepStrictEqual(warnings, [...leftOut, ...leftOut])
       // once the ingest finishes, every document is the new model's and nothing is left out
       yield* Ingest.ingestStream(Stream.make(
         Either.right(doc("a.txt", "alpha beta gamma")),
@@ -268,7 +280,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         Either.right(doc("c.txt", "alpha epsilon"))
       )).pipe(Effect.provide(other))
       assert.deepStrictEqual(yield* searched(other), ["a.txt", "b.txt", "c.txt"])
-      assert.strictEqual(warnings.length, 2)
+      assert.strictEqual(warnings.length, 4)
     }))
 
   it.scopedLive("files whose size, times and inode are unchanged are not read again; a changed one is", () =>
