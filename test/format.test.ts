@@ -150,13 +150,16 @@ describe("CLI formatting", () => {
     assert.strictEqual(Format.searchTable([]), "No results.")
   })
 
-  it("store statistics: documents by model only while the store holds more than one", () => {
+  it("store statistics: documents by model, unless they are all the last ingest's model", () => {
     const stats = { documents: 3, chunks: 9, dimensions: 64, model: "openai:m2", storeBytes: 2048 }
     const one = Format.statsTable({ ...stats, models: { "openai:m2": 3 } }, "/data")
     assert.notInclude(one, "by model")
     assert.match(one, /\nmodel +openai:m2\n/)
     const two = Format.statsTable({ ...stats, models: { "openai:m2": 1, "hashing-v1": 2 } }, "/data")
     assert.match(two, /\ndocuments by model  +hashing-v1 2, openai:m2 1\n/)
+    // an ingest with openai:m2 that wrote no document: the documents are all another model's
+    const none = Format.statsTable({ ...stats, models: { "hashing-v1": 3 } }, "/data")
+    assert.match(none, /\ndocuments by model  +hashing-v1 3\n/)
   })
 
   it("the failures table lists each failed chunk", () => {

@@ -131,8 +131,8 @@ export const statsTable = (stats: StoreStats, dataDir: string, checksum?: string
     ["chunks", String(stats.chunks)],
     ["dimensions", stats.dimensions === null ? "-" : String(stats.dimensions)],
     ["model", stats.model ?? "-"],
-    // while an ingest that changed the model has not finished
-    ...(Object.keys(stats.models).length > 1
+    // while an ingest that changed the model has not finished (or wrote nothing)
+    ...(Object.keys(stats.models).some((model) => model !== stats.model)
       ? [[
         "documents by model",
         Object.entries(stats.models).sort(([a], [b]) => (a < b ? -1 : 1)).map(([m, n]) => `${m} ${n}`).join(", ")
