@@ -77,6 +77,24 @@ const notADirectory = (path: string): string | undefined => {
 }
 
 /**
+ * `mkdir -p`, a level at a time. Node's recursive `mkdirSync` spins for
+ * ever where a file system refuses a directory with ENOENT although its
+ * parent exists (`--data-dir /proc/x` kept a core busy until killed).
+ */
+const makeDirectory = (path: string): void => {
+  try {
+    NodeFs.mkdirSync(path)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === "EEXIST" && NodeFs.statSync(path).isDirectory()) return
+    const parent = NodePath.dirname(path)
+    if (code !== "ENOENT" || parent === path) throw error
+    makeDirectory(parent)
+    NodeFs.mkdirSync(path)
+  }
+}
+
+/**
  * Take an exclusive lock on a data directory, so that two processes never
  * open the same embedded database. A lock left by a process that no longer
  * runs is taken over.
@@ -96,7 +114,7 @@ const lockDataDir = (dataDir: string) => {
             `share one store layer instead of opening the directory twice`
         })
       }
-      NodeFs.mkdirSync(dataDir, { recursive: true })
+      makeDirectory(dataDir)
       for (let attempt = 0; attempt < 2; attempt++) {
         try {
           NodeFs.writeFileSync(lockPath, String(process.pid), { flag: "wx" })

@@ -209,6 +209,18 @@ describe("ragpipe CLI", () => {
       )
     }
 
+    // a file system that refuses the directory although its parent exists (Linux's /proc): Node's own
+    // recursive mkdir spins there for ever
+    if (process.platform === "linux") {
+      const refused = await ragpipeWithin(["ingest", corpusDir, "--data-dir", "/proc/ragpipe/store"], {}, 30_000)
+      assert.strictEqual(refused.code, 1, refused.stderr)
+      assert.strictEqual(
+        refused.stderr.trim(),
+        "ragpipe: cannot use the data directory /proc/ragpipe/store: ENOENT: no such file or directory, " +
+          "mkdir '/proc/ragpipe'"
+      )
+    }
+
     const overlap = await ragpipe(["ingest", corpusDir, "--chunk-size", "500", "--chunk-overlap", "400"])
     assert.strictEqual(overlap.code, 1)
     assert.match(overlap.stderr, /chunk-overlap/)
