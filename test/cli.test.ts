@@ -538,6 +538,16 @@ describe("ragpipe CLI", () => {
     assert.strictEqual(allowed.code, 0, allowed.stderr)
     assert.deepStrictEqual([lastJson(allowed.stdout).files.removed, lastJson(allowed.stdout).kept], [6, 0])
     assert.strictEqual(await documents(), 0)
+    // nothing stored and nothing found: nothing is at stake, but it is said
+    const nothing = await ragpipe(["ingest", work, "--data-dir", data, "--include", "[z", "--quiet"])
+    assert.strictEqual(nothing.code, 0, nothing.stderr)
+    assert.deepStrictEqual(nothing.stderr.trim().split("\n"), [
+      `ragpipe: no file to ingest was found in ${work} with --include '[z', so nothing was stored. Check the ` +
+      "directory and the filters: the files read are those ending in .md .markdown .txt .rst .html .htm and in " +
+      "the --extension ones."
+    ])
+    const found = await ragpipe(["ingest", work, "--data-dir", data, "--quiet"])
+    assert.deepStrictEqual([found.code, found.stderr], [0, ""])
   })
 
   for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {

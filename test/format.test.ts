@@ -116,6 +116,12 @@ describe("CLI formatting", () => {
       "ragpipe: no file to ingest was found in docs, so the 3 documents stored by earlier runs were kept. " +
         "Check the directory; if it is meant to be empty, run again with --allow-empty to remove them."
     )
+    assert.strictEqual(
+      Format.nothingFoundWords("docs", []),
+      "ragpipe: no file to ingest was found in docs, so nothing was stored. Check the directory: the files read " +
+        "are those ending in .md .markdown .txt .rst .html .htm and in the --extension ones."
+    )
+    assert.include(Format.nothingFoundWords("docs", ["--exclude x"]), "in docs with --exclude x, so nothing was")
     const filtered = Format.keptWords(3, "docs", ["--include '[z'", "--extension rst"])
     assert.include(filtered, "found in docs with --include '[z' --extension rst, so the 3 documents")
     assert.include(filtered, "Check the directory and the filters;")

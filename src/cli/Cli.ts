@@ -509,12 +509,13 @@ const ingestCommand = (deps: Dependencies) => Command.make(
       }
       const stoppedBy = yield* Ref.get(signal)
       if (Option.isSome(stoppedBy)) return yield* new ExitRequest({ code: ExitCode[stoppedBy.value] })
-      if (summary.kept > 0) {
+      if (summary.outcome === "completed" && summary.files.seen === 0) {
         const filters = [
           ...o.include.map((glob) => `--include ${Format.shellWord(glob)}`),
           ...o.exclude.map((glob) => `--exclude ${Format.shellWord(glob)}`),
           ...o.extension.map((extension) => `--extension ${Format.shellWord(extension)}`)
         ]
+        if (summary.kept === 0) return yield* Console.error(Format.nothingFoundWords(o.dir, filters))
         yield* Console.error(Format.keptWords(summary.kept, o.dir, filters))
         return yield* new ExitRequest({ code: ExitCode.failed })
       }

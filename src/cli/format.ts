@@ -4,7 +4,7 @@
  * @internal
  */
 import type { IngestReport, SearchHit, StoreStats } from "../Domain.js"
-import { formatBytes } from "../Loader.js"
+import { defaultExtensions, formatBytes } from "../Loader.js"
 
 /** What `createIndex` reported (null: not built: the run did not complete, or a signal or error stopped it). */
 export type IndexReport = NonNullable<IngestReport["index"]> | null
@@ -166,11 +166,19 @@ export const shellWord = (word: string): string =>
  * `filters` are the walk's options as given (`--include '*.md'`), if any.
  */
 export const keptWords = (kept: number, dir: string, filters: ReadonlyArray<string>): string =>
-  `ragpipe: no file to ingest was found in ${printable(dir)}` +
-  (filters.length === 0 ? "" : ` with ${filters.join(" ")}`) +
-  `, so the ${kept} documents stored by earlier runs were kept. Check the directory` +
+  `${noFileIn(dir, filters)}, so the ${kept} documents stored by earlier runs were kept. Check the directory` +
   (filters.length === 0 ? "" : " and the filters") +
   `; if it is meant to be empty, run again with --allow-empty to remove them.`
+
+/** What a run that found no file, in a store that held none either, says: nothing is at stake, but it is a surprise. */
+export const nothingFoundWords = (dir: string, filters: ReadonlyArray<string>): string =>
+  `${noFileIn(dir, filters)}, so nothing was stored. Check the directory` +
+  (filters.length === 0 ? "" : " and the filters") +
+  `: the files read are those ending in ${defaultExtensions.join(" ")} and in the --extension ones.`
+
+const noFileIn = (dir: string, filters: ReadonlyArray<string>): string =>
+  `ragpipe: no file to ingest was found in ${printable(dir)}` +
+  (filters.length === 0 ? "" : ` with ${filters.join(" ")}`)
 
 /** The error-rate breaker's report, in words. */
 export const breakerWords = (breaker: {
