@@ -21,9 +21,6 @@ import * as ResourceLedger from "../ResourceLedger.js"
 import { ExitCode, ExitRequest, layerShutdown, run, type StopSignal } from "./Cli.js"
 import { tuneHeap } from "./heap.js"
 
-/** How long the process may stay after its command has ended (see the end of this file). */
-const exitGraceMillis = 500
-
 const stopRequested = Effect.runSync(Deferred.make<StopSignal>())
 let received: StopSignal | undefined
 
@@ -111,19 +108,18 @@ const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
   return ExitCode.failed
 }
 
-/** Exit once what was written to stdout and stderr has gone out. */
+/** Exit once what was written to stdout and stderr has gone out (a write's callback follows those before it). */
 const exitWhenWritten = (): void => {
-  if (process.stdout.writableLength > 0 || process.stderr.writableLength > 0) setTimeout(exitWhenWritten, 50).unref()
-  else process.exit()
+  process.stdout.write("", () => process.stderr.write("", () => process.exit()))
 }
 
 Effect.runPromiseExit(run(process.argv).pipe(Effect.provide(MainLive))).then((exit) => {
   process.off("SIGINT", onSigint)
   process.off("SIGTERM", onSigterm)
   process.exitCode = exitCodeOf(exit)
-  // Every resource of the command is released by now, and the process ends
-  // as soon as nothing else is pending. Something a library left behind
-  // would keep it alive: an embedded database that failed to start keeps a
-  // timer going, and the process waited for ever. It ends all the same.
-  setTimeout(exitWhenWritten, exitGraceMillis).unref()
+  // Every resource of the command is released by now: nothing is left to
+  // wait for but its output. Without an explicit exit, something a library
+  // left behind would keep the process alive: an embedded database that
+  // failed to start keeps a timer going, and the process waited for ever.
+  exitWhenWritten()
 })
