@@ -65,16 +65,23 @@ const isAlive = (pid: number): boolean => {
   }
 }
 
-/** `path`, or the part of it on the way, that exists and is not a directory; undefined when none is. */
-const notADirectory = (path: string): string | undefined => {
+/**
+ * `probe` of `path`, or of the closest directory above it for which it does
+ * not throw (the first that exists); undefined when it throws for all.
+ */
+const atClosest = <A>(path: string, probe: (existing: string) => A): A | undefined => {
   for (let p = path; ; p = NodePath.dirname(p)) {
     try {
-      return NodeFs.statSync(p).isDirectory() ? undefined : p
+      return probe(p)
     } catch {
       if (NodePath.dirname(p) === p) return undefined
     }
   }
 }
+
+/** `path`, or the part of it on the way, that exists and is not a directory; undefined when none is. */
+const notADirectory = (path: string): string | undefined =>
+  atClosest(path, (p) => NodeFs.statSync(p).isDirectory() ? undefined : p)
 
 /**
  * `mkdir -p`, a level at a time. Node's recursive `mkdirSync` spins for
@@ -207,16 +214,11 @@ export const pgliteOpenFailure = (dataDir: string, cause: unknown, free = freeBy
       `if the directory was written by another program or is damaged, move it away and run again`
 
 /** Free space, in bytes, for this user on the file system that holds `path` (or its closest existing parent). */
-const freeBytes = (path: string): number | undefined => {
-  for (let dir = path;; dir = NodePath.dirname(dir)) {
-    try {
-      const stats = NodeFs.statfsSync(dir)
-      return stats.bavail * stats.bsize
-    } catch {
-      if (NodePath.dirname(dir) === dir) return undefined
-    }
-  }
-}
+const freeBytes = (path: string): number | undefined =>
+  atClosest(path, (dir) => {
+    const stats = NodeFs.statfsSync(dir)
+    return stats.bavail * stats.bsize
+  })
 
 /**
  * Open PGlite with pgvector in `dataDir` (scoped: closed when the scope
