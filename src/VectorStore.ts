@@ -1165,14 +1165,16 @@ export const makeWith = (
       Effect.mapError(queryError("searching"))
     )
 
+  /** `StoreStats.models` as one JSON text, in a statement's select list */
+  const documentsByModel = sql.unsafe(`(SELECT coalesce(json_object_agg(model, n), '{}')::text
+    FROM (SELECT model, count(*)::int AS n FROM documents GROUP BY model) m)`)
+
   const stats: Service["stats"] = Effect.gen(function*() {
     // the size of the store's own tables, with their indexes and TOAST, not of the database
     // around them, which may hold anything else
     const tables = sql.unsafe(storeTables.map((t) => `to_regclass('${inSchema(location, t)}')`).join(", "))
     const [counts] = yield* sql<{ chunks: number; models: string; bytes: string }>`
-      SELECT (SELECT count(*)::int FROM chunks) AS chunks,
-             (SELECT coalesce(json_object_agg(model, n), '{}')::text
-              FROM (SELECT model, count(*)::int AS n FROM documents GROUP BY model) m) AS models,
+      SELECT (SELECT count(*)::int FROM chunks) AS chunks, ${documentsByModel} AS models,
              (SELECT coalesce(sum(pg_total_relation_size(t)), 0)::text FROM unnest(ARRAY[${tables}]) AS t) AS bytes`
     const dimensions = yield* readMeta("dimensions")
     const model = yield* readMeta("model")
@@ -1192,9 +1194,7 @@ export const makeWith = (
   // the count grows with the store, search after search.
   const searchScope: NonNullable<Service["searchScope"]> = Effect.gen(function*() {
     const [scope] = yield* sql<{ hasChunks: boolean; models: string }>`
-      SELECT EXISTS (SELECT 1 FROM chunks) AS "hasChunks",
-             (SELECT coalesce(json_object_agg(model, n), '{}')::text
-              FROM (SELECT model, count(*)::int AS n FROM documents GROUP BY model) m) AS models`
+      SELECT EXISTS (SELECT 1 FROM chunks) AS "hasChunks", ${documentsByModel} AS models`
     const dimensions = yield* readMeta("dimensions")
     return {
       hasChunks: scope!.hasChunks,

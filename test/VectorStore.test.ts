@@ -25,12 +25,17 @@ import {
   ledgerLayer,
   scopedDatabase,
   storedPaths,
+  type StoreLayer,
   tempDir,
   testDatabaseUrl,
   withClient
 } from "./support.js"
 
 type SqlLayer = Layer.Layer<SqlClient.SqlClient, StoreError, ResourceLedger.ResourceLedger>
+
+/** A backend's store with a hashing embedder of `dimensions`, and a ledger. */
+const withHashing = (data: () => StoreLayer, dimensions: number) =>
+  Layer.mergeAll(data(), Embedder.layerHashing({ dimensions })).pipe(Layer.provideMerge(ledgerLayer))
 
 /** Tables and sequences in the current schema. */
 const relations = Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -113,9 +118,7 @@ describe.each(backends)("VectorStore.stats on $name", (backend) => {
         const filled = yield* store.stats
         assert.strictEqual(filled.documents, 100)
         assert.isAbove(filled.storeBytes, empty)
-      }).pipe(Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
-        Layer.provideMerge(ledgerLayer)
-      )))
+      }).pipe(Effect.provide(withHashing(data, 64)))
     }))
 })
 
@@ -147,9 +150,7 @@ describe.each(backends)("VectorStore writes on $name", (backend) => {
         assert.deepStrictEqual(yield* storedPaths, ["a.txt"])
         yield* ingest(doc("b.txt", "beta"))
         assert.deepStrictEqual(yield* storedPaths, ["a.txt", "b.txt"])
-      }).pipe(Effect.provide(Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 16 })).pipe(
-        Layer.provideMerge(ledgerLayer)
-      )))
+      }).pipe(Effect.provide(withHashing(data, 16)))
     }))
 })
 
