@@ -9,6 +9,7 @@
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -35,7 +36,14 @@ import * as Loader from "./Loader.js"
 import * as LruCache from "./LruCache.js"
 import * as Retry from "./Retry.js"
 import type { ResourceLedger } from "./ResourceLedger.js"
-import { type DocumentWrite, isCompleteWith, type StoredDocument, VectorStore } from "./VectorStore.js"
+import {
+  directoryDigest,
+  type DirectoryDigests,
+  type DocumentWrite,
+  isCompleteWith,
+  type StoredDocument,
+  VectorStore
+} from "./VectorStore.js"
 
 /**
  * Live counters of a run, readable while it goes on.
@@ -168,6 +176,11 @@ export interface Options {
   /** documents looked up in the store per query (default 256) */
   readonly lookupBatchSize?: number
   /**
+   * unchanged paths, or directories, listed seen in the store per statement
+   * (default 4096)
+   */
+  readonly seenFlushSize?: number
+  /**
    * When this effect completes the run stops reading new documents; the
    * documents in flight get `stopDeadline` to finish, then are rolled back.
    */
@@ -249,8 +262,8 @@ export interface Options {
  */
 export type SourceItem = Either.Either<SourceDocument, SkippedFile>
 
-/** Unchanged paths told to the store at once (see `VectorStore.Service.markSeen`). */
-const seenFlushSize = 4096
+/** Unchanged paths told to the store at once by default (see `VectorStore.Service.markSeen`). */
+const defaultSeenFlushSize = 4096
 
 /**
  * Skip reasons that leave the stored version of a file in place: the file
@@ -361,9 +374,15 @@ const toBatches = (
   return out
 }
 
-/** How the run builds its source, given the store's check of unchanged files (when it offers one). */
+/** The checks a run offers its source, so that it need not read what the store holds already. */
+interface UnchangedChecks {
+  readonly unchanged: Loader.Options["unchanged"] | undefined
+  readonly unchangedDirectory: Loader.Options["unchangedDirectory"] | undefined
+}
+
+/** How the run builds its source, given the store's checks of unchanged files (when it offers them). */
 interface SourceOf<E, R> {
-  readonly stream: (unchanged: Loader.Options["unchanged"]) => Stream.Stream<SourceItem, E, R>
+  readonly stream: (checks: UnchangedChecks) => Stream.Stream<SourceItem, E, R>
   /** the source leaves out the files the check answers (the run counts them from its answers) */
   readonly omitsUnchanged: boolean
 }
@@ -377,6 +396,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const chunkerOptions = options.chunker ?? Chunker.defaults
   const chunkerKey = Chunker.settingsKey(chunkerOptions)
   const maxSkippedListed = options.maxSkippedListed ?? 1000
+  const seenFlushSize = Math.max(1, options.seenFlushSize ?? defaultSeenFlushSize)
   const start = yield* Clock.currentTimeMillis
 
   yield* store.prepare(embedder)
@@ -430,11 +450,11 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const anyComplete = yield* store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true))
   const claimable = options.rehash !== true && anyComplete
   const claimed = new Set<string>()
-  const noteClaimed = (paths: ReadonlySet<string>) =>
+  const noteClaimed = (paths: Iterable<string>, count: number) =>
     sourceOf.omitsUnchanged
       ? Effect.suspend(() => {
-        counters.seen += paths.size
-        counters.unchanged += paths.size
+        counters.seen += count
+        counters.unchanged += count
         return publishNow
       })
       : Effect.sync(() => {
@@ -442,9 +462,64 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
       })
   const unchanged: Loader.Options["unchanged"] = !claimable ? undefined : (files) =>
     store.claimUnchanged(runId, files, settings).pipe(
-      Effect.tap(noteClaimed),
+      Effect.tap((paths) => noteClaimed(paths, paths.size)),
       Effect.orElseSucceed(() => new Set<string>())
     )
+
+  // Whole directories, where the store offers it: its digest of each
+  // directory's documents, read while the walk begins, against the digest
+  // of the directory's files. A directory found so is listed seen as a
+  // whole (in groups, before the removal), and its files are neither
+  // claimed one by one nor read. When every stored document is in such a
+  // directory, nothing can be missing and the removal is not run. A failed
+  // read only means the files are claimed one by one. (Awaited through a
+  // Deferred: joining the fiber for every directory would merge its fiber
+  // refs into the walk's each time.)
+  const { directoryDigests, markDirectoriesSeen } = store
+  const digests = !claimable || directoryDigests === undefined || markDirectoriesSeen === undefined
+    ? undefined
+    : yield* Deferred.make<Option.Option<DirectoryDigests>>()
+  if (digests !== undefined && directoryDigests !== undefined) {
+    yield* Effect.forkScoped(Effect.flatMap(Effect.option(directoryDigests(settings)), (d) => Deferred.succeed(digests, d)))
+  }
+  /** stored documents in the directories found unchanged */
+  let documentsInSameDirectories = 0
+  let directoriesPending: Array<string> = []
+  // A directory stays pending until it is listed: a failed flush is tried
+  // again with the next, and the last one's failure fails the run before
+  // its removal. One flush at a time (the walk asks about several groups
+  // at once), so that each drops just what it listed.
+  const flushing = yield* Effect.makeSemaphore(1)
+  const flushDirectories = flushing.withPermits(1)(Effect.suspend(() => {
+    const directories = directoriesPending
+    return directories.length === 0 || markDirectoriesSeen === undefined
+      ? Effect.void
+      : Effect.tap(markDirectoriesSeen(runId, directories), () => {
+        directoriesPending = directoriesPending.slice(directories.length)
+      })
+  }))
+  const unchangedDirectory: Loader.Options["unchangedDirectory"] = digests === undefined
+    ? undefined
+    : (directory, files) =>
+      Effect.flatMap(Deferred.await(digests), (stored) => {
+        const entry = Option.isSome(stored) ? stored.value.directories.get(directory) : undefined
+        if (entry === undefined || entry.documents !== files.length) return Effect.succeed(false)
+        if (directoryDigest(files) !== entry.digest) return Effect.succeed(false)
+        documentsInSameDirectories += files.length
+        directoriesPending.push(directory)
+        const flushed = directoriesPending.length >= seenFlushSize
+          ? Effect.orElseSucceed(flushDirectories, () => undefined)
+          : Effect.void
+        return Effect.as(
+          Effect.zipRight(flushed, noteClaimed(files.map((f) => f.path), files.length)),
+          true
+        )
+      })
+  /** Whether every document stored when the run began is in a directory found unchanged. */
+  const allInSameDirectories = digests === undefined ? Effect.succeed(false) : Effect.map(
+    Deferred.await(digests),
+    Option.match({ onNone: () => false, onSome: (stored) => stored.documents === documentsInSameDirectories })
+  )
 
   /**
    * A group of items: looked up in the store, empty documents written, the
@@ -772,7 +847,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
 
   // Lookups, empty-document writes and chunking work on whole groups, not
   // on single documents: a stream step costs more than chunking a document.
-  const pipeline = untilStopped(sourceOf.stream(unchanged)).pipe(
+  const pipeline = untilStopped(sourceOf.stream({ unchanged, unchangedDirectory })).pipe(
     groupWithin({ maxCost: options.lookupBatchSize ?? 256, window: Duration.millis(200) }),
     Stream.mapEffect(prepareGroup),
     untilStopped,
@@ -819,7 +894,9 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const kept = removes && counters.seen === 0 && options.allowEmpty !== true
     ? (yield* store.stats).documents
     : 0
-  const removed = removes && kept === 0 ? yield* Effect.zipRight(flushSeen, store.removeUnseen(runId)) : 0
+  const removed = removes && kept === 0 && !(yield* allInSameDirectories)
+    ? yield* Effect.zipRight(Effect.zipRight(flushSeen, flushDirectories), store.removeUnseen(runId))
+    : 0
   const end = yield* Clock.currentTimeMillis
   yield* publishNow
   const summary: Summary = {
@@ -874,11 +951,14 @@ export const ingestWith = (
   Effect.flatMap(Loader.Loader, (service) => {
     const omitsUnchanged = service.omitsUnchanged === true
     return ingestSource({
-      stream: (unchanged) =>
+      stream: ({ unchanged, unchangedDirectory }) =>
         service.load(
-          unchanged === undefined
-            ? loader
-            : { ...loader, unchanged, ...(omitsUnchanged ? { omitUnchanged: true } : {}) }
+          unchanged === undefined ? loader : {
+            ...loader,
+            unchanged,
+            ...(unchangedDirectory === undefined ? {} : { unchangedDirectory }),
+            ...(omitsUnchanged ? { omitUnchanged: true } : {})
+          }
         ),
       omitsUnchanged
     }, options)

@@ -44,6 +44,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -94,6 +95,22 @@ export interface Options {
    * `omitsUnchanged`.
    */
   readonly omitUnchanged?: boolean
+  /**
+   * With {@link unchanged}: which whole directories need not be read. Once
+   * a directory is listed, this is asked about it — its path relative to
+   * the root (`""` for the root itself) and every candidate file directly
+   * in it with its fingerprint — when each of those files has a
+   * fingerprint that can be trusted and there are at most
+   * {@link directoryCheckLimit} of them. It answers true when the caller
+   * holds exactly these files of that directory, with these fingerprints,
+   * and no other: they are then all `unchanged` (left out, with
+   * {@link omitUnchanged}), neither offered to `unchanged` nor opened.
+   * Otherwise its files are offered to `unchanged` as any others. With it,
+   * a directory's files are held until its listing ends: they come after
+   * those of the directories below it. It must not fail: answer false when
+   * in doubt.
+   */
+  readonly unchangedDirectory?: (directory: string, files: ReadonlyArray<FileFingerprint>) => Effect.Effect<boolean>
 }
 
 /**
@@ -155,6 +172,23 @@ export const racyWindowMillis = 2000
 
 /** Candidates offered to `Options.unchanged` per call. */
 const unchangedGroup = 1024
+
+/**
+ * A directory with more candidate files than this is not offered to
+ * `Options.unchangedDirectory`: the walk holds a directory's files until
+ * its listing ends, and no more than this many.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const directoryCheckLimit = 4096
+
+/**
+ * Groups listed and stat'ed ahead of the answers about directories: the
+ * first answers wait for the store to read its digests, which takes as long
+ * as listing a few thousand files.
+ */
+const directoryGroupsAhead = 16
 
 /** Files larger than this are read in slices, yielding to other fibers in between. */
 const readSliceBytes = 1024 * 1024
@@ -343,6 +377,16 @@ export const nodeIO: LoaderIO = {
 type Candidate =
   | { readonly _tag: "File"; readonly path: string; readonly absolute: string; readonly format: DocumentFormat }
   | { readonly _tag: "Skipped"; readonly skipped: SkippedFile }
+
+/** A listed directory's candidate files, held to be checked whole (`Options.unchangedDirectory`). */
+interface DirectoryCandidate {
+  readonly _tag: "Directory"
+  readonly path: string
+  readonly files: ReadonlyArray<FileCandidate>
+}
+
+/** What the walk lists: candidates, and directories whose files it held. */
+type Listed = Candidate | DirectoryCandidate
 
 interface Context {
   readonly io: LoaderIO
@@ -551,6 +595,8 @@ interface Frame {
   next: number
   /** the listing has returned its last batch */
   listed: boolean
+  /** the directory's files so far, while the walk holds them (see `Pulls.holdDirectories`) */
+  held: Array<FileCandidate> | undefined
 }
 
 /** At most this many candidates per pull of {@link candidatesOf}, by default. */
@@ -567,6 +613,12 @@ interface Pulls {
    * files in 289 directories, 493 pulls where 11 do
    */
   readonly acrossDirectories: boolean
+  /**
+   * a directory's files are held until its listing ends, then listed as
+   * one `Directory` (up to {@link directoryCheckLimit} of them; beyond, they
+   * are listed as they come); a pull counts each of its files
+   */
+  readonly holdDirectories?: boolean
 }
 
 /**
@@ -605,6 +657,8 @@ const invalidName = (rel: string, kind: "file" | "directory"): Candidate =>
  * The candidates below the root, depth first, in listing order. One pull
  * lists on until it has `pulls.size` candidates, the walk would enter or
  * leave a directory (unless `pulls.acrossDirectories`), or the walk ends.
+ * With `pulls.holdDirectories`, a directory's files come as one `Directory`
+ * when its listing ends.
  * The open directories form a stack in the ledger, in the stream's scope:
  * entering and leaving a directory are synchronous calls, and an early end
  * closes the directories still open innermost first.
@@ -612,12 +666,30 @@ const invalidName = (rel: string, kind: "file" | "directory"): Candidate =>
 const candidatesOf = (
   ctx: Context,
   pulls: Pulls = { size: candidatesPerPull, acrossDirectories: false }
-): Stream.Stream<Candidate, LoaderError> =>
+): Stream.Stream<Listed, LoaderError> =>
   Stream.unwrapScoped(Effect.map(ctx.ledger.stack<DirLike>("dir", (dir) => dir.close()), (dirs) => {
     const stack: Array<Frame> = []
     let started = false
     let failure: LoaderError | undefined
-    let out: Array<Candidate> = []
+    let out: Array<Listed> = []
+    /** the files in `out` (a held directory counts each of its files) */
+    let outSize = 0
+
+    const put = (listed: Listed) => {
+      out.push(listed)
+      outSize += listed._tag === "Directory" ? listed.files.length : 1
+    }
+
+    /** A candidate of the directory `frame`: held with its directory's files, or listed. */
+    const place = (frame: Frame, candidate: Candidate) => {
+      const held = frame.held
+      if (held === undefined || candidate._tag !== "File") return put(candidate)
+      held.push(candidate)
+      if (held.length <= directoryCheckLimit) return
+      // too many to hold: this directory's files are listed as they come
+      frame.held = undefined
+      for (const file of held) put(file)
+    }
 
     /**
      * Open a directory and push it, or record why it cannot be listed; the
@@ -635,21 +707,23 @@ const candidatesOf = (
             message: `cannot open directory ${ctx.rootDisplay}: ${describeError(error)} — check its permissions`
           })
         }
-        out.push(skippedCandidate(rel, "unreadable-directory", `cannot open directory: ${describeError(error)}`))
+        put(skippedCandidate(rel, "unreadable-directory", `cannot open directory: ${describeError(error)}`))
         return undefined
       }
-      stack.push({ rel, lineage: [...above, abs], dir, entries: [], next: 0, listed: false })
+      const held = pulls.holdDirectories === true ? [] : undefined
+      stack.push({ rel, lineage: [...above, abs], dir, entries: [], next: 0, listed: false, held })
       return undefined
     }
 
-    const emit = (): Chunk.Chunk<Candidate> => {
+    const emit = (): Chunk.Chunk<Listed> => {
       const chunk = Chunk.unsafeFromArray(out)
       out = []
+      outSize = 0
       return chunk
     }
 
-    const step = (): Effect.Effect<Chunk.Chunk<Candidate>, Option.Option<LoaderError>> => {
-      while (out.length < pulls.size) {
+    const step = (): Effect.Effect<Chunk.Chunk<Listed>, Option.Option<LoaderError>> => {
+      while (outSize < pulls.size) {
         const top = stack[stack.length - 1]
         if (top === undefined) {
           if (!started) {
@@ -677,23 +751,23 @@ const candidatesOf = (
           if (entry.isFile()) {
             const format = accept(ctx, rel, name)
             if (format !== undefined) {
-              out.push(unnamed ? invalidName(rel, "file") : { _tag: "File", path: rel, absolute: abs, format })
+              place(top, unnamed ? invalidName(rel, "file") : { _tag: "File", path: rel, absolute: abs, format })
             }
           } else if (entry.isDirectory()) {
             if (!ctx.exclude.isEmpty && ctx.exclude.matches(rel, true)) continue
-            if (unnamed) out.push(invalidName(rel, "directory"))
+            if (unnamed) put(invalidName(rel, "directory"))
             else enter(abs, rel, top.lineage)
           } else if (unnamed) {
-            if (accept(ctx, rel, name) !== undefined) out.push(invalidName(rel, "file"))
+            if (accept(ctx, rel, name) !== undefined) put(invalidName(rel, "file"))
           } else if (entry.isSymbolicLink()) {
             return Effect.flatMap(
               Effect.promise(() => resolveSymlink(ctx, abs, rel, name, top.lineage)),
-              (outcome): Effect.Effect<Chunk.Chunk<Candidate>, Option.Option<LoaderError>> => {
+              (outcome): Effect.Effect<Chunk.Chunk<Listed>, Option.Option<LoaderError>> => {
                 switch (outcome._tag) {
                   case "Ignore":
                     break
                   case "Candidate":
-                    out.push(outcome.candidate)
+                    place(top, outcome.candidate)
                     break
                   case "Directory":
                     enter(outcome.real, rel, top.lineage)
@@ -703,7 +777,7 @@ const candidatesOf = (
               }
             )
           } else if (accept(ctx, rel, name) !== undefined) {
-            out.push({ _tag: "Skipped", skipped: notRegular(rel, kindOfStats(entry)) })
+            put({ _tag: "Skipped", skipped: notRegular(rel, kindOfStats(entry)) })
           }
           continue
         }
@@ -713,6 +787,11 @@ const candidatesOf = (
           } catch (error) {
             top.entries = []
             top.listed = true
+            // not listed whole: its files so far are offered one by one
+            if (top.held !== undefined) {
+              for (const file of top.held) put(file)
+              top.held = undefined
+            }
             if (top.rel === "") {
               failure = new LoaderError({
                 reason: "walk-failed",
@@ -720,7 +799,7 @@ const candidatesOf = (
                 message: `reading directory ${ctx.rootDisplay} failed: ${describeError(error)}`
               })
             } else {
-              out.push(
+              put(
                 skippedCandidate(top.rel, "unreadable-directory", `reading the directory failed: ${describeError(error)}`)
               )
             }
@@ -733,6 +812,7 @@ const candidatesOf = (
         // listed: closed now, before the walk goes on
         stack.pop()
         dirs.pop()
+        if (top.held !== undefined && top.held.length > 0) put({ _tag: "Directory", path: top.rel, files: top.held })
       }
       if (out.length > 0) return Effect.succeed(emit())
       return Effect.fail(failure === undefined ? Option.none() : Option.some(failure))
@@ -946,42 +1026,98 @@ const loadGroup = (ctx: Context) => (group: ReadonlyArray<Candidate>): Effect.Ef
     )
   })
 
+/** The fingerprint `unchanged` is offered for a file, if the file can be offered. */
+const offerable = (ctx: Context, file: FileCandidate, now: number): FileFingerprint | undefined => {
+  let st: StatsLike
+  try {
+    st = ctx.io.stat(file.absolute)
+  } catch {
+    return undefined
+  }
+  if (!st.isFile() || st.size > ctx.maxFileBytes) return undefined
+  const fingerprint = trustedFingerprint(st, now)
+  return fingerprint === undefined ? undefined : { path: file.path, fingerprint }
+}
+
+const unchangedSkip = (path: string): Candidate =>
+  skippedCandidate(path, "unchanged", "unchanged since it was stored (same size, times and inode)")
+
+/** The candidates of a listed group, held directories' files in their place. */
+const flattenListed = (group: Chunk.Chunk<Listed>): Chunk.Chunk<Candidate> => {
+  if (!Chunk.some(group, (listed) => listed._tag === "Directory")) return group as Chunk.Chunk<Candidate>
+  const candidates: Array<Candidate> = []
+  for (const listed of group) {
+    if (listed._tag === "Directory") candidates.push(...listed.files)
+    else candidates.push(listed)
+  }
+  return Chunk.unsafeFromArray(candidates)
+}
+
 /**
- * Ask `unchanged` about a group of candidates: those it confirms become
- * `unchanged` skips (or, with `omit`, leave the group), the others stay
- * candidates. Files whose stat fails or that changed too recently are not
- * offered (they are read, and the read reports what is wrong).
+ * Ask about a group of listed candidates: each held directory whose files
+ * can all be offered goes to `unchangedDirectory`, and the files of the
+ * others, as any other file, to `unchanged` (at most {@link unchangedGroup}
+ * per call). The files confirmed either way become `unchanged` skips (or,
+ * with `omit`, leave the group), the others stay candidates. Files whose
+ * stat fails or that changed too recently are not offered (they are read,
+ * and the read reports what is wrong).
  */
 const filterUnchanged = (
   ctx: Context,
   unchanged: NonNullable<Options["unchanged"]>,
+  unchangedDirectory: Options["unchangedDirectory"],
   omit: boolean
 ) =>
-(group: Chunk.Chunk<Candidate>): Effect.Effect<Chunk.Chunk<Candidate>> =>
+(group: Chunk.Chunk<Listed>): Effect.Effect<Chunk.Chunk<Candidate>> =>
   Effect.flatMap(Clock.currentTimeMillis, (now) => {
     const offered: Array<FileFingerprint> = []
-    for (const candidate of group) {
-      if (candidate._tag !== "File") continue
-      let st: StatsLike
-      try {
-        st = ctx.io.stat(candidate.absolute)
-      } catch {
+    /** held directories to ask about whole, with their files' fingerprints */
+    const whole: Array<{ readonly path: string; readonly files: ReadonlyArray<FileFingerprint> }> = []
+    for (const listed of group) {
+      if (listed._tag === "Skipped") continue
+      if (listed._tag === "File") {
+        const print = offerable(ctx, listed, now)
+        if (print !== undefined) offered.push(print)
         continue
       }
-      if (!st.isFile() || st.size > ctx.maxFileBytes) continue
-      const fingerprint = trustedFingerprint(st, now)
-      if (fingerprint !== undefined) offered.push({ path: candidate.path, fingerprint })
+      const prints: Array<FileFingerprint> = []
+      for (const file of listed.files) {
+        const print = offerable(ctx, file, now)
+        if (print !== undefined) prints.push(print)
+      }
+      if (unchangedDirectory !== undefined && prints.length === listed.files.length) {
+        whole.push({ path: listed.path, files: prints })
+      } else {
+        for (const print of prints) offered.push(print)
+      }
     }
-    if (offered.length === 0) return Effect.succeed(group)
-    return Effect.map(unchanged(offered), (known) =>
-      known.size === 0
-        ? group
-        : omit
-        ? Chunk.filter(group, (candidate) => !(candidate._tag === "File" && known.has(candidate.path)))
-        : Chunk.map(group, (candidate): Candidate =>
-        candidate._tag === "File" && known.has(candidate.path)
-          ? skippedCandidate(candidate.path, "unchanged", "unchanged since it was stored (same size, times and inode)")
-          : candidate))
+    if (offered.length === 0 && whole.length === 0) return Effect.succeed(flattenListed(group))
+    return Effect.gen(function*() {
+      const sameDirectories = new Set<string>()
+      for (const directory of whole) {
+        if (yield* unchangedDirectory!(directory.path, directory.files)) sameDirectories.add(directory.path)
+        else for (const print of directory.files) offered.push(print)
+      }
+      const known = new Set<string>()
+      for (let i = 0; i < offered.length; i += unchangedGroup) {
+        for (const path of yield* unchanged(offered.slice(i, i + unchangedGroup))) known.add(path)
+      }
+      if (known.size === 0 && sameDirectories.size === 0) return flattenListed(group)
+      const candidates: Array<Candidate> = []
+      const add = (file: FileCandidate, same: boolean) => {
+        if (!same) candidates.push(file)
+        else if (!omit) candidates.push(unchangedSkip(file.path))
+      }
+      for (const listed of group) {
+        if (listed._tag === "Skipped") candidates.push(listed)
+        else if (listed._tag === "File") add(listed, known.has(listed.path))
+        else {
+          const same = sameDirectories.has(listed.path)
+          for (const file of listed.files) add(file, same || known.has(file.path))
+        }
+      }
+      return Chunk.unsafeFromArray(candidates)
+    })
   })
 
 /**
@@ -1067,17 +1203,27 @@ export const walkWith = (
         scratch: Buffer.allocUnsafe(64 * 1024)
       }
       const unchanged = options.unchanged
-      const candidates = unchanged === undefined
-        ? candidatesOf(ctx)
-        : candidatesOf(ctx, { size: unchangedGroup, acrossDirectories: true })
-      // the next group is listed and stat'ed while the store answers about
-      // this one (in order)
-      const toRead = unchanged === undefined ? candidates : candidates.pipe(
-        Stream.rechunk(unchangedGroup),
-        Stream.chunks,
-        Stream.mapEffect(filterUnchanged(ctx, unchanged, options.omitUnchanged === true), { concurrency: 2 }),
-        Stream.flattenChunks
-      )
+      const unchangedDirectory = unchanged === undefined ? undefined : options.unchangedDirectory
+      // the next groups are listed and stat'ed while the answers about this
+      // one come (in order)
+      const toRead: Stream.Stream<Candidate, LoaderError> = unchanged === undefined
+        ? Stream.mapChunks(candidatesOf(ctx), flattenListed)
+        : candidatesOf(ctx, {
+          size: unchangedGroup,
+          acrossDirectories: true,
+          holdDirectories: unchangedDirectory !== undefined
+        }).pipe(
+          // a group: `unchangedGroup` candidates, or, where directories
+          // are held, a pull (`unchangedGroup` files, more with a large
+          // directory)
+          unchangedDirectory === undefined ? Stream.rechunk(unchangedGroup) : identity,
+          Stream.chunks,
+          Stream.mapEffect(
+            filterUnchanged(ctx, unchanged, unchangedDirectory, options.omitUnchanged === true),
+            { concurrency: unchangedDirectory === undefined ? 2 : directoryGroupsAhead }
+          ),
+          Stream.flattenChunks
+        )
       // Reads run in groups of at most `readAhead` files, one after the
       // other: a group costs one step of the stream, and an early stop
       // opens at most one group's files beyond what it consumed.

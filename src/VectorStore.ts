@@ -109,6 +109,70 @@ export interface FileState {
 }
 
 /**
+ * The stored documents as {@link Service.directoryDigests} gives them: how
+ * many there are, and for directories whose documents are all stored
+ * completely with the run's settings and a fingerprint, one
+ * {@link directoryDigest} each.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DirectoryDigests {
+  /** every document of the store, whatever its directory or state */
+  readonly documents: number
+  /**
+   * by directory: the path up to its last `/` (`""` for paths without
+   * one); directories that hold other documents are absent, and a store may
+   * leave out others (the largest come first)
+   */
+  readonly directories: ReadonlyMap<string, { readonly digest: string; readonly documents: number }>
+}
+
+const beyondD7FF = /[\uD800-\uFFFF]/
+
+/**
+ * UTF-8 byte order (code point order), as PostgreSQL's "C" collation
+ * compares UTF-8 text: UTF-16 order but for a surrogate (a code point above
+ * U+FFFF) against U+E000–U+FFFF.
+ */
+const compareUtf8 = (a: string, b: string): number => {
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i)
+    const y = b.charCodeAt(i)
+    if (x === y) continue
+    const xSurrogate = x >= 0xD800 && x <= 0xDFFF
+    const ySurrogate = y >= 0xD800 && y <= 0xDFFF
+    if (xSurrogate !== ySurrogate && (xSurrogate ? y : x) >= 0xE000) return xSurrogate ? 1 : -1
+    return x - y
+  }
+  return a.length - b.length
+}
+
+/**
+ * The digest of a directory's files, equal to the one
+ * {@link Service.directoryDigests} gives for the same paths and
+ * fingerprints: SHA-256 (hex) of one line per file, in the UTF-8 byte order
+ * of the paths, joined by newlines — the path's length in UTF-8 bytes, `:`,
+ * the path, the fingerprint.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const directoryDigest = (files: ReadonlyArray<FileState>): string => {
+  // without code points from U+D800 up, UTF-16 order is UTF-8 order
+  const order = files.some((file) => beyondD7FF.test(file.path))
+    ? (a: FileState, b: FileState) => compareUtf8(a.path, b.path)
+    : (a: FileState, b: FileState) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0
+  const sorted = [...files].sort(order)
+  const hash = NodeCrypto.createHash("sha256")
+  sorted.forEach((file, i) =>
+    hash.update(`${i === 0 ? "" : "\n"}${Buffer.byteLength(file.path)}:${file.path}${file.fingerprint}`, "utf8")
+  )
+  return hash.digest("hex")
+}
+
+/**
  * A chunk that could not be embedded, as recorded with its document.
  *
  * @since 0.1.0
@@ -248,6 +312,20 @@ export interface Service {
    * — `claimUnchanged` can claim nothing, and a run does not ask it.
    */
   readonly hasComplete: (settings: DocumentSettings) => Effect.Effect<boolean, StoreError>
+  /**
+   * The stored documents by directory, to compare whole directories of
+   * files with (see {@link DirectoryDigests}): a directory whose files have
+   * the digest of its stored documents holds nothing a run must read, and
+   * `markDirectoriesSeen` lists it seen at once. Read once a run has begun.
+   * Optional, with `markDirectoriesSeen`: a run without them asks
+   * `claimUnchanged` about every file.
+   */
+  readonly directoryDigests?: (settings: DocumentSettings) => Effect.Effect<DirectoryDigests, StoreError>
+  /**
+   * Record directories as seen by the run: `removeUnseen` keeps every
+   * document directly in them (not in the directories below).
+   */
+  readonly markDirectoriesSeen?: (runId: RunId, directories: ReadonlyArray<string>) => Effect.Effect<void, StoreError>
   /**
    * Replace documents and their chunks in one transaction: a reader sees
    * all of them, old or new, never a part. When a path occurs more than
@@ -400,6 +478,13 @@ export const checksumOf = (rows: Iterable<ChecksumRow>): string => {
   for (const row of rows) checksum.add(row)
   return checksum.digest()
 }
+
+/**
+ * At most this many directories in `directoryDigests`, the largest: its
+ * answer is held through a run, and a store with more directories is read
+ * a file at a time beyond them.
+ */
+const directoryDigestLimit = 20_000
 
 /** Rows fetched per round trip by `checksum`. */
 const checksumPageRows = 1000
@@ -914,7 +999,7 @@ export const makeWith = (
     Effect.zipRight(runFlag.hold, serverRunLock),
     sql<{ id: string }>`SELECT nextval('ragpipe_run_seq')::text AS id`.pipe(
       Effect.map((rows) => rows[0]!.id),
-      Effect.tap(() => sql`TRUNCATE ragpipe_seen`),
+      Effect.tap(() => sql`TRUNCATE ragpipe_seen, ragpipe_seen_dirs`),
       Effect.mapError(queryError("starting a run"))
     )
   )
@@ -970,6 +1055,50 @@ export const makeWith = (
       }),
       Effect.mapError(queryError("reading stored documents"))
     )
+
+  // Each directory's documents as one line per document, in the byte order
+  // of their paths (the order `directoryDigest` sorts in), hashed on the
+  // server: what crosses the connection is one digest per directory. On the
+  // server, for the benchmark's 10,000 documents in 283 directories, about
+  // 30 ms.
+  const directoryDigests: NonNullable<Service["directoryDigests"]> = (settings) =>
+    sql<{ documents: number; directory: string | null; n: number | null; digest: string | null }>`
+      WITH g AS (
+          SELECT dir, count(*)::int AS n,
+                 encode(sha256(convert_to(string_agg(octet_length(path)::text || ':' || path || fingerprint, E'\n'
+                   ORDER BY path COLLATE "C"), 'UTF8')), 'hex') AS digest
+          FROM (SELECT CASE WHEN strpos(path, '/') = 0 THEN ''
+                            ELSE left(path, length(path) - strpos(reverse(path), '/')) END COLLATE "C" AS dir,
+                       path, fingerprint,
+                       complete AND fingerprint IS NOT NULL AND chunker = ${settings.chunker}
+                         AND model = ${settings.model} AND dimensions = ${settings.dimensions} AS current
+                FROM documents) d
+          GROUP BY dir
+          HAVING bool_and(current)
+          ORDER BY count(*) DESC
+          LIMIT ${directoryDigestLimit})
+      SELECT t.documents, g.dir AS directory, g.n, g.digest
+      FROM (SELECT count(*)::int AS documents FROM documents) t LEFT JOIN g ON true`.pipe(
+      Effect.map((rows): DirectoryDigests => ({
+        documents: rows[0]?.documents ?? 0,
+        directories: new Map(
+          rows.flatMap((row) =>
+            row.directory === null || row.n === null || row.digest === null
+              ? []
+              : [[row.directory, { digest: row.digest, documents: row.n }] as const]
+          )
+        )
+      })),
+      Effect.mapError(queryError("reading stored documents"))
+    )
+
+  const markDirectoriesSeen: NonNullable<Service["markDirectoriesSeen"]> = (runId, directories) =>
+    directories.length === 0 ? Effect.void : sql`
+      INSERT INTO ragpipe_seen_dirs (run_id, dir) SELECT ${runId}::bigint, unnest(${directories as Array<string>}::text[])`
+      .pipe(
+        Effect.asVoid,
+        Effect.mapError(queryError("marking unchanged documents"))
+      )
 
   const hasComplete: Service["hasComplete"] = (settings) =>
     sql<{ found: boolean }>`
@@ -1097,6 +1226,10 @@ export const makeWith = (
           removed AS (
             DELETE FROM documents d WHERE (SELECT ok FROM held) AND d.seen_run <> ${runId}::bigint
               AND NOT EXISTS (SELECT 1 FROM ragpipe_seen s WHERE s.run_id = ${runId}::bigint AND s.path = d.path)
+              AND NOT EXISTS (
+                SELECT 1 FROM ragpipe_seen_dirs s WHERE s.run_id = ${runId}::bigint
+                  AND s.dir = CASE WHEN strpos(d.path, '/') = 0 THEN ''
+                                   ELSE left(d.path, length(d.path) - strpos(reverse(d.path), '/')) END)
             RETURNING id),
           gone AS (DELETE FROM chunks WHERE document_id IN (SELECT id FROM removed))
         SELECT (SELECT ok FROM held) AS held, count(*)::int AS n FROM removed`.pipe(
@@ -1276,6 +1409,8 @@ export const makeWith = (
     beginRun,
     lookup,
     claimUnchanged,
+    directoryDigests,
+    markDirectoriesSeen,
     hasComplete,
     markSeen,
     writeDocuments,

@@ -390,6 +390,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
       const work = yield* tempDir()
       const data = yield* backend.fresh
       writeOldFiles(work)
+      // the store is asked by file (claimUnchanged) or by directory (directoryDigests)
       let claims = 0
       let failCheck = false
       const counted = Layer.effect(
@@ -398,6 +399,10 @@ describe.each(backends)("Ingest on $name", (backend) => {
           ...store,
           claimUnchanged: (runId, files, settings) =>
             Effect.zipRight(Effect.sync(() => void claims++), store.claimUnchanged(runId, files, settings)),
+          ...(store.directoryDigests === undefined ? {} : {
+            directoryDigests: (settings) =>
+              Effect.zipRight(Effect.sync(() => void claims++), store.directoryDigests!(settings))
+          }),
           hasComplete: (settings) =>
             failCheck
               ? Effect.fail(new StoreError({ reason: "query", message: "the check failed" }))
@@ -457,24 +462,178 @@ describe.each(backends)("Ingest on $name", (backend) => {
         const again = yield* Ingest.ingestDirectory({ root: work })
         assert.deepStrictEqual(again.files, { seen: 4, ingested: 0, unchanged: 4, skipped: 0, removed: 0 })
         assert.deepStrictEqual(yield* versions, before, "no document row was rewritten")
-        assert.strictEqual((yield* seenRows)[0]!.n, 4, "the run listed the four unchanged paths")
+        // the directory was found unchanged whole (where the store compares directories): nothing listed by path
+        const wholeDirectories = (yield* VectorStore.VectorStore).directoryDigests !== undefined
+        assert.strictEqual((yield* seenRows)[0]!.n, wholeDirectories ? 0 : 4)
 
         // one file deleted: the run removes it and keeps the three it only listed
         NodeFs.rmSync(NodePath.join(work, "c.md"))
         const third = yield* Ingest.ingestDirectory({ root: work })
         assert.deepStrictEqual(third.files, { seen: 3, ingested: 0, unchanged: 3, skipped: 0, removed: 1 })
+        assert.strictEqual((yield* seenRows)[0]!.n, 3, "the run listed the three unchanged paths")
+        assert.deepStrictEqual(yield* versions, before.filter((v) => v.path !== "c.md"), "no document row was rewritten")
         assert.deepStrictEqual(yield* storedPaths, ["a.md", "b.md", "d.md"])
         assert.deepStrictEqual(yield* partialDocuments, [])
         // the next run starts by dropping the lists of earlier runs
         const fourth = yield* Ingest.ingestDirectory({ root: work })
         assert.strictEqual(fourth.files.removed, 0)
-        assert.strictEqual((yield* seenRows)[0]!.n, 3)
+        assert.strictEqual((yield* seenRows)[0]!.n, wholeDirectories ? 0 : 3)
         assert.deepStrictEqual(yield* storedPaths, ["a.md", "b.md", "d.md"])
       }).pipe(
         // a minute from now the files' change times are old enough to be trusted
         Effect.withClock(aheadClock(60_000)),
         Effect.provide(withHashing(data))
       )
+    }))
+
+  it.scopedLive("whole directories: an unchanged re-run claims, reads and removes nothing by file; changed ones end as a fresh ingest", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      const hourAgo = new Date(Date.now() - 3_600_000)
+      const files: Record<string, string> = {
+        "r.md": "# R\n\nroot file\n",
+        "w/1.md": "# W1\n\nwhiskey one\n",
+        "w/2.md": "# W2\n\nwhiskey two\n",
+        "x/1.md": "# X1\n\nxray one\n",
+        "x/2.md": "# X2\n\nxray two\n",
+        "x/3.md": "# X3\n\nxray three\n",
+        "y/1.md": "# Y1\n\nyankee one\n",
+        "y/2.md": "# Y2\n\nyankee two\n",
+        "y/z/1.md": "# Z1\n\nzulu one\n"
+      }
+      const age = () => {
+        for (const entry of NodeFs.readdirSync(work, { recursive: true, withFileTypes: true })) {
+          if (entry.isFile()) NodeFs.utimesSync(NodePath.join(entry.parentPath, entry.name), hourAgo, hourAgo)
+        }
+      }
+      writeFiles(work, files)
+      age()
+      const asked = { claimed: 0, removals: 0, directories: [] as Array<string>, failDigests: false }
+      const counted = Layer.effect(
+        VectorStore.VectorStore,
+        Effect.map(VectorStore.VectorStore, (store): VectorStore.Service => ({
+          ...store,
+          claimUnchanged: (runId, files, settings) =>
+            Effect.zipRight(Effect.sync(() => void (asked.claimed += files.length)), store.claimUnchanged(runId, files, settings)),
+          removeUnseen: (runId) => Effect.zipRight(Effect.sync(() => void asked.removals++), store.removeUnseen(runId)),
+          ...(store.directoryDigests === undefined || store.markDirectoriesSeen === undefined ? {} : {
+            directoryDigests: (settings) =>
+              asked.failDigests
+                ? Effect.fail(new StoreError({ reason: "query", message: "reading stored documents failed" }))
+                : store.directoryDigests!(settings),
+            markDirectoriesSeen: (runId, directories) =>
+              Effect.zipRight(
+                Effect.sync(() => void asked.directories.push(...directories)),
+                store.markDirectoriesSeen!(runId, directories)
+              )
+          })
+        }))
+      ).pipe(Layer.provideMerge(data()))
+      const run = Effect.gen(function*() {
+        asked.claimed = 0
+        asked.removals = 0
+        asked.directories = []
+        const read = yield* filesRead
+        const summary = yield* Ingest.ingestDirectory({ root: work }).pipe(Effect.withClock(aheadClock(60_000)))
+        return {
+          files: summary.files,
+          claimed: asked.claimed,
+          removals: asked.removals,
+          directories: [...asked.directories].sort(),
+          read: (yield* filesRead) - read
+        }
+      })
+      const checksum = Effect.flatMap(VectorStore.VectorStore, (store) => store.checksum)
+      /** a run that finds its `seen` files unchanged and asks the store nothing by file */
+      const quiet = (seen: number, removed = 0) => ({
+        files: { seen, ingested: 0, unchanged: seen, skipped: 0, removed },
+        claimed: 0,
+        removals: 0,
+        directories: [] as Array<string>,
+        read: 0
+      })
+
+      const [ours, paths] = yield* Effect.gen(function*() {
+        assert.isDefined((yield* VectorStore.VectorStore).directoryDigests)
+        assert.strictEqual((yield* run).files.ingested, 9)
+        assert.deepStrictEqual(yield* run, quiet(9))
+
+        // x gains a file, y/2.md changes, w loses one, y/z goes; the root does not change
+        writeFiles(work, { "x/4.md": "# X4\n\nxray four\n", "y/2.md": "# Y2\n\nyankee two, again\n" })
+        NodeFs.rmSync(NodePath.join(work, "w", "1.md"))
+        NodeFs.rmSync(NodePath.join(work, "y", "z"), { recursive: true })
+        const changed = yield* run
+        assert.deepStrictEqual(changed, {
+          files: { seen: 8, ingested: 2, unchanged: 6, skipped: 0, removed: 2 },
+          // every file of the changed directories, one by one (x/4.md and y/2.md are not stored so)
+          claimed: 7,
+          removals: 1,
+          // listed before the removal, which keeps its documents
+          directories: [""],
+          read: 2
+        })
+        age()
+        assert.deepStrictEqual((yield* run).files, { seen: 8, ingested: 0, unchanged: 8, skipped: 0, removed: 0 })
+        // when the digests cannot be read, every file is claimed by itself and the removal runs
+        asked.failDigests = true
+        assert.deepStrictEqual(yield* run, { ...quiet(8), claimed: 8, removals: 1 })
+        // a directory gone, the others unchanged: each of them is seen whole, and its documents removed
+        asked.failDigests = false
+        NodeFs.rmSync(NodePath.join(work, "w"), { recursive: true })
+        assert.deepStrictEqual(yield* run, { ...quiet(7, 1), removals: 1, directories: ["", "x", "y"] })
+        assert.deepStrictEqual(yield* partialDocuments, [])
+        return [yield* checksum, yield* storedPaths] as const
+      }).pipe(Effect.provide(Layer.mergeAll(counted, Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer))))
+
+      assert.deepStrictEqual(paths, ["r.md", "x/1.md", "x/2.md", "x/3.md", "x/4.md", "y/1.md", "y/2.md"])
+      // the same as an ingest of these files into a new store
+      const fresh = yield* backend.fresh
+      const theirs = yield* Effect.zipRight(Ingest.ingestDirectory({ root: work }), checksum).pipe(
+        Effect.provide(withHashing(fresh))
+      )
+      assert.strictEqual(ours, theirs)
+    }))
+
+  it.scopedLive("directories found unchanged are listed in groups; a group the store refused is listed again before the removal", () =>
+    Effect.gen(function*() {
+      const work = yield* tempDir()
+      const data = yield* backend.fresh
+      const hourAgo = new Date(Date.now() - 3_600_000)
+      const names = ["a", "b", "c", "d", "e"].flatMap((d) => [`${d}/1.md`, `${d}/2.md`])
+      writeFiles(work, Object.fromEntries(names.map((name) => [name, `# ${name}\n\ntext of ${name}\n`])))
+      for (const name of names) NodeFs.utimesSync(NodePath.join(work, name), hourAgo, hourAgo)
+      const calls: Array<ReadonlyArray<string>> = []
+      const refusing = Layer.effect(
+        VectorStore.VectorStore,
+        Effect.map(VectorStore.VectorStore, (store): VectorStore.Service => ({
+          ...store,
+          ...(store.markDirectoriesSeen === undefined ? {} : {
+            markDirectoriesSeen: (runId, directories) =>
+              Effect.suspend(() => {
+                calls.push([...directories])
+                return calls.length === 1
+                  ? Effect.fail(new StoreError({ reason: "query", message: "marking unchanged documents failed" }))
+                  : store.markDirectoriesSeen!(runId, directories)
+              })
+          })
+        }))
+      ).pipe(Layer.provideMerge(data()))
+      // a minute from now the files' change times are old enough to be trusted
+      const ingest = (options?: Ingest.Options) =>
+        Ingest.ingestDirectory({ root: work }, options).pipe(Effect.withClock(aheadClock(60_000)))
+      yield* Effect.gen(function*() {
+        assert.strictEqual((yield* ingest()).files.ingested, 10)
+        // e/2.md is gone: the removal runs, and keeps the documents of the directories found unchanged
+        NodeFs.rmSync(NodePath.join(work, "e", "2.md"))
+        const summary = yield* ingest({ seenFlushSize: 2 })
+        assert.deepStrictEqual(summary.files, { seen: 9, ingested: 0, unchanged: 9, skipped: 0, removed: 1 })
+        assert.deepStrictEqual(yield* storedPaths, names.filter((name) => name !== "e/2.md"))
+        // the first group failed and stayed listed: each later call holds it, until one succeeds
+        assert.deepStrictEqual(calls[0]?.length, 2)
+        assert.sameMembers([...calls[1]!], [...calls[0]!, ...calls[1]!.slice(2)])
+        assert.sameMembers([...new Set(calls.flat())], ["a", "b", "c", "d"])
+      }).pipe(Effect.provide(Layer.mergeAll(refusing, Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer))))
     }))
 
   it.scopedLive("one run at a time: while a run holds the store, another is refused; then runs go on", () =>

@@ -903,6 +903,117 @@ describe("Loader.walk", () => {
       })
     ))
 
+  it.scoped("unchanged directories: each listed directory is asked about whole, after those below it; its answer covers all its files", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        write(dir, {
+          "a.md": "root a",
+          "b.txt": "root b",
+          "image.bin": "not a candidate",
+          "sub/x.md": "sub x",
+          "sub/y.md": "sub y",
+          "sub/deep/z.md": "deep z",
+          "other/w.md": "other w"
+        })
+        fs.mkdirSync(path.join(dir, "void"))
+        symlink(dir, "sub/link.md", path.join(dir, "other", "w.md"))
+        yield* TestClock.setTime(Date.now() + 60_000)
+        const asked: Array<readonly [string, ReadonlyArray<Loader.FileFingerprint>]> = []
+        const offered: Array<string> = []
+        const options = (same: ReadonlySet<string>): Loader.Options => ({
+          root: dir,
+          unchanged: (files) =>
+            Effect.sync(() => {
+              offered.push(...files.map((f) => f.path))
+              return new Set<string>()
+            }),
+          unchangedDirectory: (directory, files) =>
+            Effect.sync(() => {
+              asked.push([directory, files])
+              return same.has(directory)
+            })
+        })
+        const same = new Set(["", "sub"])
+
+        const skipping = yield* collect(options(same))
+        // a directory is asked once listed, so after the directories below it; one without candidates is not
+        const order = asked.map(([directory]) => directory)
+        assert.sameMembers(order, ["", "sub", "sub/deep", "other"])
+        assert.isBelow(order.indexOf("sub/deep"), order.indexOf("sub"))
+        assert.strictEqual(order.at(-1), "")
+        const files = Object.fromEntries(asked.map(([directory, files]) => [directory, files.map((f) => f.path).sort()]))
+        assert.deepStrictEqual(files, {
+          "": ["a.md", "b.txt"],
+          "sub": ["sub/link.md", "sub/x.md", "sub/y.md"],
+          "sub/deep": ["sub/deep/z.md"],
+          "other": ["other/w.md"]
+        })
+        for (const [, prints] of asked) {
+          for (const print of prints) {
+            assert.strictEqual(print.fingerprint, Loader.fingerprintOf(fs.statSync(path.join(dir, print.path))))
+          }
+        }
+        // the files of the directories not found unchanged are offered one by one
+        assert.sameMembers(offered, ["sub/deep/z.md", "other/w.md"])
+        assert.deepStrictEqual(skipping.docPaths, ["other/w.md", "sub/deep/z.md"])
+        assert.deepStrictEqual(
+          byPath(skipping.skipped).map((s) => [s.path, s.reason]),
+          [["a.md", "unchanged"], ["b.txt", "unchanged"], ["sub/link.md", "unchanged"], ["sub/x.md", "unchanged"], [
+            "sub/y.md",
+            "unchanged"
+          ]]
+        )
+
+        // left out with omitUnchanged; none of their files is opened
+        const before = counts(yield* assertAllReleased, "file").acquired
+        const omitting = yield* collect({ ...options(same), omitUnchanged: true })
+        assert.deepStrictEqual(omitting.docPaths, ["other/w.md", "sub/deep/z.md"])
+        assert.deepStrictEqual(omitting.skipped, [])
+        assert.strictEqual(counts(yield* assertAllReleased, "file").acquired - before, 2)
+
+        // without unchanged, unchangedDirectory is not asked: every file is read
+        asked.length = 0
+        const { unchanged: _, ...withoutUnchanged } = options(same)
+        const all = yield* collect(withoutUnchanged)
+        assert.strictEqual(asked.length, 0)
+        assert.strictEqual(all.docPaths.length, 7)
+      })
+    ))
+
+  it.scoped("unchanged directories: a directory with a file too new to be trusted, or with too many files, is not asked", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        write(dir, { "fresh/a.md": "a", "fresh/b.md": "b", "steady/c.md": "c" })
+        const files: Record<string, string> = {}
+        for (let i = 0; i <= Loader.directoryCheckLimit; i++) files[`many/f${i}.md`] = `file ${i}`
+        write(dir, files)
+        yield* TestClock.setTime(Date.now() + 60_000)
+        // changed "just now", as far as the walk can tell
+        const future = new Date(Date.now() + 60_000)
+        fs.utimesSync(path.join(dir, "fresh", "b.md"), future, future)
+        const asked: Array<string> = []
+        let offered = 0
+        const result = yield* collect({
+          root: dir,
+          unchanged: (prints) =>
+            Effect.sync(() => {
+              offered += prints.length
+              return new Set(prints.map((f) => f.path))
+            }),
+          unchangedDirectory: (directory) =>
+            Effect.sync(() => {
+              asked.push(directory)
+              return true
+            }),
+          omitUnchanged: true
+        })
+        assert.deepStrictEqual(asked, ["steady"])
+        // the files that can be trusted are offered one by one: the fresh one is read
+        assert.strictEqual(offered, 1 + Loader.directoryCheckLimit + 1)
+        assert.deepStrictEqual(result.docPaths, ["fresh/b.md"])
+      })
+    ))
+
   it.scoped("keeps at most one directory open per level and releases children before parents", () =>
     withDir((dir) =>
       Effect.gen(function*() {

@@ -12,6 +12,7 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
+import * as Chunker from "../src/Chunker.js"
 import * as Database from "../src/Database.js"
 import type { SourceDocument } from "../src/Domain.js"
 import * as Embedder from "../src/Embedder.js"
@@ -119,6 +120,111 @@ describe.each(backends)("VectorStore.stats on $name", (backend) => {
         assert.strictEqual(filled.documents, 100)
         assert.isAbove(filled.storeBytes, empty)
       }).pipe(Effect.provide(withHashing(data, 64)))
+    }))
+})
+
+describe.each(backends)("VectorStore directories on $name", (backend) => {
+  it.scopedLive("directoryDigests: one digest per directory whose documents are all up to date, as directoryDigest makes it; markDirectoriesSeen keeps a directory's own documents", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const settings = { chunker: "test", model: "test-model", dimensions: 3 }
+      /** a one-chunk document of `path` with `fingerprint` (none when undefined) */
+      const stored = (path: string, runId: string, fingerprint: string | undefined): VectorStore.DocumentWrite => {
+        const text = `text of ${path}`
+        return {
+          document: { ...doc(path, text), ...(fingerprint === undefined ? {} : { fingerprint }) },
+          ...settings,
+          chunks: [{
+            chunk: {
+              id: Chunker.chunkId(path, 0, text),
+              documentPath: path,
+              index: 0,
+              text,
+              headingPath: [],
+              tokenEstimate: Chunker.estimateTokens(text)
+            },
+            embedding: new Float32Array([1, 0, 0])
+          }],
+          failures: [],
+          runId
+        }
+      }
+      // names whose UTF-16 order is not their UTF-8 order (U+FFFD sorts after U+1F600 in UTF-16, before it in
+      // UTF-8), a newline, and prefixes of each other
+      const upToDate: Record<string, string> = {
+        "top.txt": "v1:1:2:3:4",
+        "d/x.txt": "v1:5:6:7:8",
+        "d/y.txt": "v1:5:6:7:9",
+        "d/e/z.txt": "v1:1:1:1:1",
+        "u/\uFFFD.txt": "v1:10:1:1:1",
+        "u/\u{1F600}.txt": "v1:11:1:1:1",
+        "u/é.txt": "v1:12:1:1:1",
+        "u/e.txt": "v1:13:1:1:1",
+        "u/e.txt.txt": "v1:14:1:1:1",
+        "u/a\nb.txt": "v1:15:1:1:1"
+      }
+      const byDirectory = (paths: ReadonlyArray<string>) => {
+        const directories = new Map<string, Array<VectorStore.FileState>>()
+        for (const path of paths) {
+          const slash = path.lastIndexOf("/")
+          const directory = slash < 0 ? "" : path.slice(0, slash)
+          directories.set(directory, [...(directories.get(directory) ?? []), { path, fingerprint: upToDate[path]! }])
+        }
+        return directories
+      }
+      yield* Effect.gen(function*() {
+        const store = yield* VectorStore.VectorStore
+        assert.isDefined(store.directoryDigests)
+        assert.isDefined(store.markDirectoriesSeen)
+        yield* store.prepare({ model: "test-model", dimensions: 3 })
+        yield* Effect.scoped(Effect.flatMap(store.beginRun, (run) =>
+          store.writeDocuments([
+            ...Object.entries(upToDate).map(([path, fingerprint]) => stored(path, run, fingerprint)),
+            // a directory with one document that is not up to date is left out
+            stored("mixed/ok.txt", run, "v1:1:1:1:1"),
+            { ...stored("mixed/other.txt", run, "v1:1:1:1:1"), chunker: "other" },
+            stored("unprinted/n.txt", run, undefined),
+            {
+              ...stored("failed/f.txt", run, "v1:1:1:1:1"),
+              failures: [{ chunkIndex: 1, kind: "timeout", message: "slow", attempts: 1 }]
+            }
+          ])))
+        const digests = yield* store.directoryDigests!(settings)
+        assert.strictEqual(digests.documents, Object.keys(upToDate).length + 4)
+        const expected = byDirectory(Object.keys(upToDate))
+        assert.deepStrictEqual([...digests.directories.keys()].sort(), [...expected.keys()].sort())
+        for (const [directory, files] of expected) {
+          assert.deepStrictEqual(digests.directories.get(directory), {
+            digest: VectorStore.directoryDigest(files),
+            documents: files.length
+          }, `directory "${directory}"`)
+        }
+        // in any order; another fingerprint or one file fewer is another digest
+        const u = expected.get("u")!
+        assert.strictEqual(VectorStore.directoryDigest([...u].reverse()), VectorStore.directoryDigest(u))
+        assert.notStrictEqual(
+          VectorStore.directoryDigest(u.map((f, i) => i === 0 ? { ...f, fingerprint: "v1:10:1:1:2" } : f)),
+          VectorStore.directoryDigest(u)
+        )
+        assert.notStrictEqual(VectorStore.directoryDigest(u.slice(1)), VectorStore.directoryDigest(u))
+        // other settings: only the directory whose documents were all written with them
+        const other = yield* store.directoryDigests!({ ...settings, chunker: "other" })
+        assert.deepStrictEqual([...other.directories.keys()], [])
+        assert.strictEqual(other.documents, digests.documents)
+
+        // a run that saw "d" whole and "u/e.txt" by itself keeps those, not what is below "d"
+        const left = yield* Effect.scoped(Effect.gen(function*() {
+          const run = yield* store.beginRun
+          yield* store.markDirectoriesSeen!(run, ["d"])
+          yield* store.claimUnchanged(run, [{ path: "u/e.txt", fingerprint: upToDate["u/e.txt"]! }], settings)
+          return yield* store.removeUnseen(run)
+        }))
+        assert.strictEqual(left, digests.documents - 3)
+        assert.deepStrictEqual(yield* storedPaths, ["d/x.txt", "d/y.txt", "u/e.txt"])
+        // the next run begins without the lists of the last
+        const again = yield* Effect.scoped(Effect.flatMap(store.beginRun, store.removeUnseen))
+        assert.strictEqual(again, 3)
+      }).pipe(Effect.provide(data().pipe(Layer.provideMerge(ledgerLayer))))
     }))
 })
 

@@ -88,5 +88,11 @@ export const migrations = Migrator.fromRecord({
     // Unlogged: the list only matters while its run is alive, and a server
     // crash ends the run anyway.
     yield* sql`CREATE UNLOGGED TABLE ragpipe_seen (run_id bigint NOT NULL, path text NOT NULL)`
+  }),
+  "5_seen_directories": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    // Directories a run found unchanged whole: removal keeps every document
+    // directly in them. Unlogged, as the seen list.
+    yield* sql`CREATE UNLOGGED TABLE ragpipe_seen_dirs (run_id bigint NOT NULL, dir text NOT NULL)`
   })
 })
