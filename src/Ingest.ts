@@ -399,8 +399,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const seenFlushSize = Math.max(1, options.seenFlushSize ?? defaultSeenFlushSize)
   const start = yield* Clock.currentTimeMillis
 
-  yield* store.prepare(embedder)
-  const runId = yield* store.beginRun
+  // both wait for the store (the run's lock is a connection of its own on a server)
+  const [, runId] = yield* Effect.all([store.prepare(embedder), store.beginRun], { concurrency: 2 })
   yield* Effect.logInfo("ingest started").pipe(
     Effect.annotateLogs({ run: runId, model: embedder.model, chunker: chunkerKey })
   )

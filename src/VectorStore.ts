@@ -925,8 +925,9 @@ export const makeWith = (
             `or use a new --data-dir to build a separate store with the new setting`
         })
       }
+      // written only when it changes: a transaction that writes nothing commits without a flush
       yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('model', ${model})
-        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value WHERE ragpipe_meta.value IS DISTINCT FROM EXCLUDED.value`
     })).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e))))
 
   // One run at a time: in this process by a flag; across processes, on a
@@ -994,12 +995,16 @@ export const makeWith = (
   // autovacuum off, 880,000 of them (64 MB) after 89 runs of 10,000 files;
   // the embedded database, which has no autovacuum worker, grew its table
   // by 740 kB a run. Truncating costs the embedded database about 30 ms a
-  // run (medians of five re-runs: 561 against 529 ms).
+  // run (medians of five re-runs: 561 against 529 ms), so lists already
+  // empty are left alone — after a run that found every directory
+  // unchanged, as an unchanged re-run does.
   const beginRun: Service["beginRun"] = Effect.zipRight(
     Effect.zipRight(runFlag.hold, serverRunLock),
-    sql<{ id: string }>`SELECT nextval('ragpipe_run_seq')::text AS id`.pipe(
+    sql<{ id: string; listed: boolean }>`
+      SELECT nextval('ragpipe_run_seq')::text AS id,
+             EXISTS (SELECT 1 FROM ragpipe_seen) OR EXISTS (SELECT 1 FROM ragpipe_seen_dirs) AS listed`.pipe(
+      Effect.tap((rows) => rows[0]!.listed ? sql`TRUNCATE ragpipe_seen, ragpipe_seen_dirs` : Effect.void),
       Effect.map((rows) => rows[0]!.id),
-      Effect.tap(() => sql`TRUNCATE ragpipe_seen, ragpipe_seen_dirs`),
       Effect.mapError(queryError("starting a run"))
     )
   )
