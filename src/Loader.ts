@@ -183,13 +183,6 @@ const unchangedGroup = 1024
  */
 export const directoryCheckLimit = 4096
 
-/**
- * Groups listed and stat'ed ahead of the answers about directories: the
- * first answers wait for the store to read its digests, which takes as long
- * as listing a few thousand files.
- */
-const directoryGroupsAhead = 16
-
 /** Files larger than this are read in slices, yielding to other fibers in between. */
 const readSliceBytes = 1024 * 1024
 
@@ -1220,7 +1213,7 @@ export const walkWith = (
           Stream.chunks,
           Stream.mapEffect(
             filterUnchanged(ctx, unchanged, unchangedDirectory, options.omitUnchanged === true),
-            { concurrency: unchangedDirectory === undefined ? 2 : directoryGroupsAhead }
+            { concurrency: 2 }
           ),
           Stream.flattenChunks
         )
