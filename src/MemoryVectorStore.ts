@@ -21,6 +21,7 @@ import * as Layer from "effect/Layer"
 import * as NodeCrypto from "node:crypto"
 import type { EmbeddedChunk, SearchHit, SourceDocument } from "./Domain.js"
 import { StoreError } from "./Errors.js"
+import { compareCodePoints } from "./internal/codePointOrder.js"
 import { makeRunFlag } from "./internal/runLock.js"
 import {
   type DocumentWrite,
@@ -81,24 +82,6 @@ const cosine = (a: Float32Array, aNorm: number, b: Float32Array, bNorm: number):
 const isoSeconds = (millis: number): string => new Date(millis).toISOString().replace(/\.\d{3}Z$/, "Z")
 
 const utf8Bytes = (text: string): number => Buffer.byteLength(text, "utf8")
-
-/**
- * Code point order, which is the byte order of the UTF-8 forms: how the
- * embedded database (collation "C") sorts paths.
- */
-const comparePaths = (a: string, b: string): number => {
-  if (a === b) return 0
-  let i = 0
-  let j = 0
-  while (i < a.length && j < b.length) {
-    const ca = a.codePointAt(i)!
-    const cb = b.codePointAt(j)!
-    if (ca !== cb) return ca - cb
-    i += ca > 0xffff ? 2 : 1
-    j += cb > 0xffff ? 2 : 1
-  }
-  return (a.length - i) - (b.length - j)
-}
 
 const sha256Hex = (data: string | Uint8Array): string => NodeCrypto.createHash("sha256").update(data).digest("hex")
 
@@ -313,7 +296,7 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
         const bn = Number.isNaN(b.score)
         if (an !== bn) return an ? 1 : -1
         if (!an && a.score !== b.score) return b.score - a.score
-        return comparePaths(a.path, b.path) || a.entry.embedded.chunk.index - b.entry.embedded.chunk.index
+        return compareCodePoints(a.path, b.path) || a.entry.embedded.chunk.index - b.entry.embedded.chunk.index
       })
       return Effect.succeed(
         scored.slice(0, Math.floor(limit)).map(({ entry, path, score }, i): SearchHit => ({
@@ -364,14 +347,14 @@ export const make: Effect.Effect<Service> = Effect.sync(() => {
           })
         }
       }
-      rows.sort((a, b) => comparePaths(a.path, b.path) || a.chunkIndex - b.chunkIndex)
+      rows.sort((a, b) => compareCodePoints(a.path, b.path) || a.chunkIndex - b.chunkIndex)
       return rows.slice(0, Math.max(0, Math.floor(limit)))
     })
 
   // same records, same order, same digest as the PostgreSQL store (see `VectorStore.checksumAlgorithm`)
   const checksum: Service["checksum"] = Effect.sync(() => {
     const hash = NodeCrypto.createHash("sha256")
-    const paths = [...documents.keys()].sort(comparePaths)
+    const paths = [...documents.keys()].sort(compareCodePoints)
     for (const path of paths) {
       const chunks = [...documents.get(path)!.chunks].sort((a, b) =>
         a.embedded.chunk.index - b.embedded.chunk.index

@@ -24,6 +24,7 @@ import { EmbeddedCopy, ServerPool } from "./Database.js"
 import type { EmbeddedChunk, Embedding, SearchHit, SourceDocument, StoreStats } from "./Domain.js"
 import { StoreError } from "./Errors.js"
 import { batches } from "./internal/batch.js"
+import { codePointOrderOf } from "./internal/codePointOrder.js"
 import {
   chunkCopyFromMemoryStatement,
   type ChunkRow,
@@ -128,27 +129,6 @@ export interface DirectoryDigests {
   readonly directories: ReadonlyMap<string, { readonly digest: string; readonly documents: number }>
 }
 
-const beyondD7FF = /[\uD800-\uFFFF]/
-
-/**
- * UTF-8 byte order (code point order), as PostgreSQL's "C" collation
- * compares UTF-8 text: UTF-16 order but for a surrogate (a code point above
- * U+FFFF) against U+E000–U+FFFF.
- */
-const compareUtf8 = (a: string, b: string): number => {
-  const n = Math.min(a.length, b.length)
-  for (let i = 0; i < n; i++) {
-    const x = a.charCodeAt(i)
-    const y = b.charCodeAt(i)
-    if (x === y) continue
-    const xSurrogate = x >= 0xD800 && x <= 0xDFFF
-    const ySurrogate = y >= 0xD800 && y <= 0xDFFF
-    if (xSurrogate !== ySurrogate && (xSurrogate ? y : x) >= 0xE000) return xSurrogate ? 1 : -1
-    return x - y
-  }
-  return a.length - b.length
-}
-
 /**
  * The digest of a directory's files, equal to the one
  * {@link Service.directoryDigests} gives for the same paths and
@@ -160,11 +140,7 @@ const compareUtf8 = (a: string, b: string): number => {
  * @category utils
  */
 export const directoryDigest = (files: ReadonlyArray<FileState>): string => {
-  // without code points from U+D800 up, UTF-16 order is UTF-8 order
-  const order = files.some((file) => beyondD7FF.test(file.path))
-    ? (a: FileState, b: FileState) => compareUtf8(a.path, b.path)
-    : (a: FileState, b: FileState) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0
-  const sorted = [...files].sort(order)
+  const sorted = [...files].sort(codePointOrderOf(files, (file) => file.path))
   const hash = NodeCrypto.createHash("sha256")
   sorted.forEach((file, i) =>
     hash.update(`${i === 0 ? "" : "\n"}${Buffer.byteLength(file.path)}:${file.path}${file.fingerprint}`, "utf8")

@@ -419,7 +419,10 @@ describe.each(backends)("MemoryVectorStore agrees with the store on $name", (bac
         doc("dup/one.txt", "identical twins share the same text"),
         doc("dup/two.txt", "identical twins share the same text"),
         doc("long.md", `# Long\n\n${long.join("\n\n")}\n\n## Tail\n\npoison pill here\n`),
-        doc("empty.txt", "   ")
+        doc("empty.txt", "   "),
+        // names whose UTF-16 order is not the store's (U+FFFD before U+1F600 in UTF-8)
+        doc("names/\uFFFD.txt", "a replacement character"),
+        doc("names/\u{1F600}.txt", "an astral name")
       ]
       const second = [...first.filter((d) => d.path !== "fruit/apples.md"), doc("space/mars.txt", "Mars changed.")]
 
