@@ -478,10 +478,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const { directoryDigests, markDirectoriesSeen } = store
   const digests = !claimable || directoryDigests === undefined || markDirectoriesSeen === undefined
     ? undefined
-    : yield* Deferred.make<Option.Option<DirectoryDigests>>()
-  if (digests !== undefined && directoryDigests !== undefined) {
-    yield* Effect.forkScoped(Effect.flatMap(Effect.option(directoryDigests(settings)), (d) => Deferred.succeed(digests, d)))
-  }
+    : yield* Effect.tap(Deferred.make<Option.Option<DirectoryDigests>>(), (deferred) =>
+      Effect.forkScoped(Effect.flatMap(Effect.option(directoryDigests(settings)), (d) => Deferred.succeed(deferred, d))))
   /** stored documents in the directories found unchanged */
   let documentsInSameDirectories = 0
   let directoriesPending: Array<string> = []

@@ -105,7 +105,7 @@ export interface Options {
    * holds exactly these files of that directory, with these fingerprints,
    * and no other: they are then all `unchanged` (left out, with
    * {@link omitUnchanged}), neither offered to `unchanged` nor opened.
-   * Otherwise its files are offered to `unchanged` as any others. With it,
+   * Otherwise its files are offered to `unchanged` one by one. With it,
    * a directory's files are held until its listing ends: they come after
    * those of the directories below it. It must not fail: answer false when
    * in doubt.
@@ -1048,9 +1048,9 @@ const flattenListed = (group: Chunk.Chunk<Listed>): Chunk.Chunk<Candidate> => {
 
 /**
  * Ask about a group of listed candidates: each held directory whose files
- * can all be offered goes to `unchangedDirectory`, and the files of the
- * others, as any other file, to `unchanged` (at most {@link unchangedGroup}
- * per call). The files confirmed either way become `unchanged` skips (or,
+ * can all be offered goes to `unchangedDirectory`; the group's other files,
+ * those of the held directories it does not confirm among them, go to
+ * `unchanged` (at most {@link unchangedGroup} per call). The files confirmed either way become `unchanged` skips (or,
  * with `omit`, leave the group), the others stay candidates. Files whose
  * stat fails or that changed too recently are not offered (they are read,
  * and the read reports what is wrong).
