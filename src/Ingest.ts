@@ -377,7 +377,7 @@ const toBatches = (
 /** The checks a run offers its source, so that it need not read what the store holds already. */
 interface UnchangedChecks {
   readonly unchanged: Loader.Options["unchanged"] | undefined
-  readonly unchangedDirectory: Loader.Options["unchangedDirectory"] | undefined
+  readonly unchangedDirectories: Loader.Options["unchangedDirectories"] | undefined
 }
 
 /** How the run builds its source, given the store's checks of unchanged files (when it offers them). */
@@ -473,8 +473,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   // claimed one by one nor read. When every stored document is in such a
   // directory, nothing can be missing and the removal is not run. A failed
   // read only means the files are claimed one by one. (Awaited through a
-  // Deferred: joining the fiber for every directory would merge its fiber
-  // refs into the walk's each time.)
+  // Deferred, once per group of directories the walk asks about: joining
+  // the fiber would merge its fiber refs into the walk's each time.)
   const { directoryDigests, markDirectoriesSeen } = store
   const digests = !claimable || directoryDigests === undefined || markDirectoriesSeen === undefined
     ? undefined
@@ -485,33 +485,45 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   let directoriesPending: Array<string> = []
   // A directory stays pending until it is listed: a failed flush is tried
   // again with the next, and the last one's failure fails the run before
-  // its removal. One flush at a time (the walk asks about several groups
-  // at once), so that each drops just what it listed.
+  // its removal. A flush lists the pending directories `seenFlushSize` at
+  // a time (a group of directories found unchanged may hold more). One
+  // flush at a time (the walk asks about several groups at once), so that
+  // each drops just what it listed.
   const flushing = yield* Effect.makeSemaphore(1)
-  const flushDirectories = flushing.withPermits(1)(Effect.suspend(() => {
-    const directories = directoriesPending
+  const flushPending: Effect.Effect<void, StoreError> = Effect.suspend(() => {
+    const directories = directoriesPending.slice(0, seenFlushSize)
     return directories.length === 0 || markDirectoriesSeen === undefined
       ? Effect.void
-      : Effect.tap(markDirectoriesSeen(runId, directories), () => {
+      : Effect.flatMap(markDirectoriesSeen(runId, directories), () => {
         directoriesPending = directoriesPending.slice(directories.length)
+        return flushPending
       })
-  }))
-  const unchangedDirectory: Loader.Options["unchangedDirectory"] = digests === undefined
+  })
+  const flushDirectories = flushing.withPermits(1)(flushPending)
+  const unchangedDirectories: Loader.Options["unchangedDirectories"] = digests === undefined
     ? undefined
-    : (directory, files) =>
+    : (directories) =>
       Effect.flatMap(Deferred.await(digests), (stored) => {
-        const entry = Option.isSome(stored) ? stored.value.directories.get(directory) : undefined
-        if (entry === undefined || entry.documents !== files.length) return Effect.succeed(false)
-        if (directoryDigest(files) !== entry.digest) return Effect.succeed(false)
-        documentsInSameDirectories += files.length
-        directoriesPending.push(directory)
+        const same = new Set<string>()
+        if (Option.isNone(stored)) return Effect.succeed(same)
+        const matched: Array<Loader.ListedDirectory> = []
+        let files = 0
+        for (const directory of directories) {
+          const entry = stored.value.directories.get(directory.path)
+          if (entry === undefined || entry.documents !== directory.files.length) continue
+          if (directoryDigest(directory.files) !== entry.digest) continue
+          same.add(directory.path)
+          matched.push(directory)
+          directoriesPending.push(directory.path)
+          files += directory.files.length
+        }
+        if (matched.length === 0) return Effect.succeed(same)
+        documentsInSameDirectories += files
         const flushed = directoriesPending.length >= seenFlushSize
           ? Effect.orElseSucceed(flushDirectories, () => undefined)
           : Effect.void
-        return Effect.as(
-          Effect.zipRight(flushed, noteClaimed(files.map((f) => f.path), files.length)),
-          true
-        )
+        const paths = sourceOf.omitsUnchanged ? [] : matched.flatMap((d) => d.files.map((file) => file.path))
+        return Effect.as(Effect.zipRight(flushed, noteClaimed(paths, files)), same)
       })
   /** Whether every document stored when the run began is in a directory found unchanged. */
   const allInSameDirectories = digests === undefined ? Effect.succeed(false) : Effect.map(
@@ -845,7 +857,7 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
 
   // Lookups, empty-document writes and chunking work on whole groups, not
   // on single documents: a stream step costs more than chunking a document.
-  const pipeline = untilStopped(sourceOf.stream({ unchanged, unchangedDirectory })).pipe(
+  const pipeline = untilStopped(sourceOf.stream({ unchanged, unchangedDirectories })).pipe(
     groupWithin({ maxCost: options.lookupBatchSize ?? 256, window: Duration.millis(200) }),
     Stream.mapEffect(prepareGroup),
     untilStopped,
@@ -949,12 +961,12 @@ export const ingestWith = (
   Effect.flatMap(Loader.Loader, (service) => {
     const omitsUnchanged = service.omitsUnchanged === true
     return ingestSource({
-      stream: ({ unchanged, unchangedDirectory }) =>
+      stream: ({ unchanged, unchangedDirectories }) =>
         service.load(
           unchanged === undefined ? loader : {
             ...loader,
             unchanged,
-            ...(unchangedDirectory === undefined ? {} : { unchangedDirectory }),
+            ...(unchangedDirectories === undefined ? {} : { unchangedDirectories }),
             ...(omitsUnchanged ? { omitUnchanged: true } : {})
           }
         ),

@@ -97,20 +97,33 @@ export interface Options {
   readonly omitUnchanged?: boolean
   /**
    * With {@link unchanged}: which whole directories need not be read. Once
-   * a directory is listed, this is asked about it — its path relative to
-   * the root (`""` for the root itself) and every candidate file directly
-   * in it with its fingerprint — when each of those files has a
-   * fingerprint that can be trusted and there are at most
-   * {@link directoryCheckLimit} of them. It answers true when the caller
-   * holds exactly these files of that directory, with these fingerprints,
-   * and no other: they are then all `unchanged` (left out, with
-   * {@link omitUnchanged}), neither offered to `unchanged` nor opened.
-   * Otherwise its files are offered to `unchanged` one by one. With it,
-   * a directory's files are held until its listing ends: they come after
-   * those of the directories below it. It must not fail: answer false when
-   * in doubt.
+   * directories are listed, this is asked about them, several at once (those
+   * listed since it was last asked): for each, its path relative to the
+   * root (`""` for the root itself) and every candidate file directly in
+   * it with its fingerprint — a directory is asked about when each of
+   * those files has a fingerprint that can be trusted and there are at
+   * most {@link directoryCheckLimit} of them. It answers the paths of the
+   * directories whose files the caller holds exactly, with these
+   * fingerprints, and no other: their files are then all `unchanged` (left
+   * out, with {@link omitUnchanged}), neither offered to `unchanged` nor
+   * opened. The files of the other directories are offered to `unchanged`
+   * one by one. With it, a directory's files are held until its listing
+   * ends: they come after those of the directories below it. It must not
+   * fail: answer the empty set when in doubt.
    */
-  readonly unchangedDirectory?: (directory: string, files: ReadonlyArray<FileFingerprint>) => Effect.Effect<boolean>
+  readonly unchangedDirectories?: (directories: ReadonlyArray<ListedDirectory>) => Effect.Effect<ReadonlySet<string>>
+}
+
+/**
+ * A listed directory as offered to {@link Options.unchangedDirectories}: its
+ * path relative to the root (`""` for the root) and its candidate files.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ListedDirectory {
+  readonly path: string
+  readonly files: ReadonlyArray<FileFingerprint>
 }
 
 /**
@@ -175,7 +188,7 @@ const unchangedGroup = 1024
 
 /**
  * A directory with more candidate files than this is not offered to
- * `Options.unchangedDirectory`: the walk holds a directory's files until
+ * `Options.unchangedDirectories`: the walk holds a directory's files until
  * its listing ends, and no more than this many.
  *
  * @since 0.1.0
@@ -371,7 +384,7 @@ type Candidate =
   | { readonly _tag: "File"; readonly path: string; readonly absolute: string; readonly format: DocumentFormat }
   | { readonly _tag: "Skipped"; readonly skipped: SkippedFile }
 
-/** A listed directory's candidate files, held to be checked whole (`Options.unchangedDirectory`). */
+/** A listed directory's candidate files, held to be checked whole (`Options.unchangedDirectories`). */
 interface DirectoryCandidate {
   readonly _tag: "Directory"
   readonly path: string
@@ -1047,25 +1060,26 @@ const flattenListed = (group: Chunk.Chunk<Listed>): Chunk.Chunk<Candidate> => {
 }
 
 /**
- * Ask about a group of listed candidates: each held directory whose files
- * can all be offered goes to `unchangedDirectory`; the group's other files,
- * those of the held directories it does not confirm among them, go to
- * `unchanged` (at most {@link unchangedGroup} per call). The files confirmed either way become `unchanged` skips (or,
- * with `omit`, leave the group), the others stay candidates. Files whose
- * stat fails or that changed too recently are not offered (they are read,
- * and the read reports what is wrong).
+ * Ask about a group of listed candidates: the held directories whose files
+ * can all be offered go to `unchangedDirectories`, in one call; the group's
+ * other files, those of the held directories it does not confirm among
+ * them, go to `unchanged` (at most {@link unchangedGroup} per call). The
+ * files confirmed either way become `unchanged` skips (or, with `omit`,
+ * leave the group), the others stay candidates. Files whose stat fails or
+ * that changed too recently are not offered (they are read, and the read
+ * reports what is wrong).
  */
 const filterUnchanged = (
   ctx: Context,
   unchanged: NonNullable<Options["unchanged"]>,
-  unchangedDirectory: Options["unchangedDirectory"],
+  unchangedDirectories: Options["unchangedDirectories"],
   omit: boolean
 ) =>
 (group: Chunk.Chunk<Listed>): Effect.Effect<Chunk.Chunk<Candidate>> =>
   Effect.flatMap(Clock.currentTimeMillis, (now) => {
     const offered: Array<FileFingerprint> = []
     /** held directories to ask about whole, with their files' fingerprints */
-    const whole: Array<{ readonly path: string; readonly files: ReadonlyArray<FileFingerprint> }> = []
+    const whole: Array<ListedDirectory> = []
     for (const listed of group) {
       if (listed._tag === "Skipped") continue
       if (listed._tag === "File") {
@@ -1078,7 +1092,7 @@ const filterUnchanged = (
         const print = offerable(ctx, file, now)
         if (print !== undefined) prints.push(print)
       }
-      if (unchangedDirectory !== undefined && prints.length === listed.files.length) {
+      if (unchangedDirectories !== undefined && prints.length === listed.files.length) {
         whole.push({ path: listed.path, files: prints })
       } else {
         for (const print of prints) offered.push(print)
@@ -1086,10 +1100,9 @@ const filterUnchanged = (
     }
     if (offered.length === 0 && whole.length === 0) return Effect.succeed(flattenListed(group))
     return Effect.gen(function*() {
-      const sameDirectories = new Set<string>()
+      const sameDirectories = whole.length === 0 ? new Set<string>() : yield* unchangedDirectories!(whole)
       for (const directory of whole) {
-        if (yield* unchangedDirectory!(directory.path, directory.files)) sameDirectories.add(directory.path)
-        else for (const print of directory.files) offered.push(print)
+        if (!sameDirectories.has(directory.path)) for (const print of directory.files) offered.push(print)
       }
       const known = new Set<string>()
       for (let i = 0; i < offered.length; i += unchangedGroup) {
@@ -1123,13 +1136,16 @@ const filterUnchanged = (
  */
 export const checkRoot = (root: string): Effect.Effect<void, LoaderError> => Effect.asVoid(resolveRoot(root))
 
+// Synchronous, as the walk's own listing and stat calls are: two system
+// calls, where their promise forms cost the walk's start two turns of the
+// thread pool.
 const resolveRoot = (root: string): Effect.Effect<{ readonly real: string; readonly display: string }, LoaderError> =>
-  Effect.tryPromise({
-    try: async () => {
+  Effect.try({
+    try: () => {
       const display = root === "" ? "." : root
       let real: string
       try {
-        real = await fs.promises.realpath(nodePath.resolve(root))
+        real = fs.realpathSync.native(nodePath.resolve(root))
       } catch (error) {
         const code = errnoCode(error)
         if (code === "ENOENT" || code === "ENOTDIR") {
@@ -1145,8 +1161,7 @@ const resolveRoot = (root: string): Effect.Effect<{ readonly real: string; reado
           message: `cannot resolve ${display}: ${describeError(error)} — check its permissions`
         })
       }
-      const st = await fs.promises.stat(real)
-      if (!st.isDirectory()) {
+      if (!fs.statSync(real).isDirectory()) {
         throw new LoaderError({
           reason: "root-not-a-directory",
           path: display,
@@ -1196,7 +1211,7 @@ export const walkWith = (
         scratch: Buffer.allocUnsafe(64 * 1024)
       }
       const unchanged = options.unchanged
-      const unchangedDirectory = unchanged === undefined ? undefined : options.unchangedDirectory
+      const unchangedDirectories = unchanged === undefined ? undefined : options.unchangedDirectories
       // the next groups are listed and stat'ed while the answers about this
       // one come (in order)
       const toRead: Stream.Stream<Candidate, LoaderError> = unchanged === undefined
@@ -1204,15 +1219,15 @@ export const walkWith = (
         : candidatesOf(ctx, {
           size: unchangedGroup,
           acrossDirectories: true,
-          holdDirectories: unchangedDirectory !== undefined
+          holdDirectories: unchangedDirectories !== undefined
         }).pipe(
           // a group: `unchangedGroup` candidates, or, where directories
           // are held, a pull (`unchangedGroup` files, more with a large
           // directory)
-          unchangedDirectory === undefined ? Stream.rechunk(unchangedGroup) : identity,
+          unchangedDirectories === undefined ? Stream.rechunk(unchangedGroup) : identity,
           Stream.chunks,
           Stream.mapEffect(
-            filterUnchanged(ctx, unchanged, unchangedDirectory, options.omitUnchanged === true),
+            filterUnchanged(ctx, unchanged, unchangedDirectories, options.omitUnchanged === true),
             { concurrency: 2 }
           ),
           Stream.flattenChunks

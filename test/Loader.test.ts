@@ -919,6 +919,7 @@ describe("Loader.walk", () => {
         symlink(dir, "sub/link.md", path.join(dir, "other", "w.md"))
         yield* TestClock.setTime(Date.now() + 60_000)
         const asked: Array<readonly [string, ReadonlyArray<Loader.FileFingerprint>]> = []
+        let calls = 0
         const offered: Array<string> = []
         const options = (same: ReadonlySet<string>): Loader.Options => ({
           root: dir,
@@ -927,10 +928,11 @@ describe("Loader.walk", () => {
               offered.push(...files.map((f) => f.path))
               return new Set<string>()
             }),
-          unchangedDirectory: (directory, files) =>
+          unchangedDirectories: (directories) =>
             Effect.sync(() => {
-              asked.push([directory, files])
-              return same.has(directory)
+              calls++
+              for (const directory of directories) asked.push([directory.path, directory.files])
+              return new Set(directories.map((directory) => directory.path).filter((path) => same.has(path)))
             })
         })
         const same = new Set(["", "sub"])
@@ -939,6 +941,8 @@ describe("Loader.walk", () => {
         // a directory is asked once listed, so after the directories below it; one without candidates is not
         const order = asked.map(([directory]) => directory)
         assert.sameMembers(order, ["", "sub", "sub/deep", "other"])
+        // listed within one group, they are asked about in one call
+        assert.strictEqual(calls, 1)
         assert.isBelow(order.indexOf("sub/deep"), order.indexOf("sub"))
         assert.strictEqual(order.at(-1), "")
         const files = Object.fromEntries(asked.map(([directory, files]) => [directory, files.map((f) => f.path).sort()]))
@@ -971,7 +975,7 @@ describe("Loader.walk", () => {
         assert.deepStrictEqual(omitting.skipped, [])
         assert.strictEqual(counts(yield* assertAllReleased, "file").acquired - before, 2)
 
-        // without unchanged, unchangedDirectory is not asked: every file is read
+        // without unchanged, unchangedDirectories is not asked: every file is read
         asked.length = 0
         const { unchanged: _, ...withoutUnchanged } = options(same)
         const all = yield* collect(withoutUnchanged)
@@ -1000,10 +1004,10 @@ describe("Loader.walk", () => {
               offered += prints.length
               return new Set(prints.map((f) => f.path))
             }),
-          unchangedDirectory: (directory) =>
+          unchangedDirectories: (directories) =>
             Effect.sync(() => {
-              asked.push(directory)
-              return true
+              asked.push(...directories.map((directory) => directory.path))
+              return new Set(directories.map((directory) => directory.path))
             }),
           omitUnchanged: true
         })
