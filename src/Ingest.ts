@@ -919,6 +919,12 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const removed = removes && kept === 0 && !(yield* allInSameDirectories)
     ? yield* Effect.zipRight(Effect.zipRight(flushSeen, flushDirectories), store.removeUnseen(runId))
     : 0
+  // The digests the next run compares whole directories with, now that the
+  // store holds what this run found: kept by the store until a write drops
+  // them. A failure only leaves the next run to compute them.
+  if (outcome === "completed" && store.keepDirectoryDigests !== undefined) {
+    yield* Effect.ignore(store.keepDirectoryDigests(settings))
+  }
   const end = yield* Clock.currentTimeMillis
   yield* publishNow
   const summary: Summary = {

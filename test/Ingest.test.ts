@@ -454,10 +454,15 @@ describe.each(backends)("Ingest on $name", (backend) => {
       const versions = Effect.flatMap(sql, (sql) =>
         sql<{ path: string; version: string }>`SELECT path, xmin::text AS version FROM documents ORDER BY path`)
       const seenRows = Effect.flatMap(sql, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM ragpipe_seen`)
+      const keptDigests = Effect.flatMap(sql, (sql) =>
+        sql<{ dir: string; total: number }>`SELECT dir, total FROM ragpipe_dir_digests`)
       yield* Effect.gen(function*() {
         const first = yield* Ingest.ingestDirectory({ root: work })
         assert.strictEqual(first.files.ingested, 4)
         const before = yield* versions
+        // the run kept the digest of its one directory for the next
+        assert.isDefined((yield* VectorStore.VectorStore).keepDirectoryDigests)
+        assert.deepStrictEqual(yield* keptDigests, [{ dir: "", total: 4 }])
 
         const again = yield* Ingest.ingestDirectory({ root: work })
         assert.deepStrictEqual(again.files, { seen: 4, ingested: 0, unchanged: 4, skipped: 0, removed: 0 })
@@ -474,6 +479,8 @@ describe.each(backends)("Ingest on $name", (backend) => {
         assert.deepStrictEqual(yield* versions, before.filter((v) => v.path !== "c.md"), "no document row was rewritten")
         assert.deepStrictEqual(yield* storedPaths, ["a.md", "b.md", "d.md"])
         assert.deepStrictEqual(yield* partialDocuments, [])
+        // the removal dropped the kept digest; the run kept the new one
+        assert.deepStrictEqual(yield* keptDigests, [{ dir: "", total: 3 }])
         // the next run starts by dropping the lists of earlier runs
         const fourth = yield* Ingest.ingestDirectory({ root: work })
         assert.strictEqual(fourth.files.removed, 0)

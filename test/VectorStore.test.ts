@@ -124,31 +124,32 @@ describe.each(backends)("VectorStore.stats on $name", (backend) => {
 })
 
 describe.each(backends)("VectorStore directories on $name", (backend) => {
+  const settings = { chunker: "test", model: "test-model", dimensions: 3 }
+  /** a one-chunk document of `path` with `fingerprint` (none when undefined) */
+  const stored = (path: string, runId: string, fingerprint: string | undefined): VectorStore.DocumentWrite => {
+    const text = `text of ${path}`
+    return {
+      document: { ...doc(path, text), ...(fingerprint === undefined ? {} : { fingerprint }) },
+      ...settings,
+      chunks: [{
+        chunk: {
+          id: Chunker.chunkId(path, 0, text),
+          documentPath: path,
+          index: 0,
+          text,
+          headingPath: [],
+          tokenEstimate: Chunker.estimateTokens(text)
+        },
+        embedding: new Float32Array([1, 0, 0])
+      }],
+      failures: [],
+      runId
+    }
+  }
+
   it.scopedLive("directoryDigests: one digest per directory whose documents are all up to date, as directoryDigest makes it; markDirectoriesSeen keeps a directory's own documents", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
-      const settings = { chunker: "test", model: "test-model", dimensions: 3 }
-      /** a one-chunk document of `path` with `fingerprint` (none when undefined) */
-      const stored = (path: string, runId: string, fingerprint: string | undefined): VectorStore.DocumentWrite => {
-        const text = `text of ${path}`
-        return {
-          document: { ...doc(path, text), ...(fingerprint === undefined ? {} : { fingerprint }) },
-          ...settings,
-          chunks: [{
-            chunk: {
-              id: Chunker.chunkId(path, 0, text),
-              documentPath: path,
-              index: 0,
-              text,
-              headingPath: [],
-              tokenEstimate: Chunker.estimateTokens(text)
-            },
-            embedding: new Float32Array([1, 0, 0])
-          }],
-          failures: [],
-          runId
-        }
-      }
       // names whose UTF-16 order is not their UTF-8 order (U+FFFD sorts after U+1F600 in UTF-16, before it in
       // UTF-8), a newline, and prefixes of each other
       const upToDate: Record<string, string> = {
@@ -224,6 +225,77 @@ describe.each(backends)("VectorStore directories on $name", (backend) => {
         // the next run begins without the lists of the last
         const again = yield* Effect.scoped(Effect.flatMap(store.beginRun, store.removeUnseen))
         assert.strictEqual(again, 3)
+      }).pipe(Effect.provide(data().pipe(Layer.provideMerge(ledgerLayer))))
+    }))
+
+  it.scopedLive("keepDirectoryDigests: directoryDigests answers with the kept digests until a statement writes, re-fingerprints or removes documents", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      yield* Effect.gen(function*() {
+        const store = yield* VectorStore.VectorStore
+        const sql = yield* SqlClient.SqlClient
+        assert.isDefined(store.keepDirectoryDigests)
+        const kept = Effect.map(
+          sql<{ chunker: string; n: number }>`
+            SELECT chunker, count(*)::int AS n FROM ragpipe_dir_digests GROUP BY chunker ORDER BY chunker`,
+          (rows) => rows.map((row) => [row.chunker, row.n])
+        )
+        const digests = (of = settings) =>
+          Effect.map(store.directoryDigests!(of), (d) => ({ documents: d.documents, directories: [...d.directories] }))
+        const inRun = <A, E>(f: (run: string) => Effect.Effect<A, E>) => Effect.scoped(Effect.flatMap(store.beginRun, f))
+        yield* store.prepare({ model: "test-model", dimensions: 3 })
+        yield* inRun((run) =>
+          store.writeDocuments([
+            stored("d/x.txt", run, "v1:1:1:1:1"),
+            stored("d/y.txt", run, "v1:1:1:1:2"),
+            stored("e/z.txt", run, "v1:1:1:1:3")
+          ])
+        )
+        const computed = yield* digests()
+        assert.deepStrictEqual(computed.directories.map(([directory]) => directory).sort(), ["d", "e"])
+        assert.deepStrictEqual(yield* kept, [])
+        yield* store.keepDirectoryDigests!(settings)
+        assert.deepStrictEqual(yield* kept, [["test", 2]])
+        assert.deepStrictEqual(yield* digests(), computed)
+        // read, not computed again: a kept digest changed by hand is what comes back
+        yield* sql`UPDATE ragpipe_dir_digests SET digest = 'by hand' WHERE dir = 'e'`
+        assert.strictEqual(new Map((yield* digests()).directories).get("e")?.digest, "by hand")
+        // kept already: a second keep computes nothing
+        yield* store.keepDirectoryDigests!(settings)
+        assert.strictEqual(new Map((yield* digests()).directories).get("e")?.digest, "by hand")
+
+        // a document written again with the same fingerprint but a failed chunk: dropped, and "d" is
+        // no longer whole
+        yield* inRun((run) =>
+          store.writeDocuments([{
+            ...stored("d/x.txt", run, "v1:1:1:1:1"),
+            failures: [{ chunkIndex: 1, kind: "timeout", message: "slow", attempts: 1 }]
+          }])
+        )
+        assert.deepStrictEqual(yield* kept, [])
+        assert.deepStrictEqual((yield* digests()).directories.map(([directory]) => directory), ["e"])
+
+        // a new fingerprint for a document: dropped
+        yield* store.keepDirectoryDigests!(settings)
+        assert.deepStrictEqual(yield* kept, [["test", 1]])
+        yield* inRun((run) => store.markSeen(run, ["e/z.txt"], ["v1:1:1:1:4"]))
+        assert.deepStrictEqual(yield* kept, [])
+        assert.strictEqual(
+          new Map((yield* digests()).directories).get("e")?.digest,
+          VectorStore.directoryDigest([{ path: "e/z.txt", fingerprint: "v1:1:1:1:4" }])
+        )
+
+        // kept for other settings, those of the last keep replace them
+        yield* store.keepDirectoryDigests!(settings)
+        yield* store.keepDirectoryDigests!({ ...settings, chunker: "other" })
+        assert.deepStrictEqual(yield* kept, [])
+        yield* store.keepDirectoryDigests!(settings)
+        assert.deepStrictEqual(yield* kept, [["test", 1]])
+
+        // documents removed: dropped
+        assert.strictEqual(yield* inRun(store.removeUnseen), 3)
+        assert.deepStrictEqual(yield* kept, [])
+        assert.deepStrictEqual(yield* digests(), { documents: 0, directories: [] })
       }).pipe(Effect.provide(data().pipe(Layer.provideMerge(ledgerLayer))))
     }))
 })

@@ -94,5 +94,28 @@ export const migrations = Migrator.fromRecord({
     // Directories a run found unchanged whole: removal keeps every document
     // directly in them. Unlogged, as the seen list.
     yield* sql`CREATE UNLOGGED TABLE ragpipe_seen_dirs (run_id bigint NOT NULL, dir text NOT NULL)`
+  }),
+  "6_kept_directory_digests": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    // The directory digests of the documents, as a run computed them at
+    // its end, for the next run to read instead of computing them while it
+    // walks. Any statement that writes documents drops them, in its own
+    // transaction, whatever wrote it: kept digests are never stale. The
+    // function keeps the schema it was created in. Unlogged: a server
+    // crash empties the table, and digests are computed again.
+    yield* sql`CREATE UNLOGGED TABLE ragpipe_dir_digests (
+      chunker text NOT NULL,
+      model text NOT NULL,
+      dimensions integer NOT NULL,
+      dir text NOT NULL,
+      documents integer NOT NULL,
+      digest text NOT NULL,
+      total integer NOT NULL
+    )`
+    yield* sql`CREATE FUNCTION ragpipe_drop_dir_digests() RETURNS trigger LANGUAGE plpgsql
+      SET search_path FROM CURRENT AS $$ BEGIN DELETE FROM ragpipe_dir_digests; RETURN NULL; END $$`
+    yield* sql`CREATE TRIGGER documents_drop_dir_digests
+      AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON documents
+      FOR EACH STATEMENT EXECUTE FUNCTION ragpipe_drop_dir_digests()`
   })
 })
