@@ -890,8 +890,9 @@ export const makeWith = (
   const prepare: Service["prepare"] = ({ dimensions, model }) =>
     transaction(Effect.gen(function*() {
       yield* sql`LOCK TABLE ragpipe_meta IN EXCLUSIVE MODE`
-      const [meta] = yield* sql<{ value: string | null; encoding: string }>`
+      const [meta] = yield* sql<{ value: string | null; model: string | null; encoding: string }>`
         SELECT (SELECT value FROM ragpipe_meta WHERE key = 'dimensions') AS value,
+               (SELECT value FROM ragpipe_meta WHERE key = 'model') AS model,
                current_setting('server_encoding') AS encoding`
       // documents are any Unicode text: a database in an encoding that
       // cannot hold all of it would refuse whole groups of documents
@@ -920,9 +921,12 @@ export const makeWith = (
             `or use a new --data-dir to build a separate store with the new setting`
         })
       }
-      // written only when it changes: a transaction that writes nothing commits without a flush
-      yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('model', ${model})
-        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value WHERE ragpipe_meta.value IS DISTINCT FROM EXCLUDED.value`
+      // written only when it changes: a transaction that writes nothing commits without a flush (an
+      // upsert whose update is skipped still locks the row, and its commit waits for the log)
+      if (meta?.model !== model) {
+        yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('model', ${model})
+          ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`
+      }
     })).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e))))
 
   // One run at a time: in this process by a flag; across processes, on a

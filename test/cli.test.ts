@@ -970,7 +970,8 @@ describe.skipIf(server === undefined)("ragpipe CLI on the PostgreSQL server (run
       assert.include(noSchema.stderr, hint)
       assert.notInclude(noSchema.stderr, "search, stats and failures work here")
       const noWrite = await ragpipe(["ingest", corpusDir, ...storeAt(stored.url)])
-      assertStoreRefused(noWrite, /^ragpipe: preparing the store failed: .*in a read-only transaction\); /)
+      // the store is as this model left it, so preparing it writes nothing: the run's first write is refused
+      assertStoreRefused(noWrite, /^ragpipe: starting a run failed: .*in a read-only transaction\); /)
       assert.include(noWrite.stderr, `${hint} — search, stats and failures work here`)
       const stats = await ragpipe(["stats", ...storeAt(stored.url), "--json"])
       assert.strictEqual(stats.code, 0, stats.stderr)
