@@ -234,6 +234,13 @@ const trustedFingerprint = (st: StatsLike, nowMillis: number): string | undefine
 const dirBatchSize = 128
 
 /**
+ * A directory of at most this size (its `st_size`) is listed whole: a few
+ * thousand entries at most on ext4 (4 KiB blocks of entries), xfs, btrfs
+ * (twice the length of its names) and tmpfs (20 bytes an entry).
+ */
+const wholeListingBytes = 64 * 1024
+
+/**
  * The document format a file extension (with or without dot) is read as.
  *
  * @since 0.1.0
@@ -371,6 +378,18 @@ export const nodeIO: LoaderIO = {
   },
   stat: (path) => fs.statSync(path),
   openDir: (path) => {
+    // A directory whose size says it is small is listed whole, in one call;
+    // a larger one, or one whose size says nothing (0), is read in batches
+    // through a handle, so that no listing is held whole. A handle costs
+    // more: on an unchanged re-run of 10,000 files in 289 directories
+    // (alternating runs, 15 each) a median of 104 ms with a handle for
+    // every directory, 97 ms so.
+    const size = fs.statSync(path).size
+    if (size > 0 && size <= wholeListingBytes) {
+      const entries = fs.readdirSync(path, { withFileTypes: true })
+      let next = 0
+      return { read: () => entries[next++] ?? null, close: () => undefined }
+    }
     const dir = fs.opendirSync(path, { bufferSize: dirBatchSize })
     return { read: () => dir.readSync(), close: () => dir.closeSync() }
   }

@@ -1018,6 +1018,28 @@ describe("Loader.walk", () => {
       })
     ))
 
+  it.scoped("nodeIO lists a small directory whole and a large one through a handle, every entry either way", () =>
+    withDir((dir) =>
+      Effect.sync(() => {
+        const names = (count: number, length: number) =>
+          Array.from({ length: count }, (_, i) => `${String(i).padStart(6, "0")}-${"x".repeat(length)}.md`)
+        const listed = (path: string) => {
+          const handle = Loader.nodeIO.openDir(path)
+          const entries: Array<string> = []
+          for (let entry = handle.read(); entry !== null; entry = handle.read()) entries.push(entry.name)
+          handle.close()
+          return entries.sort()
+        }
+        const small = names(3, 8)
+        const large = names(4000, 60)
+        write(dir, Object.fromEntries([...small.map((n) => [`small/${n}`, "s"]), ...large.map((n) => [`large/${n}`, "l"])]))
+        // on this filesystem, as large as the walk reads through a handle
+        assert.isAbove(fs.statSync(path.join(dir, "large")).size, 64 * 1024)
+        assert.deepStrictEqual(listed(path.join(dir, "small")), small)
+        assert.deepStrictEqual(listed(path.join(dir, "large")), large)
+      })
+    ))
+
   it.scoped("keeps at most one directory open per level and releases children before parents", () =>
     withDir((dir) =>
       Effect.gen(function*() {
