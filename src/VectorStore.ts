@@ -495,8 +495,9 @@ const lockLost = (cause: Error) =>
 /**
  * What to do about a failed statement, when that is clear: one ended by
  * the statement timeout, or one whose connection the server closed (a
- * restart, an administrator ending the session: class 57P, or 08, or what
- * `pg` itself says of a lost connection).
+ * restart, an administrator ending the session: class 57P, or 08, what
+ * `pg` itself says of a lost connection, or the socket reset under a
+ * statement that was still sending, as a COPY does).
  */
 const hintFor = (cause: unknown): string => {
   if (!(cause instanceof Error)) return ""
@@ -511,7 +512,8 @@ const hintFor = (cause: unknown): string => {
   }
   if (
     (typeof code === "string" && (code.startsWith("57P") || code.startsWith("08"))) ||
-    /^Connection terminated|has encountered a connection error/.test(cause.message)
+    code === "ECONNRESET" || code === "EPIPE" ||
+    /^Connection terminated|has encountered a connection error|was closed and is not queryable/.test(cause.message)
   ) {
     return "; the server closed the connection — the documents written before are kept: run again to finish"
   }
