@@ -890,8 +890,8 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     )
   // The stages after the source are started with its first items: a source
   // that has nothing to read (an unchanged re-run, whose files the loader
-  // leaves out) is drained without them. On such a re-run of 10,000 files
-  // they took 8-12 ms to start and end, of about 130.
+  // leaves out) is drained without them. Alternating such re-runs of
+  // 10,000 files took a median of 139 ms with them, 131 ms without.
   const pipeline = Effect.scoped(
     Effect.flatMap(Stream.toPull(untilStopped(sourceOf.stream({ unchanged, unchangedDirectories }))), (pull) =>
       Effect.matchEffect(pull, {
