@@ -13,6 +13,25 @@ const server = ["--heap-growing-percent=40"]
 const embedded = ["--heap-growing-percent=50"]
 const young = "--semi-space-growth-factor=16"
 
+/**
+ * The collections of `kind` (as V8's own trace names them) in a process
+ * that runs `workload`, with tuneHeap applied first ("tuned") or not.
+ */
+const collections = (workload: string, mode: "tuned" | "default", kind: string): number => {
+  const program = `
+    import { tuneHeap } from ${JSON.stringify(heapModule)}
+    if (process.argv[1] === "tuned" && tuneHeap() !== undefined) process.exit(3)
+    ${workload}
+  `
+  const run = spawnSync(process.execPath, ["--trace-gc", "--input-type=module", "-e", program, mode], {
+    encoding: "utf8",
+    env: { ...process.env, RAGPIPE_HEAP_GROWING_PERCENT: "" },
+    timeout: 60_000
+  })
+  expect(run.status).toBe(0)
+  return run.stdout.split("\n").filter((line) => line.includes(kind)).length
+}
+
 describe("heap setting of the executable", () => {
   it("sets a growing factor of 1.4 for a server, 1.5 for the embedded database, and a young generation growing by 16, unless told otherwise", () => {
     expect(heapGrowingPercent).toEqual({ server: 40, embedded: 50 })
@@ -74,44 +93,20 @@ describe("heap setting of the executable", () => {
   })
 
   it("tuneHeap reaches V8: a run with it collects the old generation more often", () => {
-    // The same allocation pattern (a working set of about 30 MB, replaced
-    // piece by piece) with and without the flag, counted by V8's own trace.
-    const program = `
-      import { tuneHeap } from ${JSON.stringify(heapModule)}
-      if (process.argv[1] === "tuned" && tuneHeap() !== undefined) process.exit(3)
+    // A working set of about 30 MB, replaced piece by piece.
+    const workload = `
       const live = new Array(3000)
-      for (let i = 0; i < 36000; i++) live[i % live.length] = new Array(1250).fill(i)
-    `
-    const fullCollections = (mode: string) => {
-      const run = spawnSync(process.execPath, ["--trace-gc", "--input-type=module", "-e", program, mode], {
-        encoding: "utf8",
-        env: { ...process.env, RAGPIPE_HEAP_GROWING_PERCENT: "" },
-        timeout: 60_000
-      })
-      expect(run.status).toBe(0)
-      return run.stdout.split("\n").filter((line) => line.includes("Mark-Compact")).length
-    }
-    expect(fullCollections("tuned")).toBeGreaterThan(fullCollections("default"))
+      for (let i = 0; i < 36000; i++) live[i % live.length] = new Array(1250).fill(i)`
+    expect(collections(workload, "tuned", "Mark-Compact")).toBeGreaterThan(
+      collections(workload, "default", "Mark-Compact")
+    )
   })
 
   it("tuneHeap reaches V8: the young generation grows at once, so short-lived garbage costs fewer scavenges", () => {
-    // Garbage only, half of it surviving one scavenge (a working set of a
-    // few MiB), from a young generation at its start size.
-    const program = `
-      import { tuneHeap } from ${JSON.stringify(heapModule)}
-      if (process.argv[1] === "tuned" && tuneHeap() !== undefined) process.exit(3)
+    // Small arrays, each replaced after 4,000 more, from a young generation at its start size.
+    const workload = `
       const live = new Array(4000)
-      for (let i = 0; i < 400000; i++) live[i % live.length] = new Array(64).fill(i)
-    `
-    const scavenges = (mode: string) => {
-      const run = spawnSync(process.execPath, ["--trace-gc", "--input-type=module", "-e", program, mode], {
-        encoding: "utf8",
-        env: { ...process.env, RAGPIPE_HEAP_GROWING_PERCENT: "" },
-        timeout: 60_000
-      })
-      expect(run.status).toBe(0)
-      return run.stdout.split("\n").filter((line) => line.includes("Scavenge")).length
-    }
-    expect(scavenges("tuned")).toBeLessThan(scavenges("default"))
+      for (let i = 0; i < 400000; i++) live[i % live.length] = new Array(64).fill(i)`
+    expect(collections(workload, "tuned", "Scavenge")).toBeLessThan(collections(workload, "default", "Scavenge"))
   })
 })
