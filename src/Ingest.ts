@@ -399,8 +399,21 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   const seenFlushSize = Math.max(1, options.seenFlushSize ?? defaultSeenFlushSize)
   const start = yield* Clock.currentTimeMillis
 
-  // both wait for the store (the run's lock is a connection of its own on a server)
-  const [, runId] = yield* Effect.all([store.prepare(embedder), store.beginRun], { concurrency: 2 })
+  /** What a stored document must have been written with to be up to date. */
+  const settings = { chunker: chunkerKey, model: embedder.model, dimensions: embedder.dimensions }
+
+  // Both wait for the store; on a server the run's lock and start take a
+  // connection of their own, so the preparation and the question below
+  // have the pool meanwhile. The question needs no lock: its answer only
+  // decides whether files are offered as unchanged, and each offer is
+  // checked under the lock.
+  const [anyComplete, runId] = yield* Effect.all([
+    Effect.zipRight(
+      store.prepare(embedder),
+      store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true))
+    ),
+    store.beginRun
+  ], { concurrency: 2 })
   yield* Effect.logInfo("ingest started").pipe(
     Effect.annotateLogs({ run: runId, model: embedder.model, chunker: chunkerKey })
   )
@@ -430,9 +443,6 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
     })
   )
 
-  /** What a stored document must have been written with to be up to date. */
-  const settings = { chunker: chunkerKey, model: embedder.model, dimensions: embedder.dimensions }
-
   // Offered to the filesystem loader: files whose fingerprint is the stored
   // one are not read at all, and the store lists them seen as it finds them.
   // A failed check only means they are read. A source that leaves the
@@ -447,7 +457,6 @@ const ingestSource = Effect.fn("Ingest.ingest")(function*<E, R>(
   // a settings change), no file can be claimed: the loader then neither
   // stats files for it nor waits for its answers, and no stored document
   // can be up to date, so none is looked up either.
-  const anyComplete = yield* store.hasComplete(settings).pipe(Effect.orElseSucceed(() => true))
   const claimable = options.rehash !== true && anyComplete
   const claimed = new Set<string>()
   const noteClaimed = (paths: Iterable<string>, count: number) =>

@@ -16,7 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as NodeCrypto from "node:crypto"
 import Pg from "pg"
 import { from as copyFrom } from "pg-copy-streams"
@@ -776,7 +776,46 @@ export interface Options {
    * date. Default false.
    */
   readonly mustExist?: boolean
+  /**
+   * On a server: open the connection that holds a run's lock (see
+   * `beginRun`) while the store is opened, beside the migrations, so that
+   * the first run begins without waiting for a new connection. For a
+   * process about to ingest; a connection no run took is closed with the
+   * layer's scope. Only {@link layerWith} opens it ahead. Default false.
+   */
+  readonly prepareRun?: boolean
 }
+
+/**
+ * A run's own connection on a server, beside the pool: it holds the run's
+ * lock, and why it was lost, if it was (the server restarted, or ended the
+ * session). `connected` settles when the connection is made or has failed.
+ */
+interface RunConnection {
+  readonly client: Pg.Client
+  readonly lock: { pid: number; lost: Error | undefined }
+  readonly connected: Promise<void>
+}
+
+const openRunConnection = (pool: Pg.Pool): RunConnection => {
+  const client = new Pg.Client(pool.options)
+  const lock: RunConnection["lock"] = { pid: 0, lost: undefined }
+  // without a listener, the connection's failure would end the process
+  client.on("error", (error) => void (lock.lost ??= error))
+  client.on("end", () => void (lock.lost ??= new Error("the connection was closed")))
+  const connected = client.connect().then(() => undefined)
+  // awaited by the run that takes it; one opened ahead may never be
+  connected.catch(() => undefined)
+  return { client, lock, connected }
+}
+
+const closeRunConnection = (connection: RunConnection): Promise<void> => connection.client.end().catch(() => undefined)
+
+/** A run's number, and whether an earlier run's seen lists are still there. */
+const startRunStatement = `SELECT nextval('ragpipe_run_seq')::text AS id,
+  EXISTS (SELECT 1 FROM ragpipe_seen) OR EXISTS (SELECT 1 FROM ragpipe_seen_dirs) AS listed`
+
+const dropSeenStatement = "TRUNCATE ragpipe_seen, ragpipe_seen_dirs"
 
 /** The table the migrations are recorded in: its presence is the store's. */
 const migrationsTable = "ragpipe_migrations"
@@ -853,14 +892,34 @@ const storeMissing = (location: Location) =>
  */
 export const makeWith = (
   options: Options = {}
+): Effect.Effect<Service, StoreError, SqlClient.SqlClient> => makeIn(options, Option.none())
+
+/** The store, with the scope that holds a run connection opened ahead (`Options.prepareRun`), if any. */
+const makeIn = (
+  options: Options,
+  scope: Option.Option<Scope.Scope>
 ): Effect.Effect<Service, StoreError, SqlClient.SqlClient> => Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  const location = yield* locate(sql)
-  if (location.schema === null) return yield* noSchema(location)
-  if (options.mustExist === true && !location.present) return yield* storeMissing(location)
   // chunks are written with a binary COPY: on a server on a client of its
   // pool, on the embedded database from memory
   const serverPool = yield* Effect.serviceOption(ServerPool)
+  /** the connection for the next run's lock, opened ahead and not taken yet */
+  let runConnectionAhead: RunConnection | undefined
+  if (options.prepareRun === true && Option.isSome(serverPool) && Option.isSome(scope)) {
+    const pool = serverPool.value
+    yield* Effect.acquireRelease(
+      Effect.sync(() => void (runConnectionAhead = openRunConnection(pool))),
+      () =>
+        Effect.promise(() => {
+          const untaken = runConnectionAhead
+          runConnectionAhead = undefined
+          return untaken === undefined ? Promise.resolve() : closeRunConnection(untaken)
+        })
+    ).pipe(Scope.extend(scope.value))
+  }
+  const location = yield* locate(sql)
+  if (location.schema === null) return yield* noSchema(location)
+  if (options.mustExist === true && !location.present) return yield* storeMissing(location)
   const copyArena = new CopyArena()
   const embeddedCopy = yield* Effect.serviceOption(EmbeddedCopy)
 
@@ -889,13 +948,28 @@ export const makeWith = (
       Effect.map((rows) => rows[0]?.value)
     )
 
-  const prepare: Service["prepare"] = ({ dimensions, model }) =>
+  /** The store's dimensions and model, and the database's encoding. */
+  const readSettings = sql<{ value: string | null; model: string | null; encoding: string }>`
+    SELECT (SELECT value FROM ragpipe_meta WHERE key = 'dimensions') AS value,
+           (SELECT value FROM ragpipe_meta WHERE key = 'model') AS model,
+           current_setting('server_encoding') AS encoding`
+
+  // A store already set for this embedder, in a fit encoding, is read in
+  // one statement (as every run after the first finds it); anything to fix
+  // or to refuse is looked at again under the table's lock.
+  const prepare: Service["prepare"] = (embedder) =>
+    Effect.flatMap(readSettings, ([meta]) =>
+      meta !== undefined && meta.value === String(embedder.dimensions) && meta.model === embedder.model &&
+        (meta.encoding === "UTF8" || meta.encoding === "SQL_ASCII")
+        ? Effect.void
+        : prepareLocked(embedder)).pipe(
+        Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e)))
+      )
+
+  const prepareLocked: Service["prepare"] = ({ dimensions, model }) =>
     transaction(Effect.gen(function*() {
       yield* sql`LOCK TABLE ragpipe_meta IN EXCLUSIVE MODE`
-      const [meta] = yield* sql<{ value: string | null; model: string | null; encoding: string }>`
-        SELECT (SELECT value FROM ragpipe_meta WHERE key = 'dimensions') AS value,
-               (SELECT value FROM ragpipe_meta WHERE key = 'model') AS model,
-               current_setting('server_encoding') AS encoding`
+      const [meta] = yield* readSettings
       // documents are any Unicode text: a database in an encoding that
       // cannot hold all of it would refuse whole groups of documents
       if (meta !== undefined && meta.encoding !== "UTF8" && meta.encoding !== "SQL_ASCII") {
@@ -944,49 +1018,70 @@ export const makeWith = (
    * not remove anything: see `removeUnseen`.
    */
   let runLock: { readonly pid: number; lost: Error | undefined } | undefined
-  const serverRunLock = Option.match(serverPool, {
-    onNone: () => Effect.void,
-    onSome: (pool) =>
-      Effect.acquireRelease(
-        Effect.tryPromise({
-          try: async () => {
-            const client = new Pg.Client(pool.options)
-            const lock: { pid: number; lost: Error | undefined } = { pid: 0, lost: undefined }
-            // without a listener, the connection's failure would end the process
-            client.on("error", (error) => void (lock.lost ??= error))
-            client.on("end", () => void (lock.lost ??= new Error("the connection was closed")))
-            try {
-              await client.connect()
-              const { rows } = await client.query<{ locked: boolean; pid: number }>(
-                // the store's schema as the pool sees it, whatever this connection's search path
-                "SELECT pg_try_advisory_lock(hashtextextended('ragpipe-run:' || $1, 0)) AS locked, " +
-                  "pg_backend_pid() AS pid",
-                [location.schema]
-              )
-              if (rows[0]?.locked === true) {
-                lock.pid = rows[0].pid
-                return { client, lock }
-              }
-            } catch (cause) {
-              await client.end().catch(() => undefined)
-              throw cause
+  /** The run's connection, connected: the one opened ahead if it is sound, else a new one. */
+  const connectForRun = async (pool: Pg.Pool): Promise<RunConnection> => {
+    const ahead = runConnectionAhead
+    runConnectionAhead = undefined
+    if (ahead !== undefined) {
+      if (await ahead.connected.then(() => ahead.lock.lost === undefined, () => false)) return ahead
+      await closeRunConnection(ahead)
+    }
+    const fresh = openRunConnection(pool)
+    try {
+      await fresh.connected
+    } catch (cause) {
+      await closeRunConnection(fresh)
+      throw cause
+    }
+    return fresh
+  }
+  /**
+   * On a server, the run's lock, and the run's start on the connection that
+   * holds it: the pool is left to the other work of a run's beginning (the
+   * store's preparation).
+   */
+  const serverRun = (pool: Pg.Pool) =>
+    Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const held = await connectForRun(pool)
+          try {
+            const { rows } = await held.client.query<{ locked: boolean; pid: number }>(
+              // the store's schema as the pool sees it, whatever this connection's search path
+              "SELECT pg_try_advisory_lock(hashtextextended('ragpipe-run:' || $1, 0)) AS locked, " +
+                "pg_backend_pid() AS pid",
+              [location.schema]
+            )
+            if (rows[0]?.locked === true) {
+              held.lock.pid = rows[0].pid
+              return held
             }
-            await client.end().catch(() => undefined)
-            return undefined
-          },
-          catch: (cause) => queryError("locking the store for a run")(statementError(cause))
-        }),
-        (held) =>
-          held === undefined ? Effect.void : Effect.promise(() => {
-            runLock = undefined
-            return held.client.end().catch(() => undefined)
-          })
-      ).pipe(Effect.flatMap((held) => {
-        if (held === undefined) return Effect.fail(storeBusy("another process"))
-        runLock = held.lock
-        return Effect.void
-      }))
-  })
+          } catch (cause) {
+            await closeRunConnection(held)
+            throw cause
+          }
+          await closeRunConnection(held)
+          return undefined
+        },
+        catch: (cause) => queryError("locking the store for a run")(statementError(cause))
+      }),
+      (held) =>
+        held === undefined ? Effect.void : Effect.promise(() => {
+          runLock = undefined
+          return closeRunConnection(held)
+        })
+    ).pipe(Effect.flatMap((held) => {
+      if (held === undefined) return Effect.fail(storeBusy("another process"))
+      runLock = held.lock
+      return Effect.tryPromise({
+        try: async () => {
+          const { rows } = await held.client.query<{ id: string; listed: boolean }>(startRunStatement)
+          if (rows[0]!.listed) await held.client.query(dropSeenStatement)
+          return rows[0]!.id
+        },
+        catch: (cause) => queryError("starting a run")(statementError(cause))
+      })
+    }))
 
   // A run's seen list is dropped when the next run begins: removal stays
   // repeatable until then, and the list of a run that never got to its
@@ -1000,14 +1095,16 @@ export const makeWith = (
   // empty are left alone — after a run that found every directory
   // unchanged, as an unchanged re-run does.
   const beginRun: Service["beginRun"] = Effect.zipRight(
-    Effect.zipRight(runFlag.hold, serverRunLock),
-    sql<{ id: string; listed: boolean }>`
-      SELECT nextval('ragpipe_run_seq')::text AS id,
-             EXISTS (SELECT 1 FROM ragpipe_seen) OR EXISTS (SELECT 1 FROM ragpipe_seen_dirs) AS listed`.pipe(
-      Effect.tap((rows) => rows[0]!.listed ? sql`TRUNCATE ragpipe_seen, ragpipe_seen_dirs` : Effect.void),
-      Effect.map((rows) => rows[0]!.id),
-      Effect.mapError(queryError("starting a run"))
-    )
+    runFlag.hold,
+    Option.match(serverPool, {
+      onNone: () =>
+        sql.unsafe<{ id: string; listed: boolean }>(startRunStatement).pipe(
+          Effect.tap((rows) => rows[0]!.listed ? sql.unsafe(dropSeenStatement) : Effect.void),
+          Effect.map((rows) => rows[0]!.id),
+          Effect.mapError(queryError("starting a run"))
+        ),
+      onSome: serverRun
+    })
   )
 
   const lookup: Service["lookup"] = (paths) =>
@@ -1502,7 +1599,7 @@ export const make: Effect.Effect<Service, StoreError, SqlClient.SqlClient> = mak
  * @category layers
  */
 export const layerWith = (options: Options): Layer.Layer<VectorStore, StoreError, SqlClient.SqlClient> =>
-  Layer.effect(VectorStore, makeWith(options))
+  Layer.scoped(VectorStore, Effect.flatMap(Effect.scope, (scope) => makeIn(options, Option.some(scope))))
 
 /**
  * The PostgreSQL store as a layer over the `SqlClient` in the context

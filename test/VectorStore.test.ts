@@ -9,8 +9,10 @@ import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Chunker from "../src/Chunker.js"
 import * as Database from "../src/Database.js"
@@ -369,6 +371,91 @@ describe.skipIf(testDatabaseUrl === undefined || testDatabaseUrl === "")(
           ).pipe(Effect.map((r) => r.rows.map((row) => row.path)))
         assert.deepStrictEqual(yield* paths("public"), ["public.txt"])
         assert.deepStrictEqual(yield* paths("second"), ["second.txt"])
+      }), 60_000)
+  }
+)
+
+describe.skipIf(testDatabaseUrl === undefined || testDatabaseUrl === "")(
+  "VectorStore.layerWith({ prepareRun: true }) on the PostgreSQL server (runs when RAGPIPE_TEST_DATABASE_URL is set)",
+  () => {
+    it.scopedLive("the run's connection opens with the store; the run locks on it; one no run took closes with the layer", () =>
+      Effect.gen(function*() {
+        const db = yield* scopedDatabase(testDatabaseUrl!, "ahead")
+        const query = <A extends object>(text: string) =>
+          Effect.promise(() => withClient(db.url, (c) => c.query<A>(text))).pipe(Effect.map((r) => r.rows))
+        /** the `ragpipe` backends in the database, once there are `n` of them (within 2 s) */
+        const backendsWhen = (n: number) =>
+          Effect.gen(function*() {
+            for (let i = 0;; i++) {
+              const pids = (yield* query<{ pid: number }>(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'ragpipe' AND datname = current_database()"
+              )).map((row) => row.pid)
+              if (pids.length === n || i === 200) return pids
+              yield* Effect.sleep("10 millis")
+            }
+          })
+        const lockHolders = query<{ pid: number }>(
+          "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted " +
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).pipe(Effect.map((rows) => rows.map((row) => row.pid)))
+        const poolPid = Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`)
+          .pipe(Effect.map((rows) => rows[0]!.pid))
+        const beginRun = Effect.flatMap(VectorStore.VectorStore, (store) => store.beginRun)
+        /** the store opened in a scope of its own: its pool's backend, and the scope */
+        const open = (options: VectorStore.Options) =>
+          Effect.gen(function*() {
+            const scope = yield* Scope.make()
+            const context = yield* Layer.buildWithScope(
+              VectorStore.layerWith(options).pipe(
+                Layer.provideMerge(Database.layerServer({ url: Redacted.make(db.url), poolSize: 2 })),
+                Layer.provideMerge(ledgerLayer)
+              ),
+              scope
+            )
+            return { scope, context, pool: yield* Effect.provide(poolPid, context) }
+          })
+
+        // opened and closed without a run: both connections go with the layer
+        const unused = yield* open({ prepareRun: true })
+        const both = yield* backendsWhen(2)
+        assert.strictEqual(both.length, 2)
+        assert.include(both, unused.pool)
+        yield* Scope.close(unused.scope, Exit.void)
+        assert.deepStrictEqual(yield* backendsWhen(0), [])
+
+        // a run locks on the connection opened ahead: no third one
+        const ahead = yield* open({ prepareRun: true })
+        const before = yield* backendsWhen(2)
+        assert.strictEqual(before.length, 2)
+        assert.include(before, ahead.pool)
+        yield* Scope.extend(Effect.provide(beginRun, ahead.context), ahead.scope)
+        const [holder] = yield* lockHolders
+        assert.include(before.filter((pid) => pid !== ahead.pool), holder)
+        assert.sameMembers(yield* backendsWhen(2), before)
+        yield* Scope.close(ahead.scope, Exit.void)
+        assert.deepStrictEqual(yield* backendsWhen(0), [])
+
+        // without the option, the run connects when it begins
+        const plain = yield* open({})
+        assert.deepStrictEqual(yield* backendsWhen(1), [plain.pool])
+        yield* Scope.extend(Effect.provide(beginRun, plain.context), plain.scope)
+        const [plainHolder] = yield* lockHolders
+        assert.notStrictEqual(plainHolder, plain.pool)
+        assert.sameMembers(yield* backendsWhen(2), [plain.pool, plainHolder!])
+        yield* Scope.close(plain.scope, Exit.void)
+        assert.deepStrictEqual(yield* backendsWhen(0), [])
+
+        // a connection opened ahead that the server ended meanwhile: the run opens another
+        const ended = yield* open({ prepareRun: true })
+        const [gone] = (yield* backendsWhen(2)).filter((pid) => pid !== ended.pool)
+        yield* query(`SELECT pg_terminate_backend(${gone})`)
+        assert.deepStrictEqual(yield* backendsWhen(1), [ended.pool])
+        yield* Scope.extend(Effect.provide(beginRun, ended.context), ended.scope)
+        const [endedHolder] = yield* lockHolders
+        assert.notStrictEqual(endedHolder, gone)
+        assert.notStrictEqual(endedHolder, ended.pool)
+        yield* Scope.close(ended.scope, Exit.void)
+        assert.deepStrictEqual(yield* backendsWhen(0), [])
       }), 60_000)
   }
 )

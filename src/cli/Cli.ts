@@ -211,10 +211,11 @@ const storeTarget = (o: StoreOptions): Effect.Effect<StoreTarget, InvalidInput> 
 /**
  * The store layer of a target. `mustExist` (commands that only read): a
  * missing store is an error, on a server as in a data directory, and
- * nothing is created.
+ * nothing is created. Otherwise (the ingest), the connection for the run's
+ * lock is opened while the store opens.
  */
 const storeLayer = (target: StoreTarget, mustExist: boolean) => {
-  const store = VectorStore.layerWith({ mustExist })
+  const store = VectorStore.layerWith({ mustExist, prepareRun: !mustExist })
   return target._tag === "embedded"
     ? store.pipe(Layer.provide(Database.layerPglite({ dataDir: target.dataDir, mustExist })))
     : store.pipe(Layer.provide(Database.layerServer(target.server)))
