@@ -1038,7 +1038,10 @@ const makeIn = (
   /**
    * On a server, the run's lock, and the run's start on the connection that
    * holds it: the pool is left to the other work of a run's beginning (the
-   * store's preparation).
+   * store's preparation). That connection is made with the pool's
+   * connection settings, the search path among them, so its statements find
+   * the store's tables as the pool's do (a pgvector schema the pool adds at
+   * the path's end holds none of them).
    */
   const serverRun = (pool: Pg.Pool) =>
     Effect.acquireRelease(
