@@ -948,31 +948,22 @@ const makeIn = (
       Effect.map((rows) => rows[0]?.value)
     )
 
+  /** Whether a database in this encoding can hold every document's text. */
+  const holdsAnyText = (encoding: string) => encoding === "UTF8" || encoding === "SQL_ASCII"
+
   /** The store's dimensions and model, and the database's encoding. */
   const readSettings = sql<{ value: string | null; model: string | null; encoding: string }>`
     SELECT (SELECT value FROM ragpipe_meta WHERE key = 'dimensions') AS value,
            (SELECT value FROM ragpipe_meta WHERE key = 'model') AS model,
            current_setting('server_encoding') AS encoding`
 
-  // A store already set for this embedder, in a fit encoding, is read in
-  // one statement (as every run after the first finds it); anything to fix
-  // or to refuse is looked at again under the table's lock.
-  const prepare: Service["prepare"] = (embedder) =>
-    Effect.flatMap(readSettings, ([meta]) =>
-      meta !== undefined && meta.value === String(embedder.dimensions) && meta.model === embedder.model &&
-        (meta.encoding === "UTF8" || meta.encoding === "SQL_ASCII")
-        ? Effect.void
-        : prepareLocked(embedder)).pipe(
-        Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e)))
-      )
-
-  const prepareLocked: Service["prepare"] = ({ dimensions, model }) =>
+  const prepareLocked = ({ dimensions, model }: Parameters<Service["prepare"]>[0]) =>
     transaction(Effect.gen(function*() {
       yield* sql`LOCK TABLE ragpipe_meta IN EXCLUSIVE MODE`
       const [meta] = yield* readSettings
       // documents are any Unicode text: a database in an encoding that
       // cannot hold all of it would refuse whole groups of documents
-      if (meta !== undefined && meta.encoding !== "UTF8" && meta.encoding !== "SQL_ASCII") {
+      if (meta !== undefined && !holdsAnyText(meta.encoding)) {
         return yield* new StoreError({
           reason: "open",
           message: `the database's encoding is ${meta.encoding}, which cannot hold every document's text; ` +
@@ -1003,7 +994,19 @@ const makeIn = (
         yield* sql`INSERT INTO ragpipe_meta (key, value) VALUES ('model', ${model})
           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`
       }
-    })).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e))))
+    }))
+
+  // A store already set for this embedder, in a fit encoding, is read in
+  // one statement (as every run after the first finds it); anything to fix
+  // or to refuse is looked at again under the table's lock.
+  const prepare: Service["prepare"] = (embedder) =>
+    Effect.flatMap(readSettings, ([meta]) =>
+      meta !== undefined && meta.value === String(embedder.dimensions) && meta.model === embedder.model &&
+        holdsAnyText(meta.encoding)
+        ? Effect.void
+        : prepareLocked(embedder)).pipe(
+        Effect.catchTag("SqlError", (e) => Effect.fail(queryError("preparing the store")(e)))
+      )
 
   // One run at a time: in this process by a flag; across processes, on a
   // server, by a session advisory lock (per schema) on a connection of its
