@@ -4,7 +4,13 @@ import * as Option from "effect/Option"
 import { spawnSync } from "node:child_process"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { heapFlags, heapGrowingPercent, semiSpaceGrowthFactor, storeKindOf } from "../src/cli/heap.js"
+import {
+  heapFlags,
+  heapGrowingPercent,
+  markingTriggerPercent,
+  semiSpaceGrowthFactor,
+  storeKindOf
+} from "../src/cli/heap.js"
 
 /** The built module, as the executable loads it. */
 const heapModule = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "dist", "cli", "heap.js")
@@ -12,18 +18,26 @@ const heapModule = path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".
 const server = ["--heap-growing-percent=40"]
 const embedded = ["--heap-growing-percent=50"]
 const young = "--semi-space-growth-factor=16"
+const triggers = ["--incremental-marking-soft-trigger=80", "--incremental-marking-hard-trigger=90"]
+const alongside = [young, ...triggers]
 
 /**
  * The collections of `kind` (as V8's own trace names them) in a process
- * that runs `workload`, with tuneHeap applied first ("tuned") or not.
+ * that runs `workload`, with tuneHeap applied first ("tuned") or not, and
+ * `nodeArgs` given to node.
  */
-const collections = (workload: string, mode: "tuned" | "default", kind: string): number => {
+const collections = (
+  workload: string,
+  mode: "tuned" | "default",
+  kind: string,
+  nodeArgs: ReadonlyArray<string> = []
+): number => {
   const program = `
     import { tuneHeap } from ${JSON.stringify(heapModule)}
     if (process.argv[1] === "tuned" && tuneHeap() !== undefined) process.exit(3)
     ${workload}
   `
-  const run = spawnSync(process.execPath, ["--trace-gc", "--input-type=module", "-e", program, mode], {
+  const run = spawnSync(process.execPath, [...nodeArgs, "--trace-gc", "--input-type=module", "-e", program, mode], {
     encoding: "utf8",
     env: { ...process.env, RAGPIPE_HEAP_GROWING_PERCENT: "" },
     timeout: 60_000
@@ -33,17 +47,18 @@ const collections = (workload: string, mode: "tuned" | "default", kind: string):
 }
 
 describe("heap setting of the executable", () => {
-  it("sets a growing factor of 1.4 for a server, 1.5 for the embedded database, and a young generation growing by 16, unless told otherwise", () => {
+  it("sets a growing factor of 1.4 for a server, 1.5 for the embedded database, a young generation growing by 16, and marking triggers, unless told otherwise", () => {
     expect(heapGrowingPercent).toEqual({ server: 40, embedded: 50 })
     expect(semiSpaceGrowthFactor).toBe(16)
-    expect(heapFlags([], undefined, "server")).toEqual(Either.right([...server, young]))
-    expect(heapFlags([], undefined, "embedded")).toEqual(Either.right([...embedded, young]))
+    expect(markingTriggerPercent).toEqual({ soft: 80, hard: 90 })
+    expect(heapFlags([], undefined, "server")).toEqual(Either.right([...server, ...alongside]))
+    expect(heapFlags([], undefined, "embedded")).toEqual(Either.right([...embedded, ...alongside]))
     expect(heapFlags(["--enable-source-maps", "--max-old-space-size=4096"], " ", "server")).toEqual(
-      Either.right([...server, young])
+      Either.right([...server, ...alongside])
     )
     // a similar flag is not this one
     expect(heapFlags(["--heap-growing-percentage=5"], undefined, "embedded")).toEqual(
-      Either.right([...embedded, young])
+      Either.right([...embedded, ...alongside])
     )
   })
 
@@ -64,18 +79,27 @@ describe("heap setting of the executable", () => {
   })
 
   it("RAGPIPE_HEAP_GROWING_PERCENT sets another value; 0 leaves V8's own heuristics", () => {
-    expect(heapFlags([], "20", "server")).toEqual(Either.right(["--heap-growing-percent=20", young]))
-    expect(heapFlags([], " 300 ", "embedded")).toEqual(Either.right(["--heap-growing-percent=300", young]))
+    expect(heapFlags([], "20", "server")).toEqual(Either.right(["--heap-growing-percent=20", ...alongside]))
+    expect(heapFlags([], " 300 ", "embedded")).toEqual(Either.right(["--heap-growing-percent=300", ...alongside]))
     expect(heapFlags([], "0", "server")).toEqual(Either.right([]))
   })
 
   it("a flag given to node itself wins, in any spelling", () => {
-    expect(heapFlags(["--heap-growing-percent=10"], "20", "server")).toEqual(Either.right([young]))
-    expect(heapFlags(["--heap_growing_percent=10"], undefined, "embedded")).toEqual(Either.right([young]))
-    expect(heapFlags(["--heap-growing_percent=10"], undefined, "server")).toEqual(Either.right([young]))
-    expect(heapFlags(["--semi_space_growth_factor=4"], undefined, "server")).toEqual(Either.right(server))
+    expect(heapFlags(["--heap-growing-percent=10"], "20", "server")).toEqual(Either.right(alongside))
+    expect(heapFlags(["--heap_growing_percent=10"], undefined, "embedded")).toEqual(Either.right(alongside))
+    expect(heapFlags(["--heap-growing_percent=10"], undefined, "server")).toEqual(Either.right(alongside))
+    expect(heapFlags(["--semi_space_growth_factor=4"], undefined, "server")).toEqual(
+      Either.right([...server, ...triggers])
+    )
     expect(heapFlags(["--heap-growing-percent=10", "--semi-space-growth-factor=4"], "20", "server")).toEqual(
-      Either.right([])
+      Either.right(triggers)
+    )
+    // either trigger replaces V8's rule for both: given one, the executable sets neither
+    expect(heapFlags(["--incremental-marking-soft-trigger=0"], undefined, "server")).toEqual(
+      Either.right([...server, young])
+    )
+    expect(heapFlags(["--incremental_marking_hard_trigger=95"], undefined, "embedded")).toEqual(
+      Either.right([...embedded, young])
     )
   })
 
@@ -108,5 +132,51 @@ describe("heap setting of the executable", () => {
       const live = new Array(4000)
       for (let i = 0; i < 400000; i++) live[i % live.length] = new Array(64).fill(i)`
     expect(collections(workload, "tuned", "Scavenge")).toBeLessThan(collections(workload, "default", "Scavenge"))
+  })
+
+  it("tuneHeap reaches V8: before the first full collection, a process that has loaded its modules makes garbage without one", () => {
+    // About 14 MB that stays in the old generation (arrays too large for the
+    // young one), as loaded modules do, then a short run of garbage with a
+    // little kept for a while: V8's own rule (what node's
+    // --incremental-marking-soft-trigger=0 leaves) marks as soon as the young
+    // generation has grown, and collects everything once.
+    const workload = `
+      const kept = []
+      for (let i = 0; i < 90; i++) kept.push(new Array(40000).fill(i))
+      const window = new Array(2000)
+      for (let i = 0; i < 600000; i++) window[i % window.length] = { i, text: "t" + i, list: [i] }
+      globalThis.kept = kept`
+    expect(collections(workload, "tuned", "Mark-Compact")).toBe(0)
+    expect(collections(workload, "tuned", "Mark-Compact", ["--incremental-marking-soft-trigger=0"])).toBe(1)
+  })
+
+  it("afterFirstFullCollection runs once, after the first full collection and not after a scavenge", () => {
+    const program = `
+      import { afterFirstFullCollection } from ${JSON.stringify(heapModule)}
+      const events = []
+      const settle = () => new Promise((resolve) => setTimeout(resolve, 50))
+      afterFirstFullCollection(() => events.push("after"))
+      // young garbage only: scavenges
+      const junk = new Array(100)
+      for (let i = 0; i < 200000; i++) junk[i % 100] = { i, text: "t" + i }
+      await settle()
+      events.push("scavenged")
+      globalThis.gc()
+      await settle()
+      events.push("collected")
+      globalThis.gc()
+      await settle()
+      console.log(JSON.stringify(events))
+    `
+    const run = spawnSync(process.execPath, ["--expose-gc", "--trace-gc", "--input-type=module", "-e", program], {
+      encoding: "utf8",
+      timeout: 60_000
+    })
+    expect(run.status).toBe(0)
+    const lines = run.stdout.trim().split("\n")
+    // the scavenges came before the first full collection
+    const firstFull = lines.findIndex((line) => line.includes("Mark-Compact"))
+    expect(lines.slice(0, firstFull).some((line) => line.includes("Scavenge"))).toBe(true)
+    expect(JSON.parse(lines.at(-1)!)).toEqual(["scavenged", "after", "collected"])
   })
 })

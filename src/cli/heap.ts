@@ -24,15 +24,35 @@
  * the young generation to its full size at its first growth, 5 scavenges
  * and none. The executable sets that factor for every run.
  *
+ * V8 starts marking the old generation (incremental marking, ahead of a
+ * full collection) once the space left below the old generation's limit is
+ * no larger than the young generation. Before the first full collection
+ * that limit is the old generation's size plus 8 MiB, so with the young
+ * generation at its full 16 MiB the rule held as soon as it had grown, and
+ * the modules an ingest loads are most of that size (about 15 MiB): every
+ * unchanged re-run of 10,000 files made a full collection of little more
+ * than what the process had just loaded, 7–9 ms and 4 ms of marking steps
+ * in a run of about 100 ms. Until the first full collection the executable
+ * has marking start when the old generation reaches 80% of its limit (at
+ * once, without waiting for a task, from 90%); after it, the limit comes
+ * from the growing factor and V8's own rule applies again. Such a re-run
+ * makes no full collection. Alternating runs on the 10,000-file corpus
+ * against the server (5 each, measured when this came in): re-runs of
+ * 85–96 ms against 109–124 ms, first runs of 1,723–1,884 ms against
+ * 1,725–1,870 ms, peak RSS 153–160 MiB against 154–158 MiB. Keeping the
+ * triggers for the whole run made first runs faster (1,644–1,718 ms), as
+ * it collects less often, but took 10 MiB more (166–168 MiB).
+ *
  * The settings are the process's, so they are made by the executable only,
  * never by the library. RAGPIPE_HEAP_GROWING_PERCENT sets another growing
- * factor (0: V8's own heuristics, for the young generation too); a flag
- * given to node itself wins over both. (Node accepts neither flag in
- * NODE_OPTIONS.)
+ * factor (0: V8's own heuristics, for the young generation and marking
+ * too); a flag given to node itself wins over each of them. (Node accepts
+ * none of these flags in NODE_OPTIONS.)
  *
  * @internal
  */
 import * as Either from "effect/Either"
+import { constants as perfConstants, PerformanceObserver } from "node:perf_hooks"
 import * as v8 from "node:v8"
 
 /** The heap growing factor the executable sets by default, by store: 1 + this / 100. */
@@ -40,6 +60,28 @@ export const heapGrowingPercent = { server: 40, embedded: 50 } as const
 
 /** The factor the young generation grows by, set by the executable (V8's own: 2). */
 export const semiSpaceGrowthFactor = 16
+
+/**
+ * Until the first full collection: the share of the old generation's
+ * limit, in percent, at which marking starts in a task (`soft`), and at
+ * which it starts at once (`hard`).
+ */
+export const markingTriggerPercent = { soft: 80, hard: 90 } as const
+
+/** Runs `f` once, after the first full collection of the heap (a major GC) from now on. */
+export const afterFirstFullCollection = (f: () => void): void => {
+  const observer = new PerformanceObserver((list) => {
+    const major = list.getEntries().some((entry) => {
+      const detail = (entry as { readonly detail?: unknown }).detail
+      return typeof detail === "object" && detail !== null && "kind" in detail &&
+        detail.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR
+    })
+    if (!major) return
+    observer.disconnect()
+    f()
+  })
+  observer.observe({ entryTypes: ["gc"] })
+}
 
 /** The store a command line writes to, as far as the heap setting is concerned. */
 export type StoreKind = keyof typeof heapGrowingPercent
@@ -68,6 +110,8 @@ export const storeKindOf = (args: ReadonlyArray<string>, databaseUrl: string | u
 
 const flagName = "--heap-growing-percent"
 const youngFlagName = "--semi-space-growth-factor"
+const softTriggerFlagName = "--incremental-marking-soft-trigger"
+const hardTriggerFlagName = "--incremental-marking-hard-trigger"
 
 /** V8 takes a flag's words joined by "-" or "_" (`--heap_growing_percent=20`). */
 const mentionsFlag = (args: ReadonlyArray<string>, flag: string): boolean =>
@@ -82,10 +126,18 @@ export const heapFlags = (
   variable: string | undefined,
   store: StoreKind
 ): Either.Either<ReadonlyArray<string>, string> => {
-  const young = mentionsFlag(execArgv, youngFlagName) ? [] : [`${youngFlagName}=${semiSpaceGrowthFactor}`]
-  if (mentionsFlag(execArgv, flagName)) return Either.right(young)
+  const alongside: Array<string> = []
+  if (!mentionsFlag(execArgv, youngFlagName)) alongside.push(`${youngFlagName}=${semiSpaceGrowthFactor}`)
+  // either trigger given to node replaces V8's own rule: then neither is set here
+  if (!mentionsFlag(execArgv, softTriggerFlagName) && !mentionsFlag(execArgv, hardTriggerFlagName)) {
+    alongside.push(
+      `${softTriggerFlagName}=${markingTriggerPercent.soft}`,
+      `${hardTriggerFlagName}=${markingTriggerPercent.hard}`
+    )
+  }
+  if (mentionsFlag(execArgv, flagName)) return Either.right(alongside)
   if (variable === undefined || variable.trim() === "") {
-    return Either.right([`${flagName}=${heapGrowingPercent[store]}`, ...young])
+    return Either.right([`${flagName}=${heapGrowingPercent[store]}`, ...alongside])
   }
   const value = variable.trim()
   if (!/^\d{1,4}$/.test(value) || Number(value) > 1000) {
@@ -94,7 +146,7 @@ export const heapFlags = (
         `0 leaves the heap to V8's own heuristics`
     )
   }
-  return Either.right(Number(value) === 0 ? [] : [`${flagName}=${Number(value)}`, ...young])
+  return Either.right(Number(value) === 0 ? [] : [`${flagName}=${Number(value)}`, ...alongside])
 }
 
 /** Applies {@link heapFlags} to this process; the error message when the variable is malformed. */
@@ -109,6 +161,12 @@ export const tuneHeap = (): string | undefined =>
       onLeft: (message) => message,
       onRight: (flags) => {
         for (const flag of flags) v8.setFlagsFromString(flag)
+        if (flags.some((flag) => flag.startsWith(`${softTriggerFlagName}=`))) {
+          afterFirstFullCollection(() => {
+            v8.setFlagsFromString(`${softTriggerFlagName}=0`)
+            v8.setFlagsFromString(`${hardTriggerFlagName}=0`)
+          })
+        }
         return undefined
       }
     }
