@@ -36,12 +36,14 @@
  * has marking start when the old generation reaches 80% of its limit (at
  * once, without waiting for a task, from 90%); after it, the limit comes
  * from the growing factor and V8's own rule applies again. Such a re-run
- * makes no full collection. Alternating runs on the 10,000-file corpus
- * against the server (5 each, measured when this came in): re-runs of
- * 85–96 ms against 109–124 ms, first runs of 1,723–1,884 ms against
- * 1,725–1,870 ms, peak RSS 153–160 MiB against 154–158 MiB. Keeping the
- * triggers for the whole run made first runs faster (1,644–1,718 ms), as
- * it collects less often, but took 10 MiB more (166–168 MiB).
+ * makes no full collection. Measured when this came in, on the
+ * 10,000-file corpus against the server, against V8's rule throughout:
+ * 15 alternating re-runs, medians of 83 ms (79–95) against 95 ms
+ * (91–102); 6 alternating first runs, 1,616–1,803 ms against
+ * 1,638–1,846 ms, with a peak RSS of 155–160 MiB against 155–157 MiB.
+ * Keeping the triggers for the whole run made first runs faster
+ * (1,644–1,718 ms against 1,725–1,870 ms, 5 each), as it collects less
+ * often, but took about 10 MiB more (166–168 MiB).
  *
  * The settings are the process's, so they are made by the executable only,
  * never by the library. RAGPIPE_HEAP_GROWING_PERCENT sets another growing
