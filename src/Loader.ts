@@ -44,6 +44,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
 import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -1079,14 +1080,21 @@ const flattenListed = (group: Chunk.Chunk<Listed>): Chunk.Chunk<Candidate> => {
 }
 
 /**
+ * A group of candidates as {@link filterUnchanged} leaves it: settled, or
+ * waiting for the answers of `Options.unchanged` (the effect gives them).
+ */
+type Filtered = Either.Either<Chunk.Chunk<Candidate>, Effect.Effect<Chunk.Chunk<Candidate>>>
+
+/**
  * Ask about a group of listed candidates: the held directories whose files
  * can all be offered go to `unchangedDirectories`, in one call; the group's
  * other files, those of the held directories it does not confirm among
- * them, go to `unchanged` (at most {@link unchangedGroup} per call). The
- * files confirmed either way become `unchanged` skips (or, with `omit`,
- * leave the group), the others stay candidates. Files whose stat fails or
- * that changed too recently are not offered (they are read, and the read
- * reports what is wrong).
+ * them, go to `unchanged` (at most {@link unchangedGroup} per call) — left
+ * to the returned effect, so that the walk can go on meanwhile (see
+ * {@link settleInOrder}). The files confirmed either way become
+ * `unchanged` skips (or, with `omit`, leave the group), the others stay
+ * candidates. Files whose stat fails or that changed too recently are not
+ * offered (they are read, and the read reports what is wrong).
  */
 const filterUnchanged = (
   ctx: Context,
@@ -1094,7 +1102,7 @@ const filterUnchanged = (
   unchangedDirectories: Options["unchangedDirectories"],
   omit: boolean
 ) =>
-(group: Chunk.Chunk<Listed>): Effect.Effect<Chunk.Chunk<Candidate>> =>
+(group: Chunk.Chunk<Listed>): Effect.Effect<Filtered> =>
   Effect.flatMap(Clock.currentTimeMillis, (now) => {
     const offered: Array<FileFingerprint> = []
     /** held directories to ask about whole, with their files' fingerprints */
@@ -1117,33 +1125,93 @@ const filterUnchanged = (
         for (const print of prints) offered.push(print)
       }
     }
-    if (offered.length === 0 && whole.length === 0) return Effect.succeed(flattenListed(group))
-    return Effect.gen(function*() {
-      const sameDirectories = whole.length === 0 ? new Set<string>() : yield* unchangedDirectories!(whole)
+    if (offered.length === 0 && whole.length === 0) return Effect.succeed(Either.right(flattenListed(group)))
+    const sameDirectories = whole.length === 0 ? Effect.succeed(new Set<string>()) : unchangedDirectories!(whole)
+    return Effect.map(sameDirectories, (same): Filtered => {
       for (const directory of whole) {
-        if (!sameDirectories.has(directory.path)) for (const print of directory.files) offered.push(print)
+        if (!same.has(directory.path)) for (const print of directory.files) offered.push(print)
       }
-      const known = new Set<string>()
-      for (let i = 0; i < offered.length; i += unchangedGroup) {
-        for (const path of yield* unchanged(offered.slice(i, i + unchangedGroup))) known.add(path)
-      }
-      if (known.size === 0 && sameDirectories.size === 0) return flattenListed(group)
-      const candidates: Array<Candidate> = []
-      const add = (file: FileCandidate, same: boolean) => {
-        if (!same) candidates.push(file)
-        else if (!omit) candidates.push(unchangedSkip(file.path))
-      }
-      for (const listed of group) {
-        if (listed._tag === "Skipped") candidates.push(listed)
-        else if (listed._tag === "File") add(listed, known.has(listed.path))
-        else {
-          const same = sameDirectories.has(listed.path)
-          for (const file of listed.files) add(file, same || known.has(file.path))
+      const settle = (known: ReadonlySet<string>): Chunk.Chunk<Candidate> => {
+        if (known.size === 0 && same.size === 0) return flattenListed(group)
+        const candidates: Array<Candidate> = []
+        const add = (file: FileCandidate, isSame: boolean) => {
+          if (!isSame) candidates.push(file)
+          else if (!omit) candidates.push(unchangedSkip(file.path))
         }
+        for (const listed of group) {
+          if (listed._tag === "Skipped") candidates.push(listed)
+          else if (listed._tag === "File") add(listed, known.has(listed.path))
+          else {
+            const sameDirectory = same.has(listed.path)
+            for (const file of listed.files) add(file, sameDirectory || known.has(file.path))
+          }
+        }
+        return Chunk.unsafeFromArray(candidates)
       }
-      return Chunk.unsafeFromArray(candidates)
+      if (offered.length === 0) return Either.right(settle(new Set()))
+      return Either.left(Effect.gen(function*() {
+        const known = new Set<string>()
+        for (let i = 0; i < offered.length; i += unchangedGroup) {
+          for (const path of yield* unchanged(offered.slice(i, i + unchangedGroup))) known.add(path)
+        }
+        return settle(known)
+      }))
     })
   })
+
+/**
+ * The groups {@link filterUnchanged} leaves, in order, settled. A group
+ * waiting for `unchanged` is asked about on a fiber of its own (in the
+ * stream's scope), and the walk lists and stats the next groups meanwhile;
+ * at most `ahead` groups wait to come out (settled ones behind one still
+ * asked about, or asked about), so at most `ahead` are asked about at
+ * once, and the walk is never further ahead than that. A settled group
+ * comes at once when none waits before it: where nothing is asked (an
+ * unchanged re-run whose directories are all found whole) this starts no
+ * fiber. Against the server, alternating unchanged re-runs of 10,000 files
+ * in 289 directories (14 each) took a median of 90 ms with
+ * `Stream.mapEffect` and a concurrency of 2, 78 ms with this; with the same
+ * files in one directory, too large to be held, so asked about file by
+ * file (10 each), 153 ms and 149 ms.
+ */
+const settleInOrder = (ahead: number) =>
+<E, R>(self: Stream.Stream<Filtered, E, R>): Stream.Stream<Chunk.Chunk<Candidate>, E, R> =>
+  Stream.unwrapScoped(Effect.map(Effect.scope, (scope) => {
+    type Waiting =
+      | { readonly _tag: "Settled"; readonly candidates: Chunk.Chunk<Candidate> }
+      | { readonly _tag: "Asked"; readonly fiber: Fiber.RuntimeFiber<Chunk.Chunk<Candidate>> }
+    const waiting: Array<Waiting> = []
+    /** the groups that can come out, in order, waiting for answers until at most `limit` groups wait */
+    const release = (limit: number): Effect.Effect<Array<Chunk.Chunk<Candidate>>> =>
+      Effect.gen(function*() {
+        const out: Array<Chunk.Chunk<Candidate>> = []
+        while (waiting.length > 0) {
+          const head = waiting[0]!
+          if (head._tag === "Settled") out.push(head.candidates)
+          else if (waiting.length > limit) out.push(yield* Fiber.join(head.fiber))
+          else break
+          waiting.shift()
+        }
+        return out
+      })
+    return self.pipe(
+      Stream.mapEffect((filtered) => {
+        if (Either.isRight(filtered)) {
+          if (waiting.length === 0) return Effect.succeed([filtered.right])
+          waiting.push({ _tag: "Settled", candidates: filtered.right })
+          return release(ahead)
+        }
+        return Effect.flatMap(release(ahead - 1), (out) =>
+          Effect.flatMap(Effect.forkIn(filtered.left, scope), (fiber) => {
+            waiting.push({ _tag: "Asked", fiber })
+            // it sends its question before the walk goes on
+            return Effect.as(Effect.yieldNow(), out)
+          }))
+      }),
+      Stream.concat(Stream.fromEffect(Effect.suspend(() => release(0)))),
+      Stream.flattenIterables
+    )
+  }))
 
 /**
  * Check that `root` is a directory the walk can start from: the
@@ -1231,8 +1299,8 @@ export const walkWith = (
       }
       const unchanged = options.unchanged
       const unchangedDirectories = unchanged === undefined ? undefined : options.unchangedDirectories
-      // the next groups are listed and stat'ed while the answers about this
-      // one come (in order)
+      // the next groups are listed and stat'ed while the store answers
+      // about this one (in order)
       const toRead: Stream.Stream<Candidate, LoaderError> = unchanged === undefined
         ? Stream.mapChunks(candidatesOf(ctx), flattenListed)
         : candidatesOf(ctx, {
@@ -1245,10 +1313,8 @@ export const walkWith = (
           // directory)
           unchangedDirectories === undefined ? Stream.rechunk(unchangedGroup) : identity,
           Stream.chunks,
-          Stream.mapEffect(
-            filterUnchanged(ctx, unchanged, unchangedDirectories, options.omitUnchanged === true),
-            { concurrency: 2 }
-          ),
+          Stream.mapEffect(filterUnchanged(ctx, unchanged, unchangedDirectories, options.omitUnchanged === true)),
+          settleInOrder(2),
           Stream.flattenChunks
         )
       // Reads run in groups of at most `readAhead` files, one after the

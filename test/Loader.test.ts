@@ -903,6 +903,107 @@ describe("Loader.walk", () => {
       })
     ))
 
+  it.scoped("unchanged check: the next groups are listed and stat'ed while one is asked about, two asked at most, in order", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        manyFiles(dir, 2500, 50) // d0 … d49: three groups of 1,024 files or fewer
+        yield* TestClock.setTime(Date.now() + 60_000)
+        const asked: Array<ReadonlyArray<Loader.FileFingerprint>> = []
+        const answers: Array<Deferred.Deferred<void>> = []
+        // each question waits for its answer; the check knows no file
+        const unchanged = (files: ReadonlyArray<Loader.FileFingerprint>) =>
+          Effect.flatMap(Deferred.make<void>(), (answer) => {
+            asked.push(files)
+            answers.push(answer)
+            return Effect.as(Deferred.await(answer), new Set<string>())
+          })
+        const settle = Effect.gen(function*() {
+          for (let i = 0; i < 200; i++) yield* Effect.yieldNow()
+        })
+        const walking = yield* Effect.fork(collect({ root: dir, unchanged }))
+        yield* settle
+        // the second group was listed and stat'ed while the first waits; no third question
+        assert.strictEqual(asked.length, 2)
+        yield* Deferred.succeed(answers[0]!, undefined)
+        yield* settle
+        assert.strictEqual(asked.length, 3)
+        for (const answer of answers.slice(1)) yield* Deferred.succeed(answer, undefined)
+        while (asked.length < 3) {
+          yield* settle
+          for (const answer of answers) yield* Deferred.succeed(answer, undefined)
+        }
+        const walked = yield* Fiber.join(walking)
+        assert.deepStrictEqual(asked.map((files) => files.length), [1024, 1024, 452])
+        // every file read once, in the order of the questions
+        assert.deepStrictEqual(walked.docPaths, asked.flat().map((file) => file.path))
+        yield* assertAllReleased
+      })
+    ))
+
+  it.scoped("unchanged directories: while a group is asked about file by file, the walk lists at most two groups more", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        manyFiles(dir, 4000, 20) // d000 … d199: four groups of held directories
+        yield* TestClock.setTime(Date.now() + 60_000)
+        // one file of d0 changed too recently: d0's other files are asked about one by one
+        const later = new Date(Date.now() + 600_000)
+        fs.utimesSync(path.join(dir, "d0", "f0000.md"), later, later)
+        const answer = yield* Deferred.make<void>()
+        let asked = 0
+        const listed: Array<number> = []
+        const walking = yield* Effect.fork(collect({
+          root: dir,
+          omitUnchanged: true,
+          unchanged: (files) =>
+            Effect.suspend(() => {
+              asked++
+              return Effect.as(Deferred.await(answer), new Set(files.map((file) => file.path)))
+            }),
+          // every whole directory is the stored one
+          unchangedDirectories: (directories) =>
+            Effect.sync(() => {
+              listed.push(directories.length)
+              return new Set(directories.map((directory) => directory.path))
+            })
+        }))
+        for (let i = 0; i < 300; i++) yield* Effect.yieldNow()
+        // the group holding d0, and two more
+        assert.strictEqual(asked, 1)
+        assert.strictEqual(listed.length, 3)
+        yield* Deferred.succeed(answer, undefined)
+        const walked = yield* Fiber.join(walking)
+        assert.strictEqual(listed.length, 4)
+        assert.strictEqual(listed.reduce((a, b) => a + b, 0), 199)
+        // only the file too new to be offered is read
+        assert.deepStrictEqual(walked.docPaths, ["d0/f0000.md"])
+        yield* assertAllReleased
+      })
+    ))
+
+  it.scoped("unchanged check: interrupting the walk while groups are asked about interrupts the questions and releases every handle", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        manyFiles(dir, 2500, 50)
+        yield* TestClock.setTime(Date.now() + 60_000)
+        let asked = 0
+        let interrupted = 0
+        // questions that are never answered
+        const unchanged = () =>
+          Effect.suspend(() => {
+            asked++
+            return Effect.onInterrupt(Effect.never, () => Effect.sync(() => void interrupted++))
+          })
+        const walking = yield* Effect.fork(collect({ root: dir, unchanged }))
+        while (asked < 2) yield* Effect.yieldNow()
+        yield* Fiber.interrupt(walking)
+        assert.strictEqual(asked, 2)
+        assert.strictEqual(interrupted, 2)
+        const snapshot = yield* assertAllReleased
+        assert.isAbove(counts(snapshot, "dir").acquired, 0)
+        assert.strictEqual(counts(snapshot, "file").acquired, 0)
+      })
+    ))
+
   it.scoped("unchanged directories: each listed directory is asked about whole, after those below it; its answer covers all its files", () =>
     withDir((dir) =>
       Effect.gen(function*() {
