@@ -502,8 +502,13 @@ describe("crash safety", () => {
         assert.strictEqual((await ragpipe(["ingest", elsewhere, ...store])).code, 0)
 
         const running = ragpipe(["ingest", corpus, ...store, "--json"])
-        // the session holding the run's advisory lock, once the run has begun
-        const ended = await pollForNonZero(() => endSessions(monitor, db.name, "lock holder"))
+        // the session holding the run's advisory lock, once the run has begun: its first documents are
+        // stored (the run takes its number on that session just after its lock)
+        const ended = await withClient(db.url, (reader) =>
+          pollForNonZero(async () => {
+            const stored = (await reader.query("SELECT count(*)::int AS n FROM documents")).rows[0].n
+            return stored > 1 ? endSessions(monitor, db.name, "lock holder") : 0
+          }))
         const r = await running
         assert.strictEqual(ended, 1)
         assert.strictEqual(r.code, 1, show(r))
