@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Bundles the compiled CLI (dist/cli/main.js, from `tsc`) into one file,
-// dist/cli/ragpipe.js: the package's bin. `npm run build` runs it after tsc.
+// dist/cli/bundle.js, which the package's bin, dist/cli/ragpipe.js (from
+// src/cli/ragpipe.ts), loads once it has loaded pg. `npm run build` runs it
+// after tsc.
 //
 // Node loads an ES module graph file by file: effect and the @effect
 // packages are several hundred modules, and loading them was most of a
@@ -32,7 +34,7 @@ if (!fs.existsSync(entry)) {
 
 await build({
   entryPoints: [entry],
-  outfile: path.join(root, "dist", "cli", "ragpipe.js"),
+  outfile: path.join(root, "dist", "cli", "bundle.js"),
   bundle: true,
   platform: "node",
   format: "esm",

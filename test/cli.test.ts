@@ -514,6 +514,44 @@ describe("ragpipe CLI", () => {
     assert.match(exits[1]!.stdout, /\d+\.\d+\.\d+/)
   })
 
+  it("starting does not load Node's fetch implementation, and leaves no global navigator behind", async () => {
+    // pg constructs a fetch Response as it loads unless there is a navigator (see src/cli/ragpipe.ts)
+    const probe = NodePath.join(scratch, "fetch-probe.cjs")
+    NodeFs.writeFileSync(
+      probe,
+      `const wrapped = [], touched = []
+for (const name of ["fetch", "Request", "Response", "Headers", "FormData"]) {
+  const d = Object.getOwnPropertyDescriptor(globalThis, name)
+  if (d === undefined || d.get === undefined || !d.configurable) continue
+  wrapped.push(name)
+  Object.defineProperty(globalThis, name, { ...d, get() { touched.push(name); return d.get.call(this) } })
+}
+const before = "navigator" in globalThis
+process.on("exit", () => process.stderr.write("PROBE " + JSON.stringify({ wrapped, touched, before, after: "navigator" in globalThis }) + "\\n"))
+`
+    )
+    const probed = (result: Result) => {
+      const line = result.stderr.split("\n").find((l) => l.startsWith("PROBE "))
+      assert.isDefined(line, result.stderr)
+      return JSON.parse(line!.slice("PROBE ".length))
+    }
+    const env = { NODE_OPTIONS: `--require ${probe}` }
+    const work = NodePath.join(scratch, "fetch-probe-corpus")
+    NodeFs.mkdirSync(work, { recursive: true })
+    NodeFs.writeFileSync(NodePath.join(work, "a.md"), "# Aardvarks\n\nThey dig.\n")
+    const runs = await Promise.all([
+      ragpipe(["--version"], env),
+      ragpipe(["ingest", work, "--data-dir", dataDir("fetch-probe"), "--quiet"], env)
+    ])
+    for (const result of runs) {
+      assert.strictEqual(result.code, 0, result.stderr)
+      const seen = probed(result)
+      assert.isNotEmpty(seen.wrapped) // the probe watched something
+      assert.deepStrictEqual(seen.touched, [])
+      assert.strictEqual(seen.after, seen.before)
+    }
+  })
+
   it("a run that finds no file keeps the stored documents and exits 1 saying why; --allow-empty removes them", async () => {
     const data = dataDir("empty-walk")
     const work = providerCorpus("empty-walk-corpus")

@@ -1,8 +1,7 @@
-#!/usr/bin/env node
 /**
- * Entry point of the `ragpipe` executable: builds the one MainLive layer,
- * turns SIGINT/SIGTERM into a graceful stop, and maps the outcome to an exit
- * code. Errors are printed as one message, never as a stack trace.
+ * The `ragpipe` executable's program (ragpipe.ts loads it): builds the one
+ * MainLive layer, turns SIGINT/SIGTERM into a graceful stop, and maps the
+ * outcome to an exit code. Errors are printed as one message, never as a stack trace.
  *
  * @internal
  */
