@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
- * The `ragpipe` executable (dist/cli/ragpipe.js): loads `pg`, then the CLI
- * itself (main.ts and everything it imports, which scripts/bundle-cli.mjs
- * bundles into dist/cli/bundle.js).
+ * The `ragpipe` executable (dist/cli/ragpipe.js): loads `pg`, then runs the
+ * CLI itself (main.ts and everything it imports, which scripts/bundle-cli.mjs
+ * bundles into dist/cli/bundle.cjs), compiled from its code cache when one
+ * fits (see codeCache.ts). With RAGPIPE_BUILD_CODE_CACHE=1 (the build sets
+ * it) it writes that cache once the bundle has loaded.
  *
  * pg 8 decides as it loads whether it runs in a Cloudflare Worker. Where
  * there is no global `navigator` (Node 20 has none; Node 21 and later
@@ -20,6 +22,9 @@
  *
  * @internal
  */
+import { createRequire } from "node:module"
+import { fileURLToPath } from "node:url"
+import { runCommonJs } from "./codeCache.js"
 
 const lent = !("navigator" in globalThis)
 if (lent) {
@@ -29,10 +34,9 @@ if (lent) {
   })
 }
 try {
-  await import("pg")
+  createRequire(import.meta.url)("pg")
 } finally {
   if (lent) delete (globalThis as { navigator?: unknown }).navigator
 }
-await import(new URL("./bundle.js", import.meta.url).href)
-
-export {}
+const loaded = runCommonJs(fileURLToPath(new URL("./bundle.cjs", import.meta.url)))
+if (process.env["RAGPIPE_BUILD_CODE_CACHE"] === "1") loaded.writeCache()
