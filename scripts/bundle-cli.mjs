@@ -43,7 +43,7 @@ await build({
   platform: "node",
   format: "cjs",
   target: "node20",
-  // the bin reads the bundle as Latin-1, the fastest way to a string (esbuild's default, made sure of)
+  // esbuild's default, set because the bin reads the bundle as Latin-1 (the fastest way to a string)
   charset: "ascii",
   // import() of PGlite becomes require() of its CommonJS build: on Node 20
   // a script compiled from a code cache cannot import() ("A dynamic import
