@@ -11,7 +11,7 @@
  * define one) it constructs a fetch `Response` to find out, which makes
  * Node load and compile its own fetch implementation, which the CLI never
  * uses. Measured on the machine this came in on: loading pg in a new
- * process took 62–95 ms (median 66) and 32–45 ms (median 36) with a
+ * process took 62–95 ms (median 67) and 32–45 ms (median 36) with a
  * `navigator`, 6 runs each; `ragpipe --version` ended 353 ms (334–414)
  * after its process started, against 365 ms (349–401) with pg loaded
  * without one, 20 alternating runs each. So pg is loaded first,
