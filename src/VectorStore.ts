@@ -30,6 +30,7 @@ import {
   type ChunkRow,
   chunkCopyStatement,
   copyHeader,
+  copyBatches,
   CopyArena,
   copyTrailer,
   encodeChunkCopy,
@@ -579,8 +580,14 @@ const documentRow = (w: DocumentWrite) => ({
   g: w.document.fingerprint ?? null
 })
 
-/** Rows per Buffer of a binary COPY of chunks. */
-const copyBatchRows = 1000
+/**
+ * The most bytes per Buffer of a binary COPY of chunks (about 75 rows of
+ * 1,000 characters and 384 dimensions), below the arena's buffers (256 KiB, see CopyArena): a
+ * batch then fits the buffer it is given, which is never replaced, so no
+ * mapping larger than what the process start already frees is ever freed
+ * (see src/cli/codeCache.ts).
+ */
+const copyBatchBytes = 192 * 1024
 
 /** How long a ROLLBACK after a failed write may take before the connection is discarded instead. */
 const rollbackTimeout = Duration.seconds(10)
@@ -660,7 +667,7 @@ const copyEncoded = (
   Effect.try({
     try: () => [
       copyHeader,
-      ...batches(rows, copyBatchRows).map((batch) => encodeChunkRows(batch, allocate)),
+      ...copyBatches(rows, copyBatchBytes).map((batch) => encodeChunkRows(batch, allocate)),
       copyTrailer
     ],
     catch: (cause) => new SqlError({ cause, message: "Failed to encode rows for COPY" })

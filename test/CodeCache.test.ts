@@ -74,6 +74,20 @@ describe("codeCache", () => {
     assert.deepStrictEqual(runInNewProcess(file), { printed: "omega from changed.cjs true", cached: false })
   })
 
+  it("a module longer than the pieces it is read in runs whole, and its cache is keyed by the digest of all its bytes", () => {
+    const file = NodePath.join(scratch, "long.cjs")
+    // several pieces of 64 KiB and a part of one, a statement across each boundary
+    const filler = Array.from({ length: 9000 }, (_, i) => `total += ${i % 97}; // line ${i}`).join("\n")
+    const source = `let total = 0\n${filler}\nconsole.log("total " + total)\n`
+    NodeFs.writeFileSync(file, source)
+    assert.isAbove(source.length, 3 * 64 * 1024)
+    const expected = Array.from({ length: 9000 }, (_, i) => i % 97).reduce((a, b) => a + b, 0)
+    assert.deepStrictEqual(runInNewProcess(file, true), { printed: `total ${expected}`, cached: false })
+    const cache = NodeFs.readFileSync(`${file}.cache`)
+    assert.isTrue(cache.subarray(0, 32).equals(digestOf(NodeFs.readFileSync(file))))
+    assert.deepStrictEqual(runInNewProcess(file), { printed: `total ${expected}`, cached: true })
+  })
+
   it("the built CLI's cache is taken by a new process", () => {
     const check = `
       import { cacheFits } from ${JSON.stringify(codeCacheModule)}

@@ -11,7 +11,7 @@ import * as Option from "effect/Option"
 import Pg from "pg"
 import * as Database from "../src/Database.js"
 import type { ChunkId, EmbeddedChunk } from "../src/Domain.js"
-import { type ChunkRow, CopyArena, encodeChunkCopy, encodeChunkRows } from "../src/internal/copyBinary.js"
+import { type ChunkRow, CopyArena, copyBatches, encodeChunkCopy, encodeChunkRows } from "../src/internal/copyBinary.js"
 import * as VectorStore from "../src/VectorStore.js"
 import { backends, doc, ledgerLayer, partialDocuments, testDatabaseUrl } from "./support.js"
 
@@ -136,6 +136,26 @@ describe("COPY arena", () => {
     // settling twice changes nothing
     third.discard()
     assert.isAbove(arena.retained, 0)
+  })
+
+  it("batches rows by their encoded size: in order, none empty, each within the bound unless one row exceeds it", () => {
+    const all = rows(200, 4)
+    const rowBytes = encodeChunkRows(all.slice(0, 1)).length
+    const maxBytes = 10 * rowBytes
+    const batched = copyBatches(all, maxBytes)
+    assert.deepStrictEqual(batched.flat(), all)
+    assert.isAbove(batched.length, 1)
+    for (const batch of batched) {
+      assert.isAbove(batch.length, 0)
+      assert.isAtMost(encodeChunkRows(batch).length, maxBytes)
+    }
+    // the batches encode to the same COPY stream as the rows in one buffer
+    assert.isTrue(Buffer.concat(batched.map((batch) => encodeChunkRows(batch))).equals(encodeChunkRows(all)))
+    // a row larger than the bound is a batch of its own
+    const long = { ...all[0]!, text: "x".repeat(4 * maxBytes) }
+    const around = copyBatches([all[1]!, long, all[2]!], maxBytes)
+    assert.deepStrictEqual(around.map((batch) => batch.length), [1, 1, 1])
+    assert.deepStrictEqual(copyBatches([], maxBytes), [])
   })
 
   it("keeps no more than its retention limit in all", () => {

@@ -143,6 +143,33 @@ export const encodeChunkRows = (
 }
 
 /**
+ * The rows in runs of about `maxBytes` encoded at most, each of one row at
+ * least, for one Buffer each. The size is estimated from the texts' lengths
+ * in UTF-16 units (their UTF-8 length for ASCII, up to three times that
+ * otherwise), so that batching costs no encoding.
+ *
+ * @internal
+ */
+export const copyBatches = (rows: ReadonlyArray<ChunkRow>, maxBytes: number): Array<ReadonlyArray<ChunkRow>> => {
+  const out: Array<ReadonlyArray<ChunkRow>> = []
+  let start = 0
+  let bytes = 0
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!
+    // the fixed fields, the id and a short heading path take about 100 bytes
+    const estimate = 100 + row.text.length + 4 * row.embedding.length
+    if (i > start && bytes + estimate > maxBytes) {
+      out.push(rows.slice(start, i))
+      start = i
+      bytes = 0
+    }
+    bytes += estimate
+  }
+  if (start < rows.length) out.push(rows.slice(start))
+  return out
+}
+
+/**
  * One COPY's use of a {@link CopyArena}: `allocate` hands out its buffers in
  * turn; `done` once the server has confirmed the COPY (it has read every
  * byte, so they may be overwritten); `discard` when the COPY failed or was
@@ -171,7 +198,7 @@ export class CopyArena {
   private buffers: Array<Buffer> = []
   private leased = false
   constructor(
-    private readonly minBytes = 1024 * 1024,
+    private readonly minBytes = 256 * 1024,
     private readonly retainBytes = 16 * 1024 * 1024
   ) {}
 
