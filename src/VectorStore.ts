@@ -581,11 +581,11 @@ const documentRow = (w: DocumentWrite) => ({
 })
 
 /**
- * The most bytes per Buffer of a binary COPY of chunks (about 75 rows of
- * 1,000 characters and 384 dimensions), below the arena's buffers (256 KiB, see CopyArena): a
- * batch then fits the buffer it is given, which is never replaced, so no
- * mapping larger than what the process start already frees is ever freed
- * (see src/cli/codeCache.ts).
+ * The most bytes per Buffer of a binary COPY of chunks: about 75 rows of
+ * 1,000 characters and 384 dimensions. A batch then fits one of the COPY
+ * arena's buffers (256 KiB), kept from one COPY to the next (only a batch
+ * of mostly non-ASCII text can outgrow one), so that the COPY path frees
+ * no large allocation (see src/cli/codeCache.ts on what that costs).
  */
 const copyBatchBytes = 192 * 1024
 

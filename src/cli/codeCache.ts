@@ -74,18 +74,19 @@ const readSource = (file: string): { readonly text: string; readonly digest: Buf
  * `file` (a CommonJS module, ASCII only) as a script, with its cache when one fits.
  *
  * glibc serves a large allocation (128 KiB and more) with a mapping of its
- * own, and the first time such a mapping is freed it raises that threshold,
- * and the one for giving memory back to the system, to the freed size, for
- * the rest of the process: allocations below it then come from, and stay
- * in, its heaps. The bundle read whole (1.4 MB) and its cache (1 MB), freed
+ * own, and when such a mapping larger than the threshold is freed, it
+ * raises the threshold to its size, and the one for giving memory back to
+ * the system to twice that, for the rest of the process: allocations below
+ * it then come from, and stay in, its heaps. The bundle read whole (1.4 MB) and its cache (1 MB), freed
  * once the bundle had loaded, did that at every start, so the bundle is read
  * a piece at a time and the cache is kept; the store's COPY buffers are
  * kept small for the same reason (see copyBatchBytes in VectorStore.ts).
- * Since, the largest mapping an ingest frees is the hashing embedder's
- * output for a batch (384 KiB), against 2.1 MiB before. Measured when this
- * came in (5 alternating runs each, against the server): peak RSS of
- * 122–128 against 128–133 MiB on the 1,000-file corpus and 141–145 against
- * 147–152 MiB on the 10,000-file one, in 1,657–1,793 against 1,691–1,865 ms.
+ * Since, the largest such mappings an ingest frees are of about 380 KiB
+ * (the hashing embedder's output for a batch, the optimizing compiler's
+ * work areas), against 2.1 MiB before. Measured when this came in (5
+ * alternating runs each, against the server): peak RSS of 122–128 against
+ * 128–133 MiB on the 1,000-file corpus and 141–145 against 147–152 MiB on
+ * the 10,000-file one, in 1,657–1,793 against 1,691–1,865 ms.
  */
 const compile = (file: string) => {
   const { digest, text } = readSource(file)
