@@ -580,15 +580,6 @@ const documentRow = (w: DocumentWrite) => ({
   g: w.document.fingerprint ?? null
 })
 
-/**
- * The most bytes per Buffer of a binary COPY of chunks: about 75 rows of
- * 1,000 characters and 384 dimensions. A batch then fits one of the COPY
- * arena's buffers (256 KiB), kept from one COPY to the next (only a batch
- * of mostly non-ASCII text can outgrow one), so that the COPY path frees
- * no large allocation (see src/cli/codeCache.ts on what that costs).
- */
-const copyBatchBytes = 192 * 1024
-
 /** How long a ROLLBACK after a failed write may take before the connection is discarded instead. */
 const rollbackTimeout = Duration.seconds(10)
 
@@ -667,7 +658,7 @@ const copyEncoded = (
   Effect.try({
     try: () => [
       copyHeader,
-      ...copyBatches(rows, copyBatchBytes).map((batch) => encodeChunkRows(batch, allocate)),
+      ...copyBatches(rows).map((batch) => encodeChunkRows(batch, allocate)),
       copyTrailer
     ],
     catch: (cause) => new SqlError({ cause, message: "Failed to encode rows for COPY" })

@@ -25,8 +25,11 @@ import * as vm from "node:vm"
 
 const digestBytes = 32
 
+/** A hash computing the digest a cache is keyed by. */
+const newDigest = () => createHash("sha256")
+
 /** The digest a cache is keyed by. */
-export const digestOf = (source: Uint8Array): Buffer => createHash("sha256").update(source).digest()
+export const digestOf = (source: Uint8Array): Buffer => newDigest().update(source).digest()
 
 /** V8's data in `cache` if it was made for a source with `digest`, else undefined. */
 export const fittingData = (cache: Buffer | undefined, digest: Buffer): Buffer | undefined =>
@@ -37,9 +40,7 @@ export const fittingData = (cache: Buffer | undefined, digest: Buffer): Buffer |
 /** The file the cache of `file` is kept in. */
 export const cacheFileOf = (file: string): string => `${file}.cache`
 
-/**
- * Buffers that stay allocated for the life of the process: see {@link compile}.
- */
+/** Buffers kept for the life of the process: see {@link compile}. */
 const kept: Array<Buffer> = []
 
 const readIfThere = (file: string): Buffer | undefined => {
@@ -53,12 +54,12 @@ const readIfThere = (file: string): Buffer | undefined => {
 /** How much of the bundle is read at a time. */
 const pieceBytes = 64 * 1024
 
-/** The text of `file` (ASCII only), read a piece at a time, and its digest. */
+/** The text of `file` (ASCII only), read a piece at a time, and its {@link digestOf}. */
 const readSource = (file: string): { readonly text: string; readonly digest: Buffer } => {
   const fd = fs.openSync(file, "r")
   try {
     const piece = Buffer.allocUnsafe(pieceBytes)
-    const hash = createHash("sha256")
+    const hash = newDigest()
     const parts: Array<string> = []
     for (let n = fs.readSync(fd, piece, 0, pieceBytes, null); n > 0; n = fs.readSync(fd, piece, 0, pieceBytes, null)) {
       hash.update(piece.subarray(0, n))
@@ -77,10 +78,11 @@ const readSource = (file: string): { readonly text: string; readonly digest: Buf
  * own, and when such a mapping larger than the threshold is freed, it
  * raises the threshold to its size, and the one for giving memory back to
  * the system to twice that, for the rest of the process: allocations below
- * it then come from, and stay in, its heaps. The bundle read whole (1.4 MB) and its cache (1 MB), freed
- * once the bundle had loaded, did that at every start, so the bundle is read
- * a piece at a time and the cache is kept; the store's COPY buffers are
- * kept small for the same reason (see copyBatchBytes in VectorStore.ts).
+ * it then come from, and stay in, its heaps. The bundle read whole (1.4 MB)
+ * and its cache (1 MB), freed once the bundle had loaded, did that at every
+ * start, so the bundle is read a piece at a time and the cache is kept; the
+ * store's COPY buffers are kept small for the same reason (see
+ * copyBufferBytes in internal/copyBinary.ts).
  * Since, the largest such mappings an ingest frees are of about 380 KiB
  * (the hashing embedder's output for a batch, the optimizing compiler's
  * work areas), against 2.1 MiB before. Measured when this came in (5

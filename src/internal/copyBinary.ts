@@ -143,6 +143,20 @@ export const encodeChunkRows = (
 }
 
 /**
+ * The size of a {@link CopyArena}'s buffers, and the most bytes of rows
+ * {@link copyBatches} puts in one by default (about 75 rows of 1,000
+ * characters and 384 dimensions), a quarter below it so that a batch whose
+ * estimate falls short still fits: only a batch of mostly non-ASCII text
+ * outgrows its buffer and replaces it. The buffers are kept from one COPY
+ * to the next, so the COPY path frees no large allocation, which would
+ * make glibc keep freed memory from then on (see src/cli/codeCache.ts).
+ *
+ * @internal
+ */
+const copyBufferBytes = 256 * 1024
+const copyBatchBytes = (copyBufferBytes / 4) * 3
+
+/**
  * The rows in runs of about `maxBytes` encoded at most, each of one row at
  * least, for one Buffer each. The size is estimated from the texts' lengths
  * in UTF-16 units (their UTF-8 length for ASCII, up to three times that
@@ -150,7 +164,10 @@ export const encodeChunkRows = (
  *
  * @internal
  */
-export const copyBatches = (rows: ReadonlyArray<ChunkRow>, maxBytes: number): Array<ReadonlyArray<ChunkRow>> => {
+export const copyBatches = (
+  rows: ReadonlyArray<ChunkRow>,
+  maxBytes = copyBatchBytes
+): Array<ReadonlyArray<ChunkRow>> => {
   const out: Array<ReadonlyArray<ChunkRow>> = []
   let start = 0
   let bytes = 0
@@ -198,7 +215,7 @@ export class CopyArena {
   private buffers: Array<Buffer> = []
   private leased = false
   constructor(
-    private readonly minBytes = 256 * 1024,
+    private readonly minBytes = copyBufferBytes,
     private readonly retainBytes = 16 * 1024 * 1024
   ) {}
 
