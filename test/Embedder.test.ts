@@ -158,6 +158,28 @@ describe("hashing embedder", () => {
     }
   })
 
+  it("separates words at exactly the characters that are not letters, digits or marks", () => {
+    // every BMP character that normalisation and lowercasing leave as it
+    // is: between two letters it joins them into one word, or separates
+    // them as a space does
+    const wordChar = /^[\p{L}\p{N}\p{M}]$/u
+    const small = makeHashingEmbedder({ dimensions: 16 })
+    const [spaced] = Effect.runSync(small.embedBatch(["q q"]))
+    const wrong: Array<string> = []
+    let checked = 0
+    for (let code = 0; code < 0x10000; code++) {
+      if (code >= 0xd800 && code <= 0xdfff) continue
+      const c = String.fromCharCode(code)
+      if (c.normalize("NFKC").toLowerCase() !== c) continue
+      checked++
+      const [v] = Effect.runSync(small.embedBatch([`q${c}q`]))
+      const separates = v.every((x, i) => x === spaced[i])
+      if (separates === wordChar.test(c)) wrong.push(code.toString(16))
+    }
+    assert.isAbove(checked, 40_000)
+    assert.deepStrictEqual(wrong, [])
+  })
+
   it("conflates simple English inflections", () => {
     const [a, b, c] = embed("certificate rotation", "rotating certificates", "database backups")
     assert.isAbove(cosine(a, b), 0.7)
