@@ -36,8 +36,10 @@ const corpusSeed = 11
  * time (startup, the first embedding batches and worker start), so kills
  * at 40-75% mostly land while documents are being written. A run's pace
  * differs from the clean one's, so a kill can also come before the first
- * commit or after the run ended: the first kill must land before the end,
- * and at least one must land after documents were written.
+ * commit or after the run ended: the first kill must land before the end
+ * (after a run that ended first it is tried again, paced by that run: see
+ * {@link killAndResume}), and at least one must land after documents were
+ * written.
  */
 const killPercents = fc.sample(fc.integer({ min: 40, max: 75 }), { numRuns: 3, seed: 7 })
 /** SIGINT / SIGTERM moment, in percent of a clean run's duration */
@@ -273,55 +275,80 @@ beforeAll(async () => {
 })
 afterAll(() => NodeFs.rmSync(scratch, { recursive: true, force: true }))
 
+/** A store the kills write to: its arguments to the CLI, its check, and on the server its database. */
+interface KillTarget {
+  readonly args: ReadonlyArray<string>
+  readonly check: () => Promise<StoreCheck>
+  readonly database?: string
+}
+
+/** How many times the first kill is tried, each time on an empty store, before the test gives up. */
+const firstKillAttempts = 3
+
 /**
- * Kill an ingest into `store` at each of `killPercents` of `cleanMillis`,
- * checking the store after each kill; then run it to completion. Returns
- * what each run did.
+ * Kill an ingest into an empty store (`fresh` makes one) at each of
+ * `killPercents` of a run's duration, starting from `cleanMillis`, checking
+ * the store after each kill; then run it to completion. The first kill
+ * must land before the run ends: a run that ended first went faster than
+ * the one it was paced by (the clean run may have shared the machine with
+ * other tests), so the kill is tried again on another empty store, paced
+ * by the run that ended. Returns what each run did and the store.
  */
 const killAndResume = async (
-  store: ReadonlyArray<string>,
+  fresh: () => Promise<KillTarget>,
   cleanMillis: number,
-  check: () => Promise<StoreCheck>,
-  afterExit: (what: string, r: Result) => Promise<void> = async () => {}
+  afterExit: (what: string, r: Result, target: KillTarget) => Promise<void> = async () => {}
 ) => {
   const kills: Array<{ delay: number; landed: boolean; documents: number }> = []
-  for (const percent of killPercents) {
-    const delay = Math.round(cleanMillis * percent / 100)
-    const r = await run(cliPath, ["ingest", corpus, ...store, "--json"], { signal: "SIGKILL", delay })
-    await afterExit("SIGKILL", r)
-    const landed = r.signal === "SIGKILL"
-    if (!landed) assert.strictEqual(r.code, 0, show(r))
-    const { documents, partial } = await check()
-    kills.push({ delay, landed, documents })
-    assert.deepStrictEqual(partial, [], `partial documents after SIGKILL at ${delay} ms`)
+  let target = await fresh()
+  let pace = cleanMillis
+  let firstLanded = false
+  for (const [k, percent] of killPercents.entries()) {
+    for (let attempt = 1;; attempt++) {
+      const delay = Math.round(pace * percent / 100)
+      const r = await run(cliPath, ["ingest", corpus, ...target.args, "--json"], { signal: "SIGKILL", delay })
+      await afterExit("SIGKILL", r, target)
+      const landed = r.signal === "SIGKILL"
+      if (!landed) assert.strictEqual(r.code, 0, show(r))
+      const { documents, partial } = await target.check()
+      kills.push({ delay, landed, documents })
+      assert.deepStrictEqual(partial, [], `partial documents after SIGKILL at ${delay} ms`)
+      if (k > 0) break
+      firstLanded = landed
+      if (landed || attempt === firstKillAttempts) break
+      pace = lastJson(r.stdout).durationMs
+      target = await fresh()
+    }
   }
   // a kill at 40-75% of the run's duration comes before the end of the run, after its first commits
-  assert.isTrue(kills[0]!.landed, JSON.stringify(kills))
+  assert.isTrue(firstLanded, `the first kill came after the run ended every time: ${JSON.stringify(kills)}`)
   assert.isTrue(kills.some((k) => k.landed && k.documents > 0), `no kill landed mid-write: ${JSON.stringify(kills)}`)
-  const final = await ragpipe(["ingest", corpus, ...store, "--json"])
-  await afterExit("normal (resume)", final)
+  const final = await ragpipe(["ingest", corpus, ...target.args, "--json"])
+  await afterExit("normal (resume)", final, target)
   assert.strictEqual(final.code, 0, show(final))
   const summary = lastJson(final.stdout)
   assert.strictEqual(summary.files.ingested + summary.files.unchanged, corpusFiles)
   assert.strictEqual(summary.resources.open, 0)
-  assert.deepStrictEqual((await check()).partial, [])
-  return { kills, resumed: summary.files }
+  assert.deepStrictEqual((await target.check()).partial, [])
+  return { kills, resumed: summary.files, target }
 }
 
 describe("crash safety", () => {
   it("PGlite: SIGKILL at random points, then a re-run: same checksum as a clean run, no partial document", async () => {
     const clean = freshDataDir("pglite-clean")
-    const crashed = freshDataDir("pglite-crashed")
     const cleanRun = await ragpipe(["ingest", corpus, "--data-dir", clean, "--json"])
     assert.strictEqual(cleanRun.code, 0, show(cleanRun))
-    const outcome = await killAndResume(
-      ["--data-dir", crashed],
-      lastJson(cleanRun.stdout).durationMs,
-      () => pgliteCheck(crashed)
+    let stores = 0
+    const { target, ...outcome } = await killAndResume(
+      async () => {
+        const dir = freshDataDir(`pglite-crashed-${++stores}`)
+        return { args: ["--data-dir", dir], check: () => pgliteCheck(dir) }
+      },
+      lastJson(cleanRun.stdout).durationMs
     )
     const [expected, actual] = await Promise.all([
       checksum(["--data-dir", clean]),
-      checksum(["--data-dir", crashed])
+      checksum(target.args)
     ])
     console.info(`PGlite crash test: ${JSON.stringify({ ...outcome, checksum: actual.checksum })}`)
     assert.strictEqual(actual.documents, corpusFiles)
@@ -336,7 +363,8 @@ describe("crash safety", () => {
     async () => {
       // signals and kills on databases of their own: the kills' delays assume a run that starts empty
       const signalled = await createDatabase(serverUrl!, "crash")
-      const crashed = await createDatabase(serverUrl!, "crash")
+      /** the databases the kills wrote to: the last one is resumed */
+      const crashedDatabases: Array<Awaited<ReturnType<typeof createDatabase>>> = []
       const clean = await createDatabase(serverUrl!, "crash")
       const monitor = new Pg.Client({ connectionString: serverUrl! })
       await monitor.connect()
@@ -364,7 +392,6 @@ describe("crash safety", () => {
         const normalGone = await backendsGoneAfter(monitor, clean.name, cleanRun.exitedAt)
         timings.push({ run: "normal", goneAfterMs: normalGone })
 
-        const store = ["--database-url", crashed.url]
         const cleanMillis: number = lastJson(cleanRun.stdout).durationMs
         for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
           const delay = Math.round(cleanMillis * signalPercent / 100)
@@ -378,11 +405,21 @@ describe("crash safety", () => {
           signals.push({ signal, delay, documents })
           assert.deepStrictEqual(partial, [])
         }
-        const outcome = await killAndResume(store, cleanMillis, () => serverCheck(crashed.url), async (what, r) => {
-          // SIGKILL: the server closes a backend once it reads the dead socket, at the latest when the
-          // running statement ends; an ingest's statements are short (measured: under 70 ms)
-          timings.push({ run: what, goneAfterMs: await backendsGoneAfter(monitor, crashed.name, r.exitedAt) })
-        })
+        const { target, ...outcome } = await killAndResume(
+          async () => {
+            const db = await createDatabase(serverUrl!, "crash")
+            crashedDatabases.push(db)
+            return { args: ["--database-url", db.url], check: () => serverCheck(db.url), database: db.name }
+          },
+          cleanMillis,
+          async (what, r, target) => {
+            // SIGKILL: the server closes a backend once it reads the dead socket, at the latest when the
+            // running statement ends; an ingest's statements are short (measured: under 70 ms)
+            timings.push({ run: what, goneAfterMs: await backendsGoneAfter(monitor, target.database!, r.exitedAt) })
+          }
+        )
+        const store = target.args
+        const crashed = crashedDatabases.at(-1)!
         const [expected, actual] = [await checksum(["--database-url", clean.url]), await checksum(store)]
         assert.strictEqual(actual.documents, corpusFiles)
         assert.strictEqual(actual.checksum, expected.checksum)
@@ -434,7 +471,7 @@ describe("crash safety", () => {
       } finally {
         await monitor.end()
         await signalled.drop()
-        await crashed.drop()
+        for (const db of crashedDatabases) await db.drop()
         await clean.drop()
       }
     },
