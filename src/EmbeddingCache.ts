@@ -20,7 +20,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import { createHash } from "node:crypto"
+import { hash } from "node:crypto"
 import type { Embedding } from "./Domain.js"
 import * as Embedder from "./Embedder.js"
 import { EmbedError } from "./Errors.js"
@@ -71,7 +71,7 @@ export const defaultMaxBytes = 256 * 1024 * 1024
  * @category keys
  */
 export const keyOf = (model: string, dimensions: number, text: string): string =>
-  `${model}:${dimensions}:${createHash("sha256").update(text, "utf8").digest("hex")}`
+  `${model}:${dimensions}:${hash("sha256", text, "hex")}`
 
 /**
  * The vector, owning its buffer: a view into a larger buffer (the hashing

@@ -83,7 +83,7 @@ const isoSeconds = (millis: number): string => new Date(millis).toISOString().re
 
 const utf8Bytes = (text: string): number => Buffer.byteLength(text, "utf8")
 
-const sha256Hex = (data: string | Uint8Array): string => NodeCrypto.createHash("sha256").update(data).digest("hex")
+const sha256Hex = (data: string | Uint8Array): string => NodeCrypto.hash("sha256", data, "hex")
 
 /** The float32 values in big-endian byte order: pgvector's binary form without its header. */
 const embeddingBytes = (v: Float32Array): Uint8Array => {

@@ -149,7 +149,7 @@ export const directoryDigest = (files: ReadonlyArray<FileState>): string => {
     const file = sorted[i]!
     lines[i] = `${Buffer.byteLength(file.path)}:${file.path}${file.fingerprint}`
   }
-  return NodeCrypto.createHash("sha256").update(lines.join("\n"), "utf8").digest("hex")
+  return NodeCrypto.hash("sha256", lines.join("\n"), "hex")
 }
 
 /**
@@ -438,7 +438,7 @@ export const makeChecksum = (): {
  * @since 0.1.0
  * @category utils
  */
-export const textSha256 = (text: string): string => NodeCrypto.createHash("sha256").update(text, "utf8").digest("hex")
+export const textSha256 = (text: string): string => NodeCrypto.hash("sha256", text, "hex")
 
 /**
  * Hex sha256 of an embedding's float32 values in big-endian order, as the
@@ -451,7 +451,7 @@ export const textSha256 = (text: string): string => NodeCrypto.createHash("sha25
 export const embeddingSha256 = (embedding: ArrayLike<number>): string => {
   const bytes = Buffer.alloc(embedding.length * 4)
   for (let i = 0; i < embedding.length; i++) bytes.writeFloatBE(embedding[i]!, i * 4)
-  return NodeCrypto.createHash("sha256").update(bytes).digest("hex")
+  return NodeCrypto.hash("sha256", bytes, "hex")
 }
 
 /**
