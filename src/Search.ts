@@ -52,6 +52,24 @@ const searchWith = (model: string): string => {
 }
 
 /**
+ * What a search must know of the store in the context: its `searchScope`,
+ * which counts no chunk, or where it offers none, the same taken from its
+ * `stats`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const storeScope: Effect.Effect<SearchScope, StoreError, VectorStore> = Effect.flatMap(
+  VectorStore,
+  (store) =>
+    store.searchScope ?? Effect.map(store.stats, (s): SearchScope => ({
+      hasChunks: s.chunks > 0,
+      dimensions: s.dimensions,
+      models: s.models
+    }))
+)
+
+/**
  * Search the store for the chunks closest to `query`.
  *
  * Fails with `InvalidInput` for an empty query or a query with no words the
@@ -74,11 +92,7 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
   }
   const embedder = yield* Embedder
   const store = yield* VectorStore
-  const scope = yield* (store.searchScope ?? Effect.map(store.stats, (s): SearchScope => ({
-    hasChunks: s.chunks > 0,
-    dimensions: s.dimensions,
-    models: s.models
-  })))
+  const scope = yield* storeScope
   if (!scope.hasChunks) return [] as ReadonlyArray<SearchHit>
   // documents of other models than the query's, the most numerous first
   const others = Object.entries(scope.models)

@@ -283,6 +283,37 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.strictEqual(warnings.length, 4)
     }))
 
+  it.scopedLive("Search.storeScope reads the store's searchScope, not its stats (which count every chunk); without one, its stats", () =>
+    Effect.gen(function*() {
+      const data = yield* backend.fresh
+      const stored = Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
+        Layer.provideMerge(ledgerLayer)
+      )
+      yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))).pipe(
+        Effect.provide(stored)
+      )
+      const expected = { hasChunks: true, dimensions: 64, models: { "hashing-v1": 1 } }
+      const uncounted = new StoreError({ reason: "query", message: "stats read" })
+      // stats that fail: the scope comes from searchScope alone
+      const scope = yield* Search.storeScope.pipe(
+        Effect.provide(Layer.effect(
+          VectorStore.VectorStore,
+          Effect.map(VectorStore.VectorStore, (store) => ({ ...store, stats: Effect.fail(uncounted) }))
+        )),
+        Effect.provide(stored)
+      )
+      assert.deepStrictEqual(scope, expected)
+      // a store that offers no searchScope: the same, from its stats
+      const fromStats = yield* Search.storeScope.pipe(
+        Effect.provide(Layer.effect(
+          VectorStore.VectorStore,
+          Effect.map(VectorStore.VectorStore, ({ searchScope: _, ...store }) => store)
+        )),
+        Effect.provide(stored)
+      )
+      assert.deepStrictEqual(fromStats, expected)
+    }))
+
   it.scopedLive("files whose size, times and inode are unchanged are not read again; a changed one is", () =>
     Effect.gen(function*() {
       const work = yield* tempDir()

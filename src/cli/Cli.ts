@@ -541,13 +541,13 @@ const searchCommand = (deps: Dependencies) => Command.make(
       const target = yield* storeTarget(o)
       const retry = yield* retryPolicy(o.timeout)
       const hits = yield* Effect.gen(function*() {
-        const store = yield* VectorStore.VectorStore
-        const stats = yield* store.stats
+        // the store's dimensions, read without counting its chunks (as `stats` does)
+        const scope = yield* Search.storeScope
         const settings = providerSettings(o, 1)
         return yield* Search.search(o.query, { limit: o.limit, retry }).pipe(
           Effect.provide(deps.embedder({
             ...settings,
-            dimensions: settings.dimensions ?? stats.dimensions ?? undefined
+            dimensions: settings.dimensions ?? scope.dimensions ?? undefined
           }))
         )
       }).pipe(Effect.provide(storeLayer(target, true)), interruptOnSignal)
