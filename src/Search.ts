@@ -28,6 +28,12 @@ export interface Options {
    * {@link Retry.retry} (default: one attempt, no timeout).
    */
   readonly retry?: Retry.Policy
+  /**
+   * The store's {@link storeScope}, when the caller has read it already
+   * (to choose the query embedder's dimensions, say): the search then does
+   * not read it again.
+   */
+  readonly scope?: SearchScope
 }
 
 /**
@@ -92,7 +98,7 @@ export const search = Effect.fn("Search.search")(function*(query: string, option
   }
   const embedder = yield* Embedder
   const store = yield* VectorStore
-  const scope = yield* storeScope
+  const scope = options.scope ?? (yield* storeScope)
   if (!scope.hasChunks) return [] as ReadonlyArray<SearchHit>
   // documents of other models than the query's, the most numerous first
   const others = Object.entries(scope.models)

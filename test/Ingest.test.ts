@@ -283,7 +283,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.strictEqual(warnings.length, 4)
     }))
 
-  it.scopedLive("Search.storeScope reads the store's searchScope, not its stats (which count every chunk); without one, its stats", () =>
+  it.scopedLive("Search.storeScope reads the store's searchScope, not its stats (which count every chunk), or without one its stats; a search given it reads neither", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
       const stored = Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
@@ -312,6 +312,19 @@ describe.each(backends)("Ingest on $name", (backend) => {
         Effect.provide(stored)
       )
       assert.deepStrictEqual(fromStats, expected)
+      // a search given the scope reads neither
+      const hits = yield* Search.search("alpha", { scope }).pipe(
+        Effect.provide(Layer.effect(
+          VectorStore.VectorStore,
+          Effect.map(VectorStore.VectorStore, (store) => ({
+            ...store,
+            stats: Effect.fail(uncounted),
+            searchScope: Effect.fail(uncounted)
+          }))
+        )),
+        Effect.provide(stored)
+      )
+      assert.deepStrictEqual(hits.map((h) => h.path), ["a.txt"])
     }))
 
   it.scopedLive("files whose size, times and inode are unchanged are not read again; a changed one is", () =>

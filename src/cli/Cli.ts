@@ -544,7 +544,7 @@ const searchCommand = (deps: Dependencies) => Command.make(
         // the store's dimensions, read without counting its chunks (as `stats` does)
         const scope = yield* Search.storeScope
         const settings = providerSettings(o, 1)
-        return yield* Search.search(o.query, { limit: o.limit, retry }).pipe(
+        return yield* Search.search(o.query, { limit: o.limit, retry, scope }).pipe(
           Effect.provide(deps.embedder({
             ...settings,
             dimensions: settings.dimensions ?? scope.dimensions ?? undefined
