@@ -55,9 +55,16 @@ const everySecondCallFails = (calls: { n: number }, error: EmbedError) => {
   })
 }
 
-/** A store of `data` with the hashing embedder and the ledger. */
-const withHashing = (data: () => StoreLayer) =>
-  Layer.mergeAll(data(), Embedder.layerHashing()).pipe(Layer.provideMerge(ledgerLayer))
+/** A store of `data` with the hashing embedder (of `dimensions`, or the default) and the ledger. */
+const withHashing = (data: () => StoreLayer, dimensions?: number) =>
+  Layer.mergeAll(data(), Embedder.layerHashing(dimensions === undefined ? {} : { dimensions })).pipe(
+    Layer.provideMerge(ledgerLayer)
+  )
+
+/** `effect` with the VectorStore in its context replaced by what `f` makes of it. */
+const withStore = (f: (store: VectorStore.Service) => VectorStore.Service) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(VectorStore.VectorStore, (store) => Effect.provideService(effect, VectorStore.VectorStore, f(store)))
 
 /** The live clock, reading `millis` ahead; sleeps are real. */
 const aheadClock = (millis: number): Clock.Clock => {
@@ -166,8 +173,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
     Effect.gen(function*() {
       const data = yield* backend.fresh
       const source = Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))
-      const withDims = (dimensions: number) =>
-        Layer.mergeAll(data(), Embedder.layerHashing({ dimensions })).pipe(Layer.provideMerge(ledgerLayer))
+      const withDims = (dimensions: number) => withHashing(data, dimensions)
       yield* Ingest.ingestStream(source).pipe(Effect.provide(withDims(64)))
       const error = yield* Ingest.ingestStream(Stream.make(Either.right(doc("b.txt", "delta")))).pipe(
         Effect.provide(withDims(128)),
@@ -180,15 +186,23 @@ describe.each(backends)("Ingest on $name", (backend) => {
       assert.deepStrictEqual(paths, ["a.txt"])
     }))
 
+  /**
+   * A fresh store holding a.txt, embedded by the 64-dimension hashing
+   * embedder: the store (`data`), and it with that embedder and the ledger
+   * (`hashing`).
+   */
+  const storedAlpha = Effect.gen(function*() {
+    const data = yield* backend.fresh
+    const hashing = withHashing(data, 64)
+    yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))).pipe(
+      Effect.provide(hashing)
+    )
+    return { data, hashing }
+  })
+
   it.scopedLive("a search by another model than the store's is refused without embedding the query", () =>
     Effect.gen(function*() {
-      const data = yield* backend.fresh
-      const hashing = Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
-        Layer.provideMerge(ledgerLayer)
-      )
-      yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))).pipe(
-        Effect.provide(hashing)
-      )
+      const { data, hashing } = yield* storedAlpha
       // same dimensions, another model: its vectors would be compared with the store's as if alike
       const queries: Array<string> = []
       const other = Embedder.layerTest({
@@ -220,9 +234,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
   it.scopedLive("two models' documents in one store: a search covers its own model's and says how many it left out", () =>
     Effect.gen(function*() {
       const data = yield* backend.fresh
-      const hashing = Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
-        Layer.provideMerge(ledgerLayer)
-      )
+      const hashing = withHashing(data, 64)
       const other = Layer.mergeAll(
         data(),
         Embedder.layerTest({
@@ -251,9 +263,7 @@ describe.each(backends)("Ingest on $name", (backend) => {
         if (logLevel._tag === "Warning") warnings.push(String(Array.isArray(message) ? message[0] : message))
       })
       // a store of its own making may offer no searchScope: the search reads stats instead
-      const withoutScope = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-        Effect.flatMap(VectorStore.VectorStore, ({ searchScope: _, ...store }) =>
-          Effect.provideService(effect, VectorStore.VectorStore, store))
+      const withoutScope = withStore(({ searchScope: _, ...store }) => store)
       const searched = (layer: typeof hashing, scoped = true) =>
         Search.search("alpha", { limit: 10 }).pipe(
           scoped ? (effect) => effect : withoutScope,
@@ -285,43 +295,24 @@ describe.each(backends)("Ingest on $name", (backend) => {
 
   it.scopedLive("Search.storeScope reads the store's searchScope, not its stats (which count every chunk), or without one its stats; a search given it reads neither", () =>
     Effect.gen(function*() {
-      const data = yield* backend.fresh
-      const stored = Layer.mergeAll(data(), Embedder.layerHashing({ dimensions: 64 })).pipe(
-        Layer.provideMerge(ledgerLayer)
-      )
-      yield* Ingest.ingestStream(Stream.make(Either.right(doc("a.txt", "alpha beta gamma")))).pipe(
-        Effect.provide(stored)
-      )
+      const { hashing: stored } = yield* storedAlpha
       const expected = { hasChunks: true, dimensions: 64, models: { "hashing-v1": 1 } }
       const uncounted = new StoreError({ reason: "query", message: "stats read" })
       // stats that fail: the scope comes from searchScope alone
       const scope = yield* Search.storeScope.pipe(
-        Effect.provide(Layer.effect(
-          VectorStore.VectorStore,
-          Effect.map(VectorStore.VectorStore, (store) => ({ ...store, stats: Effect.fail(uncounted) }))
-        )),
+        withStore((store) => ({ ...store, stats: Effect.fail(uncounted) })),
         Effect.provide(stored)
       )
       assert.deepStrictEqual(scope, expected)
       // a store that offers no searchScope: the same, from its stats
       const fromStats = yield* Search.storeScope.pipe(
-        Effect.provide(Layer.effect(
-          VectorStore.VectorStore,
-          Effect.map(VectorStore.VectorStore, ({ searchScope: _, ...store }) => store)
-        )),
+        withStore(({ searchScope: _, ...store }) => store),
         Effect.provide(stored)
       )
       assert.deepStrictEqual(fromStats, expected)
       // a search given the scope reads neither
       const hits = yield* Search.search("alpha", { scope }).pipe(
-        Effect.provide(Layer.effect(
-          VectorStore.VectorStore,
-          Effect.map(VectorStore.VectorStore, (store) => ({
-            ...store,
-            stats: Effect.fail(uncounted),
-            searchScope: Effect.fail(uncounted)
-          }))
-        )),
+        withStore((store) => ({ ...store, stats: Effect.fail(uncounted), searchScope: Effect.fail(uncounted) })),
         Effect.provide(stored)
       )
       assert.deepStrictEqual(hits.map((h) => h.path), ["a.txt"])
