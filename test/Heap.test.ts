@@ -5,8 +5,10 @@ import { spawnSync } from "node:child_process"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import {
+  compilerFlags,
   heapFlags,
   heapGrowingPercent,
+  interruptBudget,
   markingTriggerPercent,
   semiSpaceGrowthFactor,
   storeKindOf
@@ -22,14 +24,15 @@ const triggers = ["--incremental-marking-soft-trigger=80", "--incremental-markin
 const alongside = [young, ...triggers]
 
 /**
- * The collections of `kind` (as V8's own trace names them) in a process
- * that runs `workload`, with tuneHeap applied first ("tuned") or not, and
- * `nodeArgs` given to node.
+ * The lines of V8's trace (`trace`: --trace-gc, --trace-opt) that hold
+ * `needle`, in a process that runs `workload`, with tuneHeap applied first
+ * ("tuned") or not, and `nodeArgs` given to node.
  */
-const collections = (
+const traceLines = (
+  trace: string,
   workload: string,
   mode: "tuned" | "default",
-  kind: string,
+  needle: string,
   nodeArgs: ReadonlyArray<string> = []
 ): number => {
   const program = `
@@ -37,14 +40,22 @@ const collections = (
     if (process.argv[1] === "tuned" && tuneHeap() !== undefined) process.exit(3)
     ${workload}
   `
-  const run = spawnSync(process.execPath, [...nodeArgs, "--trace-gc", "--input-type=module", "-e", program, mode], {
+  const run = spawnSync(process.execPath, [...nodeArgs, trace, "--input-type=module", "-e", program, mode], {
     encoding: "utf8",
     env: { ...process.env, RAGPIPE_HEAP_GROWING_PERCENT: "" },
     timeout: 60_000
   })
   expect(run.status).toBe(0)
-  return run.stdout.split("\n").filter((line) => line.includes(kind)).length
+  return run.stdout.split("\n").filter((line) => line.includes(needle)).length
 }
+
+/** The collections of `kind` (as V8's own trace names them): see {@link traceLines}. */
+const collections = (
+  workload: string,
+  mode: "tuned" | "default",
+  kind: string,
+  nodeArgs: ReadonlyArray<string> = []
+): number => traceLines("--trace-gc", workload, mode, kind, nodeArgs)
 
 describe("heap setting of the executable", () => {
   it("sets a growing factor of 1.4 for a server, 1.5 for the embedded database, a young generation growing by 16, and marking triggers, unless told otherwise", () => {
@@ -148,6 +159,41 @@ describe("heap setting of the executable", () => {
       globalThis.kept = kept`
     expect(collections(workload, "tuned", "Mark-Compact")).toBe(0)
     expect(collections(workload, "tuned", "Mark-Compact", ["--incremental-marking-soft-trigger=0"])).toBe(1)
+  })
+
+  it("sets an interrupt budget eight times V8's, unless node was given one, in any spelling", () => {
+    expect(interruptBudget).toBe(8 * 67_584)
+    expect(compilerFlags([])).toEqual([`--interrupt-budget=${interruptBudget}`])
+    expect(compilerFlags(["--max-old-space-size=4096", "--heap-growing-percent=10"])).toEqual([
+      `--interrupt-budget=${interruptBudget}`
+    ])
+    // a similar flag is not this one
+    expect(compilerFlags(["--interrupt-budget-for-feedback-allocation=100"])).toEqual([
+      `--interrupt-budget=${interruptBudget}`
+    ])
+    expect(compilerFlags(["--interrupt-budget=1000"])).toEqual([])
+    expect(compilerFlags(["--interrupt_budget=1000"])).toEqual([])
+  })
+
+  it("tuneHeap reaches V8: functions that run a while, but not for long, are not optimised", () => {
+    // 40 functions, each run 600 times over a short loop: past V8's budget
+    // several times over, short of eight times it.
+    const workload = `
+      const fns = []
+      for (let k = 0; k < 40; k++) {
+        fns.push(new Function("x", "let s = " + k + "; for (let i = 0; i < 20; i++) s = (s * 31 + x + i) | 0; return s"))
+      }
+      let t = 0
+      for (let r = 0; r < 600; r++) for (const f of fns) t = (t + f(r)) | 0
+      globalThis.t = t`
+    // V8 marks a function for optimisation as its budget runs out (a
+    // compilation may not end before the process does)
+    const optimised = (mode: "tuned" | "default", nodeArgs: ReadonlyArray<string> = []) =>
+      traceLines("--trace-opt", workload, mode, "for optimization to", nodeArgs)
+    expect(optimised("default")).toBeGreaterThanOrEqual(40)
+    expect(optimised("tuned")).toBeLessThan(10)
+    // V8's budget given to node wins
+    expect(optimised("tuned", ["--interrupt-budget=67584"])).toBeGreaterThanOrEqual(40)
   })
 
   it("afterFirstFullCollection runs once, after the first full collection and not after a scavenge", () => {

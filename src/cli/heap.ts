@@ -1,5 +1,6 @@
 /**
- * The V8 heap setting of the `ragpipe` process.
+ * The V8 settings of the `ragpipe` process: its heap, and when it optimises
+ * code.
  *
  * An ingest keeps a bounded working set (documents, chunks and vectors in
  * flight) and produces garbage at a high rate. With its default heap growing
@@ -45,11 +46,29 @@
  * (1,644–1,718 ms against 1,725–1,870 ms, 5 each), as it collects less
  * often, but took about 10 MiB more (166–168 MiB).
  *
+ * V8 optimises a function (with TurboFan, on background threads) once it
+ * has run for an "interrupt budget" of bytecode. With V8's budget a first
+ * ingest of the 10,000-file corpus into a server made 418 optimised
+ * compilations, which took 1,063–1,147 ms of CPU (as `--trace-opt` times
+ * them) in runs of 1.8 s: on a machine of two cores, time taken from the
+ * main thread, the embedding worker and the server. The executable sets a
+ * budget eight times V8's ({@link interruptBudget}), so that only the
+ * functions that keep running are optimised: 205–216 compilations, 401–405
+ * ms. Measured when this came in, 6 alternating rounds against V8's
+ * budget, server store, medians: first run of the 10,000-file corpus
+ * 1,720.5 ms against 1,754.5 ms, 2,624.5 against 2,727.5 ms of CPU, peak
+ * RSS 142 against 145.5 MiB; of the 1,000-file corpus 325.5 against 366.5
+ * ms, 616 against 730.5 ms of CPU, 123.5 against 128 MiB; unchanged
+ * re-runs of the 10,000 files (12 each) 83 ms (81–86) against 94.5 ms
+ * (78–105), 269.5 against 322 ms of CPU. On the embedded database first
+ * runs took as long (2,996–3,150 against 2,903–3,136 ms, 7 each), and a
+ * `search` as long (medians of 8, 207 ms each).
+ *
  * The settings are the process's, so they are made by the executable only,
  * never by the library. RAGPIPE_HEAP_GROWING_PERCENT sets another growing
  * factor (0: V8's own heuristics, for the young generation and marking
- * too); a flag given to node itself wins over each of them. (Node accepts
- * none of these flags in NODE_OPTIONS.)
+ * too, but not the interrupt budget); a flag given to node itself wins
+ * over each of them. (Node accepts none of these flags in NODE_OPTIONS.)
  *
  * @internal
  */
@@ -69,6 +88,12 @@ export const semiSpaceGrowthFactor = 16
  * which it starts at once (`hard`).
  */
 export const markingTriggerPercent = { soft: 80, hard: 90 } as const
+
+/**
+ * The interrupt budget the executable sets: eight times V8's own (67,584
+ * bytes of bytecode run before a function is considered for optimisation).
+ */
+export const interruptBudget = 8 * 67_584
 
 /** Runs `f` once, after the first full collection of the heap (a major GC) from now on. */
 export const afterFirstFullCollection = (f: () => void): void => {
@@ -114,6 +139,7 @@ const flagName = "--heap-growing-percent"
 const youngFlagName = "--semi-space-growth-factor"
 const softTriggerFlagName = "--incremental-marking-soft-trigger"
 const hardTriggerFlagName = "--incremental-marking-hard-trigger"
+const budgetFlagName = "--interrupt-budget"
 
 /** V8 takes a flag's words joined by "-" or "_" (`--heap_growing_percent=20`). */
 const mentionsFlag = (args: ReadonlyArray<string>, flag: string): boolean =>
@@ -151,7 +177,14 @@ export const heapFlags = (
   return Either.right(Number(value) === 0 ? [] : [`${flagName}=${Number(value)}`, ...alongside])
 }
 
-/** Applies {@link heapFlags} to this process; the error message when the variable is malformed. */
+/** The compiler flags to set, given node's own arguments: the interrupt budget, unless node was given one. */
+export const compilerFlags = (execArgv: ReadonlyArray<string>): ReadonlyArray<string> =>
+  mentionsFlag(execArgv, budgetFlagName) ? [] : [`${budgetFlagName}=${interruptBudget}`]
+
+/**
+ * Applies {@link heapFlags} and {@link compilerFlags} to this process; the
+ * error message when the variable is malformed (then nothing is applied).
+ */
 export const tuneHeap = (): string | undefined =>
   Either.match(
     heapFlags(
@@ -162,7 +195,7 @@ export const tuneHeap = (): string | undefined =>
     {
       onLeft: (message) => message,
       onRight: (flags) => {
-        for (const flag of flags) v8.setFlagsFromString(flag)
+        for (const flag of [...flags, ...compilerFlags(process.execArgv)]) v8.setFlagsFromString(flag)
         if (flags.some((flag) => flag.startsWith(`${softTriggerFlagName}=`))) {
           afterFirstFullCollection(() => {
             v8.setFlagsFromString(`${softTriggerFlagName}=0`)

@@ -70,7 +70,7 @@ const minimumLogLevel = Effect.flatMap(
   }
 )
 
-/** The V8 heap setting (see heap.ts); a malformed RAGPIPE_HEAP_GROWING_PERCENT is a usage error. */
+/** The V8 settings (see heap.ts); a malformed RAGPIPE_HEAP_GROWING_PERCENT is a usage error. */
 const heapSetting = Effect.suspend(() => {
   const problem = tuneHeap()
   return problem === undefined ? Effect.void : usageError(problem)
