@@ -17,10 +17,12 @@
 //   and peak RSS of the first run, an unchanged re-run, and on the server the
 //   raw binary COPY rate of the same rows into a table of the same shape, as
 //   the physical reference. Targets (server): ≥ 20,000 chunks/s; peak RSS
-//   ≤ 200 MiB and within ±15% between the two corpus sizes; the unchanged
-//   re-run ≥ 20× faster than the first run. On the server, the peak RSS is
-//   also measured on a corpus ten times the benchmark's (M files, default
-//   10 × N; 0 skips it), against the same targets. Each of these runs is
+//   ≤ 200 MiB, and flat (within ±15%) when the benchmark's corpus grows
+//   tenfold, to M files (default 10 × N; 0 skips that run, and the check);
+//   the unchanged re-run ≥ 20× faster than the first run. The growth from
+//   the N/10-file corpus, a tenth of the benchmark's, is printed too, with
+//   no target: so short a run ends before the process has reached the
+//   memory it keeps for the rest of a longer one. Each of these runs is
 //   repeated R times (default 3, each first run into an empty store): the
 //   figures are medians, with the range of the R runs next to them. With
 //   each store's first runs, the CPU time they used: the ragpipe process's
@@ -454,7 +456,9 @@ try {
           `${entry.small.chunks}: ${rssGrowth >= 0 ? "+" : ""}${(rssGrowth * 100).toFixed(1)}% (medians)` +
           (store.name === "server"
             ? ` (${verdict(peakRssMiB <= targets.peakRssMiB)} ≤ ${targets.peakRssMiB} MiB; ` +
-              `${verdict(Math.abs(rssGrowth) <= targets.rssFlatness)} ±${targets.rssFlatness * 100}%)`
+              (largeFiles > 0
+                ? `±${targets.rssFlatness * 100}% is checked as the corpus grows ${Number((largeFiles / files).toFixed(1))}× below)`
+                : `±${targets.rssFlatness * 100}% not checked: --large-files 0)`)
             : "")
       )
       console.log(
