@@ -53,6 +53,7 @@ import type { DocumentFormat, SkippedFile, SkipReason, SourceDocument } from "./
 import { LoaderError } from "./Errors.js"
 import * as Glob from "./internal/glob.js"
 import { htmlToText } from "./internal/html.js"
+import * as NativeStat from "./internal/nativeStat.js"
 import * as ResourceLedger from "./ResourceLedger.js"
 
 /**
@@ -356,6 +357,12 @@ export interface LoaderIO {
   readonly stat: (path: string) => StatsLike
   /** opens a directory for listing (throws `errno` errors) */
   readonly openDir: (path: string) => DirLike
+  /**
+   * The stats of many files at once, following symlinks, in order:
+   * undefined where a stat failed. Optional: without it, {@link stat} is
+   * called for each.
+   */
+  readonly statMany?: (paths: ReadonlyArray<string>) => ReadonlyArray<StatsLike | undefined>
 }
 
 // O_NONBLOCK: opening a FIFO must not block the walk; it is then rejected as
@@ -393,7 +400,8 @@ export const nodeIO: LoaderIO = {
     }
     const dir = fs.opendirSync(path, { bufferSize: dirBatchSize })
     return { read: () => dir.readSync(), close: () => dir.closeSync() }
-  }
+  },
+  ...(NativeStat.statMany !== undefined ? { statMany: NativeStat.statMany } : {})
 }
 
 // -----------------------------------------------------------------------------
@@ -1052,15 +1060,26 @@ const loadGroup = (ctx: Context) => (group: ReadonlyArray<Candidate>): Effect.Ef
     )
   })
 
-/** The fingerprint `unchanged` is offered for a file, if the file can be offered. */
-const offerable = (ctx: Context, file: FileCandidate, now: number): FileFingerprint | undefined => {
-  let st: StatsLike
-  try {
-    st = ctx.io.stat(file.absolute)
-  } catch {
-    return undefined
-  }
-  if (!st.isFile() || st.size > ctx.maxFileBytes) return undefined
+/** The stats of `files`, in order: undefined where a stat failed. */
+const statsOf = (ctx: Context, files: ReadonlyArray<FileCandidate>): ReadonlyArray<StatsLike | undefined> => {
+  if (ctx.io.statMany !== undefined) return ctx.io.statMany(files.map((file) => file.absolute))
+  return files.map((file) => {
+    try {
+      return ctx.io.stat(file.absolute)
+    } catch {
+      return undefined
+    }
+  })
+}
+
+/** The fingerprint `unchanged` is offered for a file with these stats, if the file can be offered. */
+const offerable = (
+  ctx: Context,
+  file: FileCandidate,
+  st: StatsLike | undefined,
+  now: number
+): FileFingerprint | undefined => {
+  if (st === undefined || !st.isFile() || st.size > ctx.maxFileBytes) return undefined
   const fingerprint = trustedFingerprint(st, now)
   return fingerprint === undefined ? undefined : { path: file.path, fingerprint }
 }
@@ -1107,16 +1126,24 @@ const filterUnchanged = (
     const offered: Array<FileFingerprint> = []
     /** held directories to ask about whole, with their files' fingerprints */
     const whole: Array<ListedDirectory> = []
+    // the group's files are stat'ed at once, in the order they are offered
+    const files: Array<FileCandidate> = []
+    for (const listed of group) {
+      if (listed._tag === "File") files.push(listed)
+      else if (listed._tag === "Directory") for (const file of listed.files) files.push(file)
+    }
+    const stats = statsOf(ctx, files)
+    let next = 0
     for (const listed of group) {
       if (listed._tag === "Skipped") continue
       if (listed._tag === "File") {
-        const print = offerable(ctx, listed, now)
+        const print = offerable(ctx, listed, stats[next++], now)
         if (print !== undefined) offered.push(print)
         continue
       }
       const prints: Array<FileFingerprint> = []
       for (const file of listed.files) {
-        const print = offerable(ctx, file, now)
+        const print = offerable(ctx, file, stats[next++], now)
         if (print !== undefined) prints.push(print)
       }
       if (unchangedDirectories !== undefined && prints.length === listed.files.length) {

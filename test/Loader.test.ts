@@ -1119,6 +1119,65 @@ describe("Loader.walk", () => {
       })
     ))
 
+  it.scoped("unchanged check: files stat'ed together (statMany) or one by one are offered alike; one whose stat fails is read", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        write(dir, { "a.md": "a", "sub/b.md": "b", "sub/c.txt": "c", "sub/deep/d.md": "d", "e.rst": "e" })
+        symlink(dir, "sub/link.md", path.join(dir, "a.md"))
+        yield* TestClock.setTime(Date.now() + 60_000)
+        const { statMany: _, ...oneByOne } = Loader.nodeIO
+        const batches: Array<ReadonlyArray<string>> = []
+        const together: Loader.LoaderIO = {
+          ...oneByOne,
+          statMany: (paths) => {
+            batches.push(paths)
+            // c.txt's stat fails
+            return paths.map((p) => p.endsWith("c.txt") ? undefined : fs.statSync(p))
+          }
+        }
+        const run = (io: Loader.LoaderIO) =>
+          Effect.gen(function*() {
+            const offered: Array<Loader.FileFingerprint> = []
+            const result = yield* collectWith({
+              root: dir,
+              unchanged: (files) =>
+                Effect.sync(() => {
+                  offered.push(...files)
+                  return new Set(files.map((f) => f.path))
+                })
+            }, io)
+            return { offered: byPath(offered), result }
+          })
+        const single = yield* run(oneByOne)
+        const batched = yield* run(together)
+        // one group: every candidate in one call (the link by its target's path)
+        assert.strictEqual(batches.length, 1)
+        assert.sameMembers(batches[0]!.map((p) => path.relative(dir, p)), [
+          "a.md",
+          "a.md",
+          "e.rst",
+          path.join("sub", "b.md"),
+          path.join("sub", "c.txt"),
+          path.join("sub", "deep", "d.md")
+        ])
+        const expected = ["a.md", "e.rst", "sub/b.md", "sub/c.txt", "sub/deep/d.md", "sub/link.md"].map((rel) => ({
+          path: rel,
+          fingerprint: Loader.fingerprintOf(fs.statSync(path.join(dir, rel)))
+        }))
+        assert.deepStrictEqual(single.offered, expected)
+        assert.deepStrictEqual(batched.offered, expected.filter((f) => f.path !== "sub/c.txt"))
+        assert.deepStrictEqual(single.result.docPaths, [])
+        assert.deepStrictEqual(batched.result.docPaths, ["sub/c.txt"])
+        assert.deepStrictEqual(byPath(batched.result.skipped).map((s) => s.path), [
+          "a.md",
+          "e.rst",
+          "sub/b.md",
+          "sub/deep/d.md",
+          "sub/link.md"
+        ])
+      })
+    ))
+
   it.scoped("nodeIO lists a small directory whole and a large one through a handle, every entry either way", () =>
     withDir((dir) =>
       Effect.sync(() => {
