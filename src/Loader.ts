@@ -53,7 +53,7 @@ import type { DocumentFormat, SkippedFile, SkipReason, SourceDocument } from "./
 import { LoaderError } from "./Errors.js"
 import * as Glob from "./internal/glob.js"
 import { htmlToText } from "./internal/html.js"
-import * as NativeStat from "./internal/nativeStat.js"
+import * as NativeFs from "./internal/nativeFs.js"
 import * as ResourceLedger from "./ResourceLedger.js"
 
 /**
@@ -339,9 +339,18 @@ export interface FileHandleLike {
  */
 export interface DirLike {
   /** the next entry, or null at the end */
-  readonly read: () => fs.Dirent | null
+  readonly read: () => DirEntryLike | null
   readonly close: () => void
 }
+
+/**
+ * A directory entry: its name and type, as `fs.Dirent` tells them (an
+ * `fs.Dirent` is one).
+ *
+ * @since 0.1.0
+ * @category internal
+ */
+export type DirEntryLike = NativeFs.DirentLike
 
 /**
  * How the loader opens files and directories. Only tests replace it (to
@@ -392,16 +401,24 @@ export const nodeIO: LoaderIO = {
     // more: on an unchanged re-run of 10,000 files in 289 directories
     // (alternating runs, 15 each) a median of 104 ms with a handle for
     // every directory, 97 ms with the small ones listed whole.
-    const size = fs.statSync(path).size
-    if (size > 0 && size <= wholeListingBytes) {
-      const entries = fs.readdirSync(path, { withFileTypes: true })
+    // The native listing (where the addon is built) checks the size and
+    // lists in one call, with none of fs.readdirSync's fs.Dirent objects.
+    let entries: ReadonlyArray<DirEntryLike> | undefined
+    if (NativeFs.listDirectory !== undefined) {
+      entries = NativeFs.listDirectory(path, wholeListingBytes)
+    } else {
+      const size = fs.statSync(path).size
+      if (size > 0 && size <= wholeListingBytes) entries = fs.readdirSync(path, { withFileTypes: true })
+    }
+    if (entries !== undefined) {
+      const listed = entries
       let next = 0
-      return { read: () => entries[next++] ?? null, close: () => undefined }
+      return { read: () => listed[next++] ?? null, close: () => undefined }
     }
     const dir = fs.opendirSync(path, { bufferSize: dirBatchSize })
     return { read: () => dir.readSync(), close: () => dir.closeSync() }
   },
-  ...(NativeStat.statMany !== undefined ? { statMany: NativeStat.statMany } : {})
+  ...(NativeFs.statMany !== undefined ? { statMany: NativeFs.statMany } : {})
 }
 
 // -----------------------------------------------------------------------------
@@ -609,8 +626,8 @@ const resolveSymlink = async (
   return { _tag: "Candidate", candidate: { _tag: "File", path: rel, absolute: real, format } }
 }
 
-const readBatch = (dir: DirLike): Array<fs.Dirent> => {
-  const entries: Array<fs.Dirent> = []
+const readBatch = (dir: DirLike): Array<DirEntryLike> => {
+  const entries: Array<DirEntryLike> = []
   while (entries.length < dirBatchSize) {
     const entry = dir.read()
     if (entry === null) break
@@ -625,7 +642,7 @@ interface Frame {
   /** the real paths of this directory and of those above it */
   readonly lineage: ReadonlyArray<string>
   readonly dir: DirLike
-  entries: ReadonlyArray<fs.Dirent>
+  entries: ReadonlyArray<DirEntryLike>
   next: number
   /** the listing has returned its last batch */
   listed: boolean

@@ -5,7 +5,7 @@ import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as NativeStat from "../src/internal/nativeStat.js"
+import * as NativeFs from "../src/internal/nativeFs.js"
 import * as Loader from "../src/Loader.js"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
@@ -32,16 +32,17 @@ const statOrUndefined = (p: string): fs.Stats | undefined => {
   }
 }
 
-describe.skipIf(!hasCompiler)("native stat", () => {
+describe.skipIf(!hasCompiler)("native file system calls", () => {
   it("is built and loaded where a C compiler is available", () => {
     assert.isTrue(fs.existsSync(addon), `${addon} is missing: npm run build builds it`)
-    assert.isFunction(NativeStat.statMany)
+    assert.isFunction(NativeFs.statMany)
+    assert.isFunction(NativeFs.listDirectory)
     assert.isFunction(Loader.nodeIO.statMany)
   })
 
   it("reports what fs.statSync reports, following symlinks; undefined where the stat fails", () =>
     withTemp((dir) => {
-      const statMany = NativeStat.statMany!
+      const statMany = NativeFs.statMany!
       const file = (rel: string, content: string) => {
         const full = path.join(dir, rel)
         fs.mkdirSync(path.dirname(full), { recursive: true })
@@ -100,7 +101,7 @@ describe.skipIf(!hasCompiler)("native stat", () => {
 
   it("answers batches of any size, each on its own", () =>
     withTemp((dir) => {
-      const statMany = NativeStat.statMany!
+      const statMany = NativeFs.statMany!
       const paths = Array.from({ length: 1500 }, (_, i) => {
         const p = path.join(dir, `f${i}.md`)
         fs.writeFileSync(p, "y".repeat(i))
@@ -113,10 +114,69 @@ describe.skipIf(!hasCompiler)("native stat", () => {
       }
     }))
 
+  it("lists a directory as fs.readdirSync does: the same names, order and types", () =>
+    withTemp((dir) => {
+      const listDirectory = NativeFs.listDirectory!
+      const names = ["b.md", "a.md", "B.md", "_x", "ünï", "文档 🙂.md", "z".repeat(200), ".hidden", "10.txt", "9.txt"]
+      for (const name of names) fs.writeFileSync(path.join(dir, name), name)
+      fs.mkdirSync(path.join(dir, "sub"))
+      fs.symlinkSync(path.join(dir, "a.md"), path.join(dir, "link"))
+      fs.symlinkSync(path.join(dir, "nowhere"), path.join(dir, "broken"))
+      fs.symlinkSync(path.join(dir, "sub"), path.join(dir, "dir-link"))
+      const fifo = spawnSync("mkfifo", [path.join(dir, "pipe")]).status === 0
+      // a name that is not valid UTF-8
+      fs.writeFileSync(Buffer.concat([Buffer.from(dir + path.sep), Buffer.from([0x62, 0xff, 0x2e, 0x6d, 0x64])]), "bad")
+      const kinds = (e: NativeFs.DirentLike) =>
+        [
+          e.isFile(),
+          e.isDirectory(),
+          e.isSymbolicLink(),
+          e.isFIFO(),
+          e.isSocket(),
+          e.isCharacterDevice(),
+          e.isBlockDevice()
+        ].map((k) => (k ? 1 : 0)).join("")
+      const expected = fs.readdirSync(dir, { withFileTypes: true }).map((e) => [e.name, kinds(e)])
+      const listed = listDirectory(dir, 64 * 1024)
+      assert.isDefined(listed)
+      assert.deepStrictEqual(listed!.map((e) => [e.name, kinds(e)]), expected)
+      assert.strictEqual(listed!.length, names.length + 5 + (fifo ? 1 : 0))
+      assert.include(listed!.map((e) => e.name), "b\uFFFD.md")
+    }))
+
+  it("leaves a directory larger than the bound, or an empty-sized one, unlisted; fails as fs does", () =>
+    withTemp((dir) => {
+      const listDirectory = NativeFs.listDirectory!
+      fs.writeFileSync(path.join(dir, "file.md"), "x")
+      const size = fs.statSync(dir).size
+      assert.isAbove(size, 0)
+      assert.isDefined(listDirectory(dir, size))
+      assert.isUndefined(listDirectory(dir, size - 1))
+      const failure = (p: string) => {
+        try {
+          listDirectory(p, 64 * 1024)
+        } catch (error) {
+          return error as NodeJS.ErrnoException
+        }
+        return assert.fail(`listing ${p} did not fail`)
+      }
+      const missing = failure(path.join(dir, "missing"))
+      assert.instanceOf(missing, Error)
+      assert.strictEqual(missing.code, "ENOENT")
+      assert.include(missing.message, path.join(dir, "missing"))
+      assert.strictEqual(failure(path.join(dir, "file.md")).code, "ENOTDIR")
+      assert.strictEqual(failure(path.join(dir, "nul\0")).code, "EINVAL")
+      assert.strictEqual(failure(path.join(dir, "x".repeat(5000))).code, "ENAMETOOLONG")
+    }))
+
   it("refuses arguments of the wrong kind with a TypeError or RangeError, not a crash", () => {
     const binding = createRequire(import.meta.url)(addon) as {
       readonly statMany: (...args: ReadonlyArray<unknown>) => unknown
+      readonly listDirectory: (...args: ReadonlyArray<unknown>) => unknown
     }
+    assert.throws(() => binding.listDirectory(root), TypeError, /two arguments/)
+    assert.throws(() => binding.listDirectory(1, 2), TypeError, /path must be a string/)
+    assert.throws(() => binding.listDirectory(root, "2"), TypeError, /wholeBytes must be a number/)
     assert.throws(() => binding.statMany(), TypeError, /two arguments/)
     assert.throws(() => binding.statMany("a", new Float64Array(8)), TypeError, /array of strings/)
     assert.throws(() => binding.statMany([1], new Float64Array(8)), TypeError, /array of strings/)
