@@ -50,7 +50,7 @@ await build({
   // callback was not specified")
   supported: { "dynamic-import": false },
   external,
-  // modules that find files next to their own (internal/nativeStat.ts, the
+  // modules that find files next to their own (internal/nativeFs.ts, the
   // native addon in dist/native) see the bundle's location
   define: { "import.meta.url": "__bundleUrl" },
   banner: { js: `var __bundleUrl = require("node:url").pathToFileURL(__filename).href;` },
