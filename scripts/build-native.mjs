@@ -3,13 +3,14 @@
 // dist/native/ragpipe_fs.node with the system's C compiler ($CC, or cc)
 // and the Node-API headers of the node-api-headers package; `npm run build`
 // runs it. Node-API is ABI-stable, so one build serves every Node version
-// from 20 on. The addon makes the unchanged re-run's stats cheaper (see
-// src/internal/nativeStat.ts); without it the walk stats files one by one
-// with fs.statSync, so a machine without a compiler (or Windows) gets a
-// note here and a working, slower build, not a failed one.
+// from 20 on. The addon makes the walk's stats and listings cheaper (see
+// src/internal/nativeFs.ts); without it the walk uses fs.statSync and
+// fs.readdirSync, so a machine without a compiler (or Windows) gets a note
+// here and a working, slower build, not a failed one.
 //
 // After compiling, a new process loads the addon and compares what it
-// reports with fs.statSync; one that disagrees is removed.
+// reports with fs.statSync and fs.readdirSync; one that disagrees is
+// removed.
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
@@ -23,7 +24,7 @@ const out = path.join(outDir, "ragpipe_fs.node")
 
 const skip = (why) => {
   fs.rmSync(out, { force: true })
-  console.error(`build-native: ${path.relative(root, out)} not built: ${why}; files are stat'ed one by one instead`)
+  console.error(`build-native: ${path.relative(root, out)} not built: ${why}; the walk uses node:fs instead`)
   process.exit(0)
 }
 
@@ -46,10 +47,12 @@ try {
   execFileSync(compiler, [...flags, "-I", includeDir, "-o", partial, source], { stdio: ["ignore", "ignore", "pipe"] })
 } catch (error) {
   fs.rmSync(partial, { force: true })
-  const detail = error?.code === "ENOENT"
-    ? `no C compiler (${compiler}) found`
-    : `${compiler} failed: ${String(error?.stderr ?? error?.message ?? error).trim().split("\n").slice(0, 5).join(" / ")}`
-  skip(detail)
+  const said = String(error?.stderr ?? "").trim().split("\n").slice(0, 5).join(" / ")
+  skip(
+    error?.code === "ENOENT"
+      ? `no C compiler (${compiler}) found`
+      : `${compiler} failed (exit code ${error?.status ?? "?"})${said === "" ? "" : `: ${said}`}`
+  )
 }
 fs.renameSync(partial, out)
 
@@ -57,7 +60,7 @@ fs.renameSync(partial, out)
 const check = `
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
-const { statMany } = createRequire(import.meta.url)(${JSON.stringify(out)})
+const { statMany, listDirectory } = createRequire(import.meta.url)(${JSON.stringify(out)})
 const paths = [${JSON.stringify(source)}, ${JSON.stringify(root)}, ${JSON.stringify(path.join(root, "no-such-file"))}]
 const fields = new Float64Array(8 * paths.length)
 statMany(paths, fields)
@@ -69,6 +72,9 @@ for (let i = 0; i < 2; i++) {
   if (!same) throw new Error("stats of " + paths[i] + " differ from fs.statSync's")
 }
 if (fields[16] === 0) throw new Error("the stat of a missing file did not fail")
+const listed = listDirectory(${JSON.stringify(path.join(root, "src"))}, 1 << 30)
+const names = fs.readdirSync(${JSON.stringify(path.join(root, "src"))}).map((name) => name + "/").join("")
+if (listed === undefined || listed[0] !== names) throw new Error("the listing of src differs from fs.readdirSync's")
 `
 try {
   execFileSync(process.execPath, ["--input-type=module", "-e", check], { stdio: ["ignore", "ignore", "pipe"] })

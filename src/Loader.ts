@@ -378,13 +378,26 @@ export interface LoaderIO {
 // "not a regular file" after fstat. No effect on regular files.
 const openFlags = fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0)
 
+/** A directory listed whole, read from memory. */
+const listedDir = (entries: ReadonlyArray<DirEntryLike>): DirLike => {
+  let next = 0
+  return { read: () => entries[next++] ?? null, close: () => undefined }
+}
+
+/** A directory read in batches through a handle. */
+const dirHandle = (path: string): DirLike => {
+  const dir = fs.opendirSync(path, { bufferSize: dirBatchSize })
+  return { read: () => dir.readSync(), close: () => dir.closeSync() }
+}
+
 /**
- * The real file system.
+ * The real file system through `node:fs` alone: what {@link nodeIO} is
+ * where the native addon is not built.
  *
  * @since 0.1.0
  * @category internal
  */
-export const nodeIO: LoaderIO = {
+export const fsIO: LoaderIO = {
   openFile: (path) => {
     const fd = fs.openSync(path, openFlags)
     return {
@@ -401,25 +414,33 @@ export const nodeIO: LoaderIO = {
     // more: on an unchanged re-run of 10,000 files in 289 directories
     // (alternating runs, 15 each) a median of 104 ms with a handle for
     // every directory, 97 ms with the small ones listed whole.
-    // The native listing (where the addon is built) checks the size and
-    // lists in one call, with none of fs.readdirSync's fs.Dirent objects.
-    let entries: ReadonlyArray<DirEntryLike> | undefined
-    if (NativeFs.listDirectory !== undefined) {
-      entries = NativeFs.listDirectory(path, wholeListingBytes)
-    } else {
-      const size = fs.statSync(path).size
-      if (size > 0 && size <= wholeListingBytes) entries = fs.readdirSync(path, { withFileTypes: true })
-    }
-    if (entries !== undefined) {
-      const listed = entries
-      let next = 0
-      return { read: () => listed[next++] ?? null, close: () => undefined }
-    }
-    const dir = fs.opendirSync(path, { bufferSize: dirBatchSize })
-    return { read: () => dir.readSync(), close: () => dir.closeSync() }
-  },
-  ...(NativeFs.statMany !== undefined ? { statMany: NativeFs.statMany } : {})
+    const size = fs.statSync(path).size
+    return size > 0 && size <= wholeListingBytes
+      ? listedDir(fs.readdirSync(path, { withFileTypes: true }))
+      : dirHandle(path)
+  }
 }
+
+/** {@link fsIO}, with directories listed and files stat'ed through the addon. */
+const withNative = (native: NativeFs.NativeFs): LoaderIO => ({
+  ...fsIO,
+  openDir: (path) => {
+    // the size is checked and the directory listed in one call
+    const entries = native.listDirectory(path, wholeListingBytes)
+    return entries !== undefined ? listedDir(entries) : dirHandle(path)
+  },
+  statMany: native.statMany
+})
+
+/**
+ * The real file system: {@link fsIO}, with directories listed and files
+ * stat'ed through the native addon where it is built (see
+ * `internal/nativeFs.ts`), with the same results.
+ *
+ * @since 0.1.0
+ * @category internal
+ */
+export const nodeIO: LoaderIO = NativeFs.native === undefined ? fsIO : withNative(NativeFs.native)
 
 // -----------------------------------------------------------------------------
 // internals

@@ -1125,7 +1125,7 @@ describe("Loader.walk", () => {
         write(dir, { "a.md": "a", "sub/b.md": "b", "sub/c.txt": "c", "sub/deep/d.md": "d", "e.rst": "e" })
         symlink(dir, "sub/link.md", path.join(dir, "a.md"))
         yield* TestClock.setTime(Date.now() + 60_000)
-        const { statMany: _, ...oneByOne } = Loader.nodeIO
+        const oneByOne = Loader.fsIO
         const batches: Array<ReadonlyArray<string>> = []
         const together: Loader.LoaderIO = {
           ...oneByOne,
@@ -1178,13 +1178,62 @@ describe("Loader.walk", () => {
       })
     ))
 
-  it.scoped("nodeIO lists a small directory whole and a large one through a handle, every entry either way", () =>
+  it.scoped("nodeIO (with the native addon where it is built) and fsIO walk alike: the same results in the same order", () =>
+    withDir((dir) =>
+      Effect.gen(function*() {
+        const files: Record<string, Content> = {
+          "a.md": "# A\n\nalpha",
+          "B.txt": "bravo",
+          "sub/c.rst": "charlie",
+          "sub/deep/d.html": "<p>delta</p>",
+          "sub/empty.md": "",
+          "bin.md": new Uint8Array([0x61, 0x00, 0x62]),
+          "image.png": "not a candidate",
+          ".hidden/e.md": "echo",
+          "ünï/文档 🙂.md": "unicode"
+        }
+        for (let i = 0; i < 300; i++) files[`many/f${String(i).padStart(3, "0")}.md`] = `file ${i}`
+        write(dir, files)
+        symlink(dir, "sub/link.md", path.join(dir, "a.md"))
+        symlink(dir, "sub/up", dir)
+        symlink(dir, "broken.md", path.join(dir, "nowhere.md"))
+        fs.writeFileSync(Buffer.concat([Buffer.from(path.join(dir, "sub") + path.sep), Buffer.from([0x62, 0xff, 0x2e, 0x6d, 0x64])]), "bad name")
+        yield* TestClock.setTime(Date.now() + 60_000)
+        const run = (io: Loader.LoaderIO, options: Partial<Loader.Options>) =>
+          Effect.gen(function*() {
+            const offered: Array<string> = []
+            const results = yield* Stream.runCollect(Loader.walkWith({
+              root: dir,
+              unchanged: (prints) =>
+                Effect.sync(() => {
+                  offered.push(...prints.map((f) => `${f.path} ${f.fingerprint}`))
+                  return new Set(prints.filter((f) => f.path.startsWith("many/")).map((f) => f.path))
+                }),
+              ...options
+            }, io))
+            const items = Chunk.toReadonlyArray(results).map((r) =>
+              Either.isRight(r) ? `doc ${r.right.path} ${r.right.fingerprint ?? ""}` : `skip ${r.left.path} ${r.left.reason}`
+            )
+            return { items, offered }
+          })
+        for (const options of [{}, { includeHidden: true, exclude: ["sub/deep/**"] }]) {
+          const native = yield* run(Loader.nodeIO, options)
+          const plain = yield* run(Loader.fsIO, options)
+          assert.deepStrictEqual(native, plain)
+          assert.isAbove(native.items.length, 300)
+          assert.isAbove(native.offered.length, 300)
+        }
+        yield* assertAllReleased
+      })
+    ))
+
+  it.scoped("nodeIO and fsIO list a small directory whole and a large one through a handle, every entry either way", () =>
     withDir((dir) =>
       Effect.sync(() => {
         const names = (count: number, length: number) =>
           Array.from({ length: count }, (_, i) => `${String(i).padStart(6, "0")}-${"x".repeat(length)}.md`)
-        const listed = (path: string) => {
-          const handle = Loader.nodeIO.openDir(path)
+        const listed = (path: string, io: Loader.LoaderIO) => {
+          const handle = io.openDir(path)
           const entries: Array<string> = []
           for (let entry = handle.read(); entry !== null; entry = handle.read()) entries.push(entry.name)
           handle.close()
@@ -1195,8 +1244,10 @@ describe("Loader.walk", () => {
         write(dir, Object.fromEntries([...small.map((n) => [`small/${n}`, "s"]), ...large.map((n) => [`large/${n}`, "l"])]))
         // on this filesystem, as large as the walk reads through a handle
         assert.isAbove(fs.statSync(path.join(dir, "large")).size, 64 * 1024)
-        assert.deepStrictEqual(listed(path.join(dir, "small")), small)
-        assert.deepStrictEqual(listed(path.join(dir, "large")), large)
+        for (const io of [Loader.nodeIO, Loader.fsIO]) {
+          assert.deepStrictEqual(listed(path.join(dir, "small"), io), small)
+          assert.deepStrictEqual(listed(path.join(dir, "large"), io), large)
+        }
       })
     ))
 

@@ -35,14 +35,15 @@ const statOrUndefined = (p: string): fs.Stats | undefined => {
 describe.skipIf(!hasCompiler)("native file system calls", () => {
   it("is built and loaded where a C compiler is available", () => {
     assert.isTrue(fs.existsSync(addon), `${addon} is missing: npm run build builds it`)
-    assert.isFunction(NativeFs.statMany)
-    assert.isFunction(NativeFs.listDirectory)
-    assert.isFunction(Loader.nodeIO.statMany)
+    assert.isDefined(NativeFs.native)
+    // the walk uses it
+    assert.notStrictEqual(Loader.nodeIO, Loader.fsIO)
+    assert.strictEqual(Loader.nodeIO.statMany, NativeFs.native!.statMany)
   })
 
   it("reports what fs.statSync reports, following symlinks; undefined where the stat fails", () =>
     withTemp((dir) => {
-      const statMany = NativeFs.statMany!
+      const statMany = NativeFs.native!.statMany
       const file = (rel: string, content: string) => {
         const full = path.join(dir, rel)
         fs.mkdirSync(path.dirname(full), { recursive: true })
@@ -101,7 +102,7 @@ describe.skipIf(!hasCompiler)("native file system calls", () => {
 
   it("answers batches of any size, each on its own", () =>
     withTemp((dir) => {
-      const statMany = NativeFs.statMany!
+      const statMany = NativeFs.native!.statMany
       const paths = Array.from({ length: 1500 }, (_, i) => {
         const p = path.join(dir, `f${i}.md`)
         fs.writeFileSync(p, "y".repeat(i))
@@ -116,7 +117,7 @@ describe.skipIf(!hasCompiler)("native file system calls", () => {
 
   it("lists a directory as fs.readdirSync does: the same names, order and types", () =>
     withTemp((dir) => {
-      const listDirectory = NativeFs.listDirectory!
+      const listDirectory = NativeFs.native!.listDirectory
       const names = ["b.md", "a.md", "B.md", "_x", "ünï", "文档 🙂.md", "z".repeat(200), ".hidden", "10.txt", "9.txt"]
       for (const name of names) fs.writeFileSync(path.join(dir, name), name)
       fs.mkdirSync(path.join(dir, "sub"))
@@ -146,7 +147,7 @@ describe.skipIf(!hasCompiler)("native file system calls", () => {
 
   it("leaves a directory larger than the bound, or an empty-sized one, unlisted; fails as fs does", () =>
     withTemp((dir) => {
-      const listDirectory = NativeFs.listDirectory!
+      const listDirectory = NativeFs.native!.listDirectory
       fs.writeFileSync(path.join(dir, "file.md"), "x")
       const size = fs.statSync(dir).size
       assert.isAbove(size, 0)

@@ -10,9 +10,9 @@
  * 283 directories: the `ingest` step took 74–128 ms (median 84) with the
  * addon, 103–162 ms (median 116) without it.
  *
- * {@link statMany} and {@link listDirectory} are undefined where the addon
- * is not built or does not load (no C compiler, another platform): the
- * walk then uses `fs`, with the same results.
+ * {@link native} is undefined where the addon is not built or does not
+ * load (no C compiler, another platform): the walk then uses `fs`, with
+ * the same results.
  *
  * @internal
  */
@@ -128,7 +128,7 @@ class Dirent implements DirentLike {
 // as Node computes fs.Stats' times from the seconds and nanoseconds
 const millis = (seconds: number, nanoseconds: number): number => seconds * 1e3 + nanoseconds / 1e6
 
-const make = (binding: Binding) => {
+const statManyOf = (binding: Binding) => {
   let out = new Float64Array(0)
   return (paths: ReadonlyArray<string>): Array<NativeStats | undefined> => {
     if (out.length < paths.length * fields) out = new Float64Array(paths.length * fields)
@@ -147,9 +147,7 @@ const make = (binding: Binding) => {
   }
 }
 
-const binding = load()
-
-const list = (binding: Binding) => (path: string, wholeBytes: number): Array<DirentLike> | undefined => {
+const listDirectoryOf = (binding: Binding) => (path: string, wholeBytes: number): Array<DirentLike> | undefined => {
   const listed = binding.listDirectory(path, wholeBytes)
   if (listed === undefined) return undefined
   const [joined, types] = listed
@@ -163,19 +161,25 @@ const list = (binding: Binding) => (path: string, wholeBytes: number): Array<Dir
   return entries
 }
 
-/**
- * The stats of `paths` (following symlinks), in order: undefined for a
- * path whose stat failed. Undefined itself where the addon is not there.
- */
-export const statMany: ((paths: ReadonlyArray<string>) => Array<NativeStats | undefined>) | undefined =
-  binding === undefined ? undefined : make(binding)
+/** The addon's calls. */
+export interface NativeFs {
+  /**
+   * The stats of `paths` (following symlinks), in order: undefined for a
+   * path whose stat failed.
+   */
+  readonly statMany: (paths: ReadonlyArray<string>) => Array<NativeStats | undefined>
+  /**
+   * The entries of the directory `path` (without `.` and `..`), in the
+   * order `fs.readdirSync` gives them, with their types; undefined, and
+   * nothing listed, when its size (`st_size`) is 0 or above `wholeBytes`.
+   * Throws errors with Node's `code`s ("EACCES", "ENOENT", ...).
+   */
+  readonly listDirectory: (path: string, wholeBytes: number) => Array<DirentLike> | undefined
+}
 
-/**
- * The entries of the directory `path` (without `.` and `..`), in the order
- * `fs.readdirSync` gives them, with their types; undefined, and nothing
- * listed, when its size (`st_size`) is 0 or above `wholeBytes`. Throws
- * errors with Node's `code`s ("EACCES", "ENOENT", ...). Undefined itself
- * where the addon is not there.
- */
-export const listDirectory: ((path: string, wholeBytes: number) => Array<DirentLike> | undefined) | undefined =
-  binding === undefined ? undefined : list(binding)
+const binding = load()
+
+/** The addon's calls; undefined where it is not built or does not load. */
+export const native: NativeFs | undefined = binding === undefined
+  ? undefined
+  : { statMany: statManyOf(binding), listDirectory: listDirectoryOf(binding) }
