@@ -38,7 +38,7 @@ try {
 }
 
 const compiler = process.env.CC ?? "cc"
-const flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden"]
+const flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden", "-pthread"]
 // Node-API's symbols come from the node executable that loads the addon
 if (process.platform === "darwin") flags.push("-undefined", "dynamic_lookup")
 fs.mkdirSync(outDir, { recursive: true })

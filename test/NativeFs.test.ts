@@ -108,8 +108,10 @@ describe.skipIf(!hasCompiler)("native file system calls", () => {
         fs.writeFileSync(p, "y".repeat(i))
         return p
       })
+      // failures among them, in a batch large enough to be stat'ed by two threads
+      const mixed = paths.map((p, i) => i % 7 === 3 ? path.join(dir, `gone-${i}`) : i % 11 === 5 ? `${p}\0` : p)
       assert.deepStrictEqual(statMany([]), [])
-      for (const batch of [paths.slice(0, 3), paths, paths.slice(7, 9), [paths[1]!, path.join(dir, "gone"), paths[0]!]]) {
+      for (const batch of [paths.slice(0, 3), paths, mixed, paths.slice(7, 9), [paths[1]!, path.join(dir, "gone"), paths[0]!]]) {
         const sizes = statMany(batch).map((s) => s?.size)
         assert.deepStrictEqual(sizes, batch.map((p) => statOrUndefined(p)?.size))
       }
