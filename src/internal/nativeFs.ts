@@ -7,8 +7,8 @@
  * `fs.statSync`, one call and one `fs.Stats` (four `Date`s) per file, and
  * `fs.readdirSync`, that was most of its time. Measured when this came in,
  * against the server, 15 alternating unchanged re-runs of 10,000 files in
- * 283 directories: the `ingest` step took 74–128 ms (median 84) with the
- * addon, 103–162 ms (median 116) without it.
+ * 283 directories: the `ingest` step took 67–101 ms (median 73) with the
+ * addon, 99–155 ms (median 121) without it.
  *
  * {@link native} is undefined where the addon is not built or does not
  * load (no C compiler, another platform): the walk then uses `fs`, with
