@@ -48,8 +48,9 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -130,12 +131,13 @@ static void *stat_part(void *arg) {
 #define PARALLEL_PATHS 128
 
 static bool two_processors(void) {
-  static int online = 0; /* 0: not asked yet (a race only asks twice) */
-  if (online == 0) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    online = n > 1 ? 2 : 1;
+  static atomic_int online = 0; /* 0: not asked yet (threads that ask at once all get the same answer) */
+  int known = atomic_load(&online);
+  if (known == 0) {
+    known = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 2 : 1;
+    atomic_store(&online, known);
   }
-  return online == 2;
+  return known == 2;
 }
 
 /* Stats the batch's paths [0, count): half of them on a second thread when it is large enough. */
@@ -187,9 +189,8 @@ static napi_value stat_many(napi_env env, napi_callback_info info) {
   size_t *offsets = malloc((size_t)count * sizeof *offsets);
   size_t size = 64 * (size_t)count, used = 0;
   char *bytes = malloc(size);
-  napi_value failed = NULL;
   bool ok = offsets != NULL && bytes != NULL;
-  if (!ok) failed = throw_errno_plain(env, ENOMEM, "statMany");
+  if (!ok) throw_errno_plain(env, ENOMEM, "statMany");
   for (uint32_t i = 0; ok && i < count; i++) {
     double *fields = out + (size_t)i * FIELDS;
     memset(fields, 0, FIELDS * sizeof(double));
@@ -202,7 +203,7 @@ static napi_value stat_many(napi_env env, napi_callback_info info) {
     size_t length = 0;
     napi_status status = napi_get_value_string_utf8(env, element, NULL, 0, &length);
     if (status != napi_ok) {
-      if (status == napi_string_expected) failed = throw_type_error(env, "statMany: paths must be an array of strings");
+      if (status == napi_string_expected) throw_type_error(env, "statMany: paths must be an array of strings");
       ok = false;
       break;
     }
@@ -214,7 +215,7 @@ static napi_value stat_many(napi_env env, napi_callback_info info) {
       while (used + length + 1 > size) size *= 2;
       char *grown = realloc(bytes, size);
       if (grown == NULL) {
-        failed = throw_errno_plain(env, ENOMEM, "statMany");
+        throw_errno_plain(env, ENOMEM, "statMany");
         ok = false;
         break;
       }
@@ -236,6 +237,7 @@ static napi_value stat_many(napi_env env, napi_callback_info info) {
     struct batch batch = { bytes, offsets, out };
     stat_batch(&batch, count);
   } else {
+    /* each failure above has thrown, but a Node-API call's may not have */
     bool pending = false;
     if (napi_is_exception_pending(env, &pending) == napi_ok && !pending) {
       napi_throw_error(env, NULL, "statMany: a Node-API call failed");
@@ -243,7 +245,7 @@ static napi_value stat_many(napi_env env, napi_callback_info info) {
   }
   free(bytes);
   free(offsets);
-  return failed;
+  return NULL;
 }
 
 /* The name of an error number, as Node's errors carry it in `code`. */
